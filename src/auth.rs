@@ -1,0 +1,307 @@
+//! Login and change-password: local authentication first, Keycloak as an enhancement.
+//!
+//! The original web layer's `ObjUser.Login`: the local password decides; a failure ends it.
+//! Then a Keycloak token is fetched if Keycloak is usable, else the cached one; the session is
+//! created whatever Keycloak does. `ChangePassword`, corrected: the old password is verified
+//! locally, the local password always changes, and Keycloak is updated through the admin API
+//! when it is usable, else the change waits in the queue at priority 1.
+
+use crate::client::{AuthError, CallError, ResilientClient};
+use crate::auth_events::{AuthEvents, ModeCounts};
+use crate::keycloak::{KcError, Rejection};
+use crate::local_users::{LocalUsers, UserError, Verification};
+use crate::lockout::LockoutPolicy;
+use crate::sessions::{AuthMode, Session, Sessions};
+use crate::store::StoreError;
+use crate::sync_queue::{PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST};
+use crate::token_cache::Verifier;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Counter bumped when Keycloak refuses a password that local auth accepted.
+pub const DIVERGENCE_COUNTER: &str = "password_divergence";
+
+/// Why a login failed (the `reason` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// Wrong password or unknown user (one answer for both).
+    InvalidCredentials,
+    /// The local account is disabled.
+    AccountDisabled,
+    /// Too many failures: locked for a while, even for the right password.
+    AccountLocked,
+    /// Keycloak is unreachable, no cached token, and offline mode is off.
+    KeycloakUnavailable,
+}
+
+impl FailReason {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::InvalidCredentials => "invalid_credentials",
+            FailReason::AccountDisabled => "account_disabled",
+            FailReason::AccountLocked => "account_locked",
+            FailReason::KeycloakUnavailable => "keycloak_unavailable",
+        }
+    }
+}
+
+/// The result of `login`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginResult {
+    /// True when a session was created.
+    pub success: bool,
+    /// The new session.
+    pub session_id: Option<Uuid>,
+    /// Which layer vouched for the user.
+    pub auth_mode: Option<AuthMode>,
+    /// online | offline: whether Keycloak took part.
+    pub keycloak_status: &'static str,
+    /// Why it failed.
+    pub reason: Option<FailReason>,
+    /// Until when the account is locked (with `account_locked`).
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The Keycloak access token, when there is one (not printed unless asked for).
+    #[serde(skip)]
+    pub access_token: Option<String>,
+}
+
+/// How the new password reached Keycloak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswdMode {
+    /// Set in Keycloak now.
+    Synchronized,
+    /// Waiting in the sync queue.
+    Queued,
+    /// Keycloak refused it (policy, unknown user); the local password changed anyway.
+    Rejected,
+}
+
+/// The result of `passwd`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswdResult {
+    /// synchronized | queued | rejected.
+    pub mode: PasswdMode,
+    /// The queue item, when one was recorded.
+    pub sync_id: Option<Uuid>,
+    /// Keycloak's reason, when it refused.
+    pub keycloak_error: Option<String>,
+}
+
+/// Why `passwd` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    /// The old password is wrong, or the user unknown.
+    #[error("invalid credentials: the old password does not match")]
+    InvalidCredentials,
+    /// The account is disabled.
+    #[error("account disabled")]
+    AccountDisabled,
+    /// The account is locked.
+    #[error("account locked until {0}")]
+    AccountLocked(DateTime<Utc>),
+    /// The new password is not acceptable locally.
+    #[error("{0}")]
+    User(#[from] UserError),
+    /// Queueing failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Login failures that are not a user's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The local user store failed.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The local-first authentication layer.
+#[derive(Clone)]
+pub struct Auth {
+    client: ResilientClient,
+    users: LocalUsers,
+    sessions: Sessions,
+    events: AuthEvents,
+}
+
+impl Auth {
+    /// Builds the layer over the client's store and clock.
+    pub fn new(client: ResilientClient) -> Auth {
+        let store = client.store().clone();
+        let clock = client.clock().clone();
+        let a = &client.config().auth;
+        let policy = LockoutPolicy {
+            max_failures: a.max_failed_logins,
+            window: a.failure_window,
+            lockout: a.lockout,
+        };
+        Auth {
+            users: LocalUsers::new(store.clone(), clock.clone(), policy),
+            sessions: Sessions::new(store.clone(), clock.clone(), a.session_ttl),
+            events: AuthEvents::new(store, clock),
+            client,
+        }
+    }
+
+    /// The engine underneath.
+    pub fn client(&self) -> &ResilientClient {
+        &self.client
+    }
+
+    /// The local user store.
+    pub fn users(&self) -> &LocalUsers {
+        &self.users
+    }
+
+    /// The sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The login event log.
+    pub fn events(&self) -> &AuthEvents {
+        &self.events
+    }
+
+    /// Logins in the last hour by mode.
+    pub fn modes_last_hour(&self) -> Result<ModeCounts, StoreError> {
+        self.events.since(chrono::Duration::hours(1))
+    }
+
+    /// Local auth first; then Keycloak, else the cached token, else local only.
+    pub fn login(&self, username: &str, package: &str, password: &str) -> Result<LoginResult, LoginError> {
+        let hash = match self.users.verify(username, package, password)? {
+            Verification::Ok { hash } => hash,
+            Verification::Invalid => return Ok(failed(FailReason::InvalidCredentials, None)),
+            Verification::Disabled => return Ok(failed(FailReason::AccountDisabled, None)),
+            Verification::Locked { until } => return Ok(failed(FailReason::AccountLocked, Some(until))),
+        };
+        let outcome = self.client.authenticate_with(
+            username,
+            password,
+            package,
+            Verifier::Hash(&hash),
+            Some(&hash),
+        );
+        let (mode, online, token) = match outcome {
+            Ok(t) if t.cached => (AuthMode::Cached, false, Some(t.access_token)),
+            Ok(t) => (AuthMode::Keycloak, true, Some(t.access_token)),
+            Err(AuthError::Rejected(r)) => {
+                self.note_divergence(username, package, &r)?;
+                (AuthMode::Local, true, None)
+            }
+            Err(AuthError::NoCachedLogin { reason }) => {
+                log::info!("login {username}/{package}: local only (Keycloak: {reason})");
+                (AuthMode::Local, false, None)
+            }
+            Err(AuthError::OfflineDisabled { reason }) => {
+                log::warn!("login {username}/{package} refused: Keycloak unavailable ({reason}) and offline mode is off");
+                return Ok(failed(FailReason::KeycloakUnavailable, None));
+            }
+            Err(AuthError::Misconfigured(m)) => {
+                log::warn!("login {username}/{package}: local only, Keycloak misconfigured: {m}");
+                (AuthMode::Local, false, None)
+            }
+            Err(AuthError::Store(e)) => return Err(e.into()),
+        };
+        let session: Session = self.sessions.create(username, package, mode)?;
+        self.events.record(mode)?;
+        Ok(LoginResult {
+            success: true,
+            session_id: Some(session.id),
+            auth_mode: Some(mode),
+            keycloak_status: if online { "online" } else { "offline" },
+            reason: None,
+            locked_until: None,
+            access_token: token,
+        })
+    }
+
+    /// Keycloak refused a password local auth accepted: explained by a queued change, or a
+    /// divergence worth counting and logging.
+    fn note_divergence(&self, username: &str, package: &str, r: &Rejection) -> Result<(), LoginError> {
+        let explained = self
+            .client
+            .queue()
+            .has_pending_password_change(username, package)
+            .map_err(|e| LoginError::Store(StoreError::Aborted(e.to_string())))?;
+        if explained {
+            log::info!("login {username}/{package}: Keycloak still has the old password; a queued change will fix it");
+        } else {
+            self.client.store().bump_counter(DIVERGENCE_COUNTER, 1)?;
+            log::warn!(
+                "login {username}/{package}: local password accepted but Keycloak refused ({r}): the two have diverged"
+            );
+        }
+        Ok(())
+    }
+
+    /// Verifies `old` locally, sets `new` locally, then in Keycloak or the queue.
+    pub fn change_password(&self, username: &str, package: &str, old: &str, new: &str) -> Result<PasswdResult, PasswdError> {
+        match self.users.verify(username, package, old)? {
+            Verification::Ok { .. } => {}
+            Verification::Invalid => return Err(PasswdError::InvalidCredentials),
+            Verification::Disabled => return Err(PasswdError::AccountDisabled),
+            Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
+        }
+        let new_hash = self.users.set_password(username, package, new)?;
+        self.client.tokens().set_verifier(username, package, &new_hash)?;
+        let queue = self.client.queue();
+        let data = || SyncData::PasswordChange(PasswordChange { password: new.to_string() });
+
+        if !self.client.is_available() {
+            let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
+            return Ok(PasswdResult { mode: PasswdMode::Queued, sync_id: Some(id), keycloak_error: None });
+        }
+        let realm = self.client.config().package(package).realm;
+        let outcome = self
+            .client
+            .call(|kc| kc.find_user(&realm, username))
+            .and_then(|user| user.ok_or(CallError::Keycloak(KcError::Rejected(Rejection::UserNotFound))))
+            .and_then(|user| self.client.call(|kc| kc.reset_password(&realm, &user.id, new)));
+        match outcome {
+            Ok(()) => {
+                // Any older queued change is now obsolete: record this one as done so it
+                // supersedes them (the last password wins).
+                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
+                queue.complete(id)?;
+                Ok(PasswdResult { mode: PasswdMode::Synchronized, sync_id: None, keycloak_error: None })
+            }
+            Err(CallError::Keycloak(KcError::Rejected(r))) => {
+                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
+                queue.fail(id, &r.to_string())?;
+                log::warn!("passwd {username}/{package}: local password changed, Keycloak refused: {r}");
+                Ok(PasswdResult { mode: PasswdMode::Rejected, sync_id: Some(id), keycloak_error: Some(r.to_string()) })
+            }
+            Err(e) => {
+                if let CallError::Keycloak(KcError::Misconfigured(m)) = &e {
+                    log::warn!("passwd {username}/{package}: Keycloak misconfigured ({m}); change queued");
+                }
+                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
+                Ok(PasswdResult { mode: PasswdMode::Queued, sync_id: Some(id), keycloak_error: None })
+            }
+        }
+    }
+}
+
+fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResult {
+    LoginResult {
+        success: false,
+        session_id: None,
+        auth_mode: None,
+        keycloak_status: "offline",
+        reason: Some(reason),
+        locked_until,
+        access_token: None,
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line, as clap definitions. `--help` is the manual: every flag says what it does.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (for sync-now also when Keycloak is down: nothing processed, and it says why)
+  1  refused: wrong credentials, no cached token, a failed check in `test`, locked account
+  2  bad input: a bad argument, bad config.yaml, bad data on stdin
+  3  runtime failure: the database is in use by another process or damaged, I/O errors
+  4  passwd only: the local password changed but Keycloak refused the new one
+
+Passwords are read from standard input (one per line) or, on a terminal, from a prompt that
+does not echo. They are never accepted as arguments.
+Logs go to stderr; RUST_LOG=debug|info|warn sets the level (default: info for start, warn
+otherwise). Secrets never appear in logs.";
+
+/// Keeps logins working when Keycloak is down or slow, and brings Keycloak back in line when it
+/// returns.
+#[derive(Debug, Parser)]
+#[command(name = "keycloak-resilient", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = "./config.yaml")]
+    pub config: PathBuf,
+    /// The sled data directory (overrides storage.path of the config file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A user in a package (application).
+#[derive(Debug, Args, Clone)]
+pub struct UserArgs {
+    /// The username (compared case-insensitively).
+    #[arg(long, value_name = "U")]
+    pub user: String,
+    /// The package (application) the user belongs to.
+    #[arg(long, value_name = "P")]
+    pub package: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show availability, circuit, mode, queue and cache (probes Keycloak if the last probe is stale).
+    Status,
+    /// Validate the config, probe Keycloak, check the login client and the admin service account.
+    Test,
+    /// Run one sync cycle now (for cron).
+    SyncNow {
+        /// Items to process at most (default: service.batch_size).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: Option<u32>,
+    },
+    /// Remove old cached tokens and finished sync items.
+    Cleanup {
+        /// Remove cached tokens obtained more than H hours ago.
+        #[arg(long, value_name = "H", default_value_t = 48)]
+        token_hours: u64,
+        /// Remove completed/superseded sync items finished more than D days ago.
+        #[arg(long, value_name = "D", default_value_t = 7)]
+        sync_days: u64,
+    },
+    /// Get a token for a user: from Keycloak, or from the cache while Keycloak is away (password on stdin).
+    Authenticate(UserArgs),
+    /// Show the cached token of a user, if inside the grace period.
+    CachedToken(UserArgs),
+    /// Queue a change for Keycloak; sync data as JSON on stdin; prints the SyncId.
+    QueueSync {
+        #[command(flatten)]
+        who: UserArgs,
+        /// The sync type: password_change (data: {"password": "..."}).
+        #[arg(long = "type", value_name = "T")]
+        sync_type: String,
+        /// 1 runs first.
+        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        priority: u32,
+    },
+    /// List the sync queue (no secrets).
+    Queue,
+    /// Run the service: health probe, sync every interval and when Keycloak returns, cleanup.
+    Start,
+    /// Log in: local password first, then Keycloak or the cache (password on stdin); creates a session.
+    Login(UserArgs),
+    /// Change a password: old and new on stdin, one a line; updates Keycloak now or queues it.
+    Passwd(UserArgs),
+    /// Manage the local user store.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Session operations.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// End a session.
+    Logout {
+        /// The session id.
+        id: String,
+    },
+    /// Print Prometheus metrics, or write them for node_exporter's textfile collector.
+    Metrics {
+        /// Write atomically to this file instead of printing.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
+    },
+}
+
+/// `user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a local user (password on stdin).
+    Add(UserArgs),
+    /// List local users.
+    List,
+    /// Disable a user: logins are refused.
+    Disable(UserArgs),
+    /// Enable a user again.
+    Enable(UserArgs),
+    /// Remove a user.
+    Remove(UserArgs),
+    /// Import users from JSON lines (.jsonl/.ndjson/.json) or CSV (.csv) with existing hashes.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+    },
+}
+
+/// `session …`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Show a session.
+    Show {
+        /// The session id.
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_app() {
+        Cli::command().debug_assert();
+    }
+}

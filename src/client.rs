@@ -1,0 +1,514 @@
+//! [`ResilientClient`]: the library's front door, with the original design's API.
+//!
+//! It owns the pieces — store, breaker, Keycloak client, token cache, sync queue — and wires
+//! them: every Keycloak call goes through [`ResilientClient::call`], which asks the breaker
+//! first, classifies the outcome, records it, and persists the breaker so that the next
+//! one-shot command honours it.
+//!
+//! ```no_run
+//! use keycloak_resilient::{Config, ResilientClient};
+//! # fn main() -> anyhow::Result<()> {
+//! let client = ResilientClient::new(Config::load("config.yaml".as_ref())?)?;
+//! match client.authenticate("alice", "her password", "webapp") {
+//!     Ok(token) if token.cached => println!("Keycloak is away; cached token used"),
+//!     Ok(_) => println!("fresh token from Keycloak"),
+//!     Err(e) => println!("refused: {e}"),
+//! }
+//! client.queue_sync("alice", "webapp", "password_change",
+//!                   &serde_json::json!({"password": "new password"}), 1)?;
+//! let report = client.process_sync_queue(100)?;
+//! println!("{} processed; status: {:?}", report.processed, client.get_status()?.mode);
+//! # Ok(()) }
+//! ```
+
+use crate::backoff::Backoff;
+use crate::breaker::{Breaker, BreakerState, CircuitState, Permit};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::health::{self, ProbeRecord};
+use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::replay::{self, SyncReport};
+use crate::store::{Store, StoreError};
+use crate::sync_queue::{QueueError, SyncQueue};
+use crate::token_cache::{AuthToken, TokenCache, Verifier};
+use chrono::{DateTime, Utc};
+use rand::{rngs::StdRng, SeedableRng};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+const BREAKER_KEY: &str = "breaker";
+
+/// Why a guarded Keycloak call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The circuit is open: no I/O was attempted.
+    #[error("Keycloak circuit open (next trial at {retry_at})")]
+    CircuitOpen {
+        /// When a trial will be allowed.
+        retry_at: DateTime<Utc>,
+    },
+    /// Keycloak was asked and the call failed.
+    #[error(transparent)]
+    Keycloak(#[from] KcError),
+}
+
+impl CallError {
+    /// True when Keycloak is down or not asked because it was down.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CallError::CircuitOpen { .. } | CallError::Keycloak(KcError::Unavailable(_)))
+    }
+}
+
+/// Why `authenticate` gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Keycloak said no to this user's credentials or account.
+    #[error("refused by Keycloak: {0}")]
+    Rejected(Rejection),
+    /// Keycloak is unavailable and no cached login matches (same answer for an unknown user
+    /// and a wrong password).
+    #[error("Keycloak is unavailable ({reason}) and no cached login matches this user and password")]
+    NoCachedLogin {
+        /// Why Keycloak was not used.
+        reason: String,
+    },
+    /// Keycloak is unavailable and offline mode is off.
+    #[error("Keycloak is unavailable ({reason}) and offline mode is disabled")]
+    OfflineDisabled {
+        /// Why Keycloak was not used.
+        reason: String,
+    },
+    /// Keycloak answered about our configuration.
+    #[error("Keycloak misconfigured: {0}")]
+    Misconfigured(String),
+    /// The local database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a client could not be built or a call failed locally.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The queue refused or failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Keycloak(#[from] KcError),
+}
+
+/// The resilience settings shown in status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Consecutive outages that open the circuit.
+    pub failure_threshold: u32,
+    /// Open-circuit cooldown.
+    pub cooldown_seconds: u64,
+    /// Token grace period.
+    pub grace_period_hours: u64,
+    /// Whether offline logins are allowed.
+    pub offline_mode_allowed: bool,
+}
+
+/// The global mode.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Keycloak reachable.
+    Normal,
+    /// Unreachable; at least one cached token inside its grace period.
+    Degraded,
+    /// Unreachable; local authentication only.
+    Offline,
+}
+
+impl Mode {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Degraded => "degraded",
+            Mode::Offline => "offline",
+        }
+    }
+}
+
+/// The original `get_status()` block.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Keycloak reachable now.
+    pub available: bool,
+    /// closed | open | half_open.
+    pub circuit_state: &'static str,
+    /// Consecutive availability failures.
+    pub failure_count: u32,
+    /// normal | degraded | offline.
+    pub mode: Mode,
+    /// Items waiting in the sync queue.
+    pub pending_syncs: usize,
+    /// Cached tokens inside the grace period.
+    pub cached_tokens: usize,
+    /// The resilience settings in force.
+    pub config: StatusConfig,
+    /// Items refused for good (see `queue`).
+    pub failed_syncs: usize,
+    /// Why the queue is blocked (admin credentials refused), if it is.
+    pub queue_blocked: Option<String>,
+    /// Why Keycloak is unavailable, if it is.
+    pub unavailable_reason: Option<String>,
+}
+
+/// The resilient client. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct ResilientClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Arc<Store>,
+    clock: SharedClock,
+    keycloak: KeycloakClient,
+    breaker: Mutex<Breaker>,
+    tokens: TokenCache,
+    queue: SyncQueue,
+    backoff: Backoff,
+    rng: Mutex<StdRng>,
+}
+
+impl std::fmt::Debug for ResilientClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilientClient")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResilientClient {
+    /// Opens the store at `config.storage_path` and builds the client on the wall clock.
+    pub fn new(config: Config) -> Result<ResilientClient, ClientError> {
+        let store = Arc::new(Store::open(&config.storage_path)?);
+        Self::with_parts(config, store, Arc::new(SystemClock))
+    }
+
+    /// Builds the client on a given store and clock (tests, embedding).
+    pub fn with_parts(
+        config: Config,
+        store: Arc<Store>,
+        clock: SharedClock,
+    ) -> Result<ResilientClient, ClientError> {
+        let keycloak = KeycloakClient::new(&config.keycloak)?;
+        let state: BreakerState = store.get_meta(BREAKER_KEY)?.unwrap_or_default();
+        let r = &config.resilience;
+        let threshold = if r.enabled { r.failure_threshold } else { u32::MAX };
+        let breaker = Breaker::new(threshold, r.cooldown, state);
+        let tokens = TokenCache::new(store.clone(), clock.clone(), r.token_grace_period);
+        let queue = SyncQueue::new(store.clone(), clock.clone());
+        queue.recover()?;
+        Ok(ResilientClient {
+            inner: Arc::new(Inner {
+                keycloak,
+                breaker: Mutex::new(breaker),
+                tokens,
+                queue,
+                backoff: Backoff::default(),
+                rng: Mutex::new(StdRng::from_os_rng()),
+                config,
+                store,
+                clock,
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store (shared with the local-auth layer).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The token cache.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.inner.tokens
+    }
+
+    /// The sync queue.
+    pub fn queue(&self) -> &SyncQueue {
+        &self.inner.queue
+    }
+
+    pub(crate) fn backoff_delay(&self, attempt: u32) -> std::time::Duration {
+        let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.backoff.delay(attempt, &mut *rng)
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.inner.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn persist_breaker(&self, state: &BreakerState) {
+        if let Err(e) = self.inner.store.put_meta(BREAKER_KEY, state) {
+            log::error!("could not persist circuit breaker state: {e}");
+        }
+    }
+
+    /// Runs one Keycloak call behind the breaker: no I/O while the circuit is open, outcome
+    /// classified and recorded (only unavailability counts as a failure).
+    pub fn call<T>(&self, f: impl FnOnce(&KeycloakClient) -> Result<T, KcError>) -> Result<T, CallError> {
+        let now = self.inner.clock.now();
+        {
+            let mut b = self.breaker();
+            let before = b.state().clone();
+            let permit = b.permit(now);
+            if &before != b.state() {
+                self.persist_breaker(b.state());
+            }
+            if let Permit::Rejected { retry_at } = permit {
+                return Err(CallError::CircuitOpen { retry_at });
+            }
+            if permit == Permit::Trial {
+                log::info!("circuit half-open: trying Keycloak once");
+            }
+        }
+        let result = f(&self.inner.keycloak);
+        let now = self.inner.clock.now();
+        let mut b = self.breaker();
+        let before = b.state().state;
+        match &result {
+            Err(KcError::Unavailable(reason)) => {
+                b.on_failure(now);
+                self.record_probe(false, Some(reason.clone()));
+                if before != CircuitState::Open && b.state().state == CircuitState::Open {
+                    log::warn!(
+                        "circuit opened after {} consecutive failures: {reason}",
+                        b.state().failure_count
+                    );
+                }
+            }
+            _ => {
+                b.on_success();
+                if before != CircuitState::Closed {
+                    log::info!("Keycloak is back: circuit closed");
+                }
+                if let Err(KcError::Misconfigured(m)) = &result {
+                    log::warn!("Keycloak misconfigured: {m}");
+                }
+            }
+        }
+        self.persist_breaker(b.state());
+        result.map_err(CallError::Keycloak)
+    }
+
+    fn record_probe(&self, ok: bool, reason: Option<String>) {
+        let record = ProbeRecord {
+            at: self.inner.clock.now(),
+            ok,
+            reason,
+        };
+        if let Err(e) = self.inner.store.put_meta(health::META_KEY, &record) {
+            log::error!("could not persist health record: {e}");
+        }
+    }
+
+    /// The last probe record, if any.
+    pub fn last_probe(&self) -> Option<ProbeRecord> {
+        self.inner.store.get_meta(health::META_KEY).ok().flatten()
+    }
+
+    /// Is Keycloak usable now? No I/O while the circuit is open and cooling down, nor while a
+    /// probe younger than `health_check_cache_seconds` exists; otherwise one probe.
+    pub fn is_available(&self) -> bool {
+        let now = self.inner.clock.now();
+        let (would_permit, closed) = {
+            let b = self.breaker();
+            (b.would_permit(now), b.state().state == CircuitState::Closed)
+        };
+        if !would_permit {
+            return false;
+        }
+        if closed {
+            if let Some(record) = self.last_probe() {
+                if record.is_fresh(now, self.inner.config.resilience.health_check_cache) {
+                    return record.ok;
+                }
+            }
+        }
+        self.probe()
+    }
+
+    /// Probes Keycloak now (through the breaker) and records the result.
+    pub fn probe(&self) -> bool {
+        let realm = self.inner.config.keycloak.realm.clone();
+        match self.call(|kc| kc.probe(&realm)) {
+            Ok(()) => {
+                self.record_probe(true, None);
+                true
+            }
+            Err(CallError::CircuitOpen { .. }) => false,
+            // Unavailable was recorded by `call`.
+            Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
+            Err(CallError::Keycloak(e)) => {
+                self.record_probe(false, Some(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Why Keycloak is not available, for messages.
+    pub fn unavailable_reason(&self) -> String {
+        let now = self.inner.clock.now();
+        let b = self.breaker();
+        if !b.would_permit(now) {
+            let retry = b.state().opened_at.map(|t| t + chrono::Duration::from_std(self.inner.config.resilience.cooldown).unwrap_or_default());
+            return match retry {
+                Some(t) => format!("circuit open until {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                None => "circuit open".into(),
+            };
+        }
+        drop(b);
+        self.last_probe()
+            .and_then(|p| p.reason)
+            .unwrap_or_else(|| "not reachable".into())
+    }
+
+    /// Authenticates at Keycloak (password grant) when available; otherwise, when offline mode
+    /// is allowed, hands out the cached token if the password matches its verifier and it is
+    /// inside the grace period.
+    pub fn authenticate(&self, username: &str, password: &str, package: &str) -> Result<AuthToken, AuthError> {
+        self.authenticate_with(username, password, package, Verifier::Password(password), None)
+    }
+
+    /// [`ResilientClient::authenticate`] for callers that already verified the password against
+    /// a PHC hash (local auth): that hash becomes the cache's verifier, and the offline check
+    /// skips a second argon2 run when the cached verifier is that same hash.
+    pub fn authenticate_with(
+        &self,
+        username: &str,
+        password: &str,
+        package: &str,
+        verifier: Verifier<'_>,
+        already_verified: Option<&str>,
+    ) -> Result<AuthToken, AuthError> {
+        let pkg = self.inner.config.package(package);
+        let reason = if self.is_available() {
+            match self.call(|kc| kc.password_grant(&pkg, username, password)) {
+                Ok(tokens) => return Ok(self.inner.tokens.put(username, package, &tokens, verifier)?),
+                Err(CallError::Keycloak(KcError::Rejected(r))) => {
+                    if self.inner.tokens.remove(username, package)? {
+                        log::info!("dropped cached token of {username}/{package}: Keycloak refused ({r})");
+                    }
+                    return Err(AuthError::Rejected(r));
+                }
+                Err(CallError::Keycloak(KcError::Misconfigured(m))) => return Err(AuthError::Misconfigured(m)),
+                Err(e) => e.to_string(),
+            }
+        } else {
+            self.unavailable_reason()
+        };
+        let r = &self.inner.config.resilience;
+        if !r.enabled || !r.allow_offline_mode {
+            return Err(AuthError::OfflineDisabled { reason });
+        }
+        match self.inner.tokens.authenticate(username, package, password, already_verified)? {
+            Some(token) => {
+                log::info!("Keycloak unavailable ({reason}); cached token used for {username}/{package}");
+                Ok(token)
+            }
+            None => Err(AuthError::NoCachedLogin { reason }),
+        }
+    }
+
+    /// The cached token of (user, package) inside the grace period; marks it used.
+    pub fn get_cached_token(&self, username: &str, package: &str) -> Result<Option<AuthToken>, StoreError> {
+        self.inner.tokens.get(username, package)
+    }
+
+    /// Queues a change for Keycloak (durable before it returns).
+    pub fn queue_sync(
+        &self,
+        username: &str,
+        package: &str,
+        sync_type: &str,
+        sync_data: &serde_json::Value,
+        priority: u32,
+    ) -> Result<Uuid, QueueError> {
+        self.inner.queue.enqueue(username, package, sync_type, sync_data, priority)
+    }
+
+    /// Replays up to `batch_size` queued changes; see [`crate::replay`].
+    pub fn process_sync_queue(&self, batch_size: usize) -> Result<SyncReport, ClientError> {
+        replay::run(self, batch_size, &|| false)
+    }
+
+    /// [`ResilientClient::process_sync_queue`] that stops between items once `stop()` is true.
+    pub fn process_sync_queue_until(&self, batch_size: usize, stop: &dyn Fn() -> bool) -> Result<SyncReport, ClientError> {
+        replay::run(self, batch_size, stop)
+    }
+
+    /// Removes cached tokens obtained more than `hours` ago.
+    pub fn cleanup_expired_tokens(&self, hours: u64) -> Result<usize, StoreError> {
+        self.inner.tokens.cleanup(std::time::Duration::from_secs(hours.saturating_mul(3600)))
+    }
+
+    /// Removes completed and superseded sync items finished more than `days` ago.
+    pub fn cleanup_completed_syncs(&self, days: u64) -> Result<usize, QueueError> {
+        self.inner.queue.cleanup(std::time::Duration::from_secs(days.saturating_mul(86400)))
+    }
+
+    /// Why the queue is blocked, if it is.
+    pub fn queue_blocked(&self) -> Option<String> {
+        self.inner.store.get_meta::<String>(replay::BLOCKED_KEY).ok().flatten()
+    }
+
+    /// The circuit as a status display shows it, and the consecutive failure count.
+    pub fn circuit(&self) -> (CircuitState, u32) {
+        let now = self.inner.clock.now();
+        let b = self.breaker();
+        (b.observed_state(now), b.state().failure_count)
+    }
+
+    /// The original status block (probes Keycloak if the health record is stale).
+    pub fn get_status(&self) -> Result<Status, ClientError> {
+        let available = self.is_available();
+        let (circuit, failure_count) = self.circuit();
+        let (cached_tokens, _) = self.inner.tokens.counts()?;
+        let counts = self.inner.queue.counts()?;
+        let r = &self.inner.config.resilience;
+        let mode = if available {
+            Mode::Normal
+        } else if cached_tokens > 0 && r.enabled && r.allow_offline_mode {
+            Mode::Degraded
+        } else {
+            Mode::Offline
+        };
+        Ok(Status {
+            available,
+            circuit_state: circuit.as_str(),
+            failure_count,
+            mode,
+            pending_syncs: counts.pending + counts.processing,
+            cached_tokens,
+            config: StatusConfig {
+                failure_threshold: r.failure_threshold,
+                cooldown_seconds: r.cooldown.as_secs(),
+                grace_period_hours: r.token_grace_period.as_secs() / 3600,
+                offline_mode_allowed: r.allow_offline_mode,
+            },
+            failed_syncs: counts.failed,
+            queue_blocked: self.queue_blocked(),
+            unavailable_reason: (!available).then(|| self.unavailable_reason()),
+        })
+    }
+}

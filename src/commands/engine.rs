@@ -1,0 +1,319 @@
+//! The engine's commands: status, test, sync-now, cleanup, authenticate, cached-token,
+//! queue-sync, queue, start.
+
+use super::{input, print_json, rfc3339, EXIT_OK, EXIT_REFUSED};
+use crate::auth::Auth;
+use crate::cli::UserArgs;
+use crate::client::{AuthError, ResilientClient};
+use crate::config::Config;
+use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::token_cache::AuthToken;
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::json;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn open(config: Config) -> anyhow::Result<ResilientClient> {
+    let path = config.storage_path.clone();
+    ResilientClient::new(config).with_context(|| format!("opening data directory {}", path.display()))
+}
+
+/// The status block, engine part plus the local-auth part.
+#[derive(Serialize)]
+struct FullStatus {
+    #[serde(flatten)]
+    engine: crate::client::Status,
+    active_sessions: usize,
+    auth_modes_last_hour: crate::auth_events::ModeCounts,
+    locked_accounts: Vec<serde_json::Value>,
+}
+
+pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let auth = Auth::new(open(config)?);
+    let s = auth.client().get_status()?;
+    let full = FullStatus {
+        active_sessions: auth.sessions().active_count()?,
+        auth_modes_last_hour: auth.modes_last_hour()?,
+        locked_accounts: auth
+            .users()
+            .locked()?
+            .into_iter()
+            .map(|(user, package, until)| json!({"user": user, "package": package, "locked_until": rfc3339(until)}))
+            .collect(),
+        engine: s,
+    };
+    if json {
+        print_json(out, &full)?;
+        return Ok(EXIT_OK);
+    }
+    let s = &full.engine;
+    let c = auth.client().config();
+    writeln!(out, "Keycloak:          {} ({})", c.keycloak.server_url, if s.available { "available" } else { "unavailable" })?;
+    if let Some(r) = &s.unavailable_reason {
+        writeln!(out, "  reason:          {r}")?;
+    }
+    writeln!(out, "Circuit:           {} ({} consecutive failure(s))", s.circuit_state, s.failure_count)?;
+    writeln!(out, "Mode:              {}", s.mode.as_str())?;
+    writeln!(out, "Pending syncs:     {}", s.pending_syncs)?;
+    writeln!(out, "Failed syncs:      {}", s.failed_syncs)?;
+    if let Some(b) = &s.queue_blocked {
+        writeln!(out, "Queue BLOCKED:     {b}")?;
+    }
+    writeln!(out, "Cached tokens:     {}", s.cached_tokens)?;
+    writeln!(out, "Active sessions:   {}", full.active_sessions)?;
+    let m = full.auth_modes_last_hour;
+    writeln!(out, "Logins last hour:  keycloak {}, cached {}, local {}", m.keycloak, m.cached, m.local)?;
+    for l in &full.locked_accounts {
+        writeln!(out, "Locked:            {}/{} until {}", l["user"].as_str().unwrap_or(""), l["package"].as_str().unwrap_or(""), l["locked_until"].as_str().unwrap_or(""))?;
+    }
+    writeln!(
+        out,
+        "Resilience:        threshold {}, cooldown {}s, grace {}h, offline mode {}",
+        s.config.failure_threshold,
+        s.config.cooldown_seconds,
+        s.config.grace_period_hours,
+        if s.config.offline_mode_allowed { "allowed" } else { "off" }
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// One line of `test`.
+#[derive(Serialize)]
+struct Check {
+    check: String,
+    ok: bool,
+    detail: String,
+}
+
+pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let mut checks = vec![Check {
+        check: "config".into(),
+        ok: true,
+        detail: format!("{} is valid", config.source.display()),
+    }];
+    let kc = KeycloakClient::new(&config.keycloak)?;
+    let mut packages = vec![("(default)".to_string(), config.package(""))];
+    packages.extend(config.keycloak.packages.keys().map(|name| (name.clone(), config.package(name))));
+    let mut realms: Vec<String> = packages.iter().map(|(_, p)| p.realm.clone()).collect();
+    realms.dedup();
+    for realm in &realms {
+        let probe = kc.probe(realm);
+        checks.push(Check {
+            check: format!("keycloak reachable (realm {realm})"),
+            ok: probe.is_ok(),
+            detail: match probe {
+                Ok(()) => format!("{} answers", config.keycloak.server_url),
+                Err(e) => e.to_string(),
+            },
+        });
+    }
+    let reachable = checks.iter().skip(1).all(|c| c.ok);
+    if reachable {
+        // A password grant for a user that cannot exist: "invalid credentials" proves the client
+        // is set up for direct access grants; any other answer says what is wrong.
+        let nobody = format!("keycloak-resilient-probe-{}", uuid::Uuid::new_v4().simple());
+        for (name, pkg) in &packages {
+            let r = kc.password_grant(pkg, &nobody, &uuid::Uuid::new_v4().to_string());
+            let (ok, detail) = match r {
+                Err(KcError::Rejected(Rejection::InvalidCredentials)) => (true, "accepts direct access grants".to_string()),
+                Ok(_) => (true, "accepts direct access grants".to_string()),
+                Err(e) => (false, e.to_string()),
+            };
+            checks.push(Check { check: format!("login client {} (package {name})", pkg.client_id), ok, detail });
+        }
+        for realm in &realms {
+            let r = kc.find_user(realm, &nobody);
+            checks.push(Check {
+                check: format!("admin service account {} (realm {realm})", config.keycloak.admin_client_id),
+                ok: r.is_ok(),
+                detail: match r {
+                    Ok(_) => "can look up users (view-users; manage-users is needed to reset passwords)".into(),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+    let all_ok = reachable && checks.iter().all(|c| c.ok);
+    if json {
+        print_json(out, &json!({"ok": all_ok, "checks": checks}))?;
+    } else {
+        for c in &checks {
+            writeln!(out, "{:<6} {}: {}", if c.ok { "ok" } else { "FAILED" }, c.check, c.detail)?;
+        }
+        if !reachable {
+            writeln!(out, "skipped: client and service-account checks (Keycloak not reachable)")?;
+        }
+    }
+    Ok(if all_ok { EXIT_OK } else { EXIT_REFUSED })
+}
+
+pub fn sync_now(config: Config, batch: Option<u32>, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let batch = batch.map(|b| b as usize).unwrap_or(config.service.batch_size);
+    let client = open(config)?;
+    let report = client.process_sync_queue(batch)?;
+    if json {
+        print_json(out, &json!({"report": report, "pending_syncs": client.queue().pending_count()}))?;
+    } else {
+        writeln!(
+            out,
+            "{} processed ({} completed, {} failed, {} retried); {} pending",
+            report.processed,
+            report.completed,
+            report.failed,
+            report.retried,
+            client.queue().pending_count()
+        )?;
+        if let Some(why) = &report.stopped {
+            writeln!(out, "nothing more done: {why}")?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn cleanup(config: Config, token_hours: u64, sync_days: u64, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let auth = Auth::new(open(config)?);
+    let client = auth.client();
+    let tokens = client.cleanup_expired_tokens(token_hours)?;
+    let syncs = client.cleanup_completed_syncs(sync_days)?;
+    let sessions = auth.sessions().cleanup()?;
+    let events = auth.events().cleanup()?;
+    client.store().flush()?;
+    if json {
+        print_json(out, &json!({"tokens_removed": tokens, "syncs_removed": syncs, "sessions_removed": sessions, "auth_events_removed": events}))?;
+    } else {
+        writeln!(out, "removed {tokens} cached token(s) older than {token_hours}h")?;
+        writeln!(out, "removed {syncs} finished sync item(s) older than {sync_days}d")?;
+        writeln!(out, "removed {sessions} expired session(s)")?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_token(out: &mut dyn Write, t: &AuthToken, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(
+            out,
+            &json!({
+                "cached": t.cached,
+                "cached_at": t.cached_at.map(rfc3339),
+                "access_token": t.access_token,
+                "expires_at": rfc3339(t.expires_at),
+            }),
+        );
+    }
+    match t.cached_at {
+        Some(at) => writeln!(out, "cached token (obtained from Keycloak at {}), expires {}", rfc3339(at), rfc3339(t.expires_at))?,
+        None => writeln!(out, "token from Keycloak, expires {}", rfc3339(t.expires_at))?,
+    }
+    writeln!(out, "{}", t.access_token)?;
+    Ok(())
+}
+
+pub fn authenticate(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let password = input::passwords(&["password"])?.remove(0);
+    let client = open(config)?;
+    match client.authenticate(&who.user, &password, &who.package) {
+        Ok(t) => {
+            print_token(out, &t, json)?;
+            Ok(EXIT_OK)
+        }
+        Err(AuthError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            if json {
+                print_json(out, &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null, "error": e.to_string()}))?;
+            }
+            eprintln!("refused: {e}");
+            Ok(EXIT_REFUSED)
+        }
+    }
+}
+
+pub fn cached_token(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let client = open(config)?;
+    match client.get_cached_token(&who.user, &who.package)? {
+        Some(t) => {
+            print_token(out, &t, json)?;
+            Ok(EXIT_OK)
+        }
+        None => {
+            if json {
+                print_json(out, &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null}))?;
+            }
+            eprintln!("no cached token for {}/{} inside the grace period", who.user, who.package);
+            Ok(EXIT_REFUSED)
+        }
+    }
+}
+
+pub fn queue_sync(config: Config, who: &UserArgs, sync_type: &str, priority: u32, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    // Check the type before reading stdin, so a typo is reported as such.
+    sync_type.parse::<crate::sync_queue::SyncType>()?;
+    let data = input::json()?;
+    let client = open(config)?;
+    let id = client.queue_sync(&who.user, &who.package, sync_type, &data, priority)?;
+    if json {
+        print_json(out, &json!({"sync_id": id}))?;
+    } else {
+        writeln!(out, "{id}")?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn queue(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let client = open(config)?;
+    let items = client.queue().list()?;
+    let rows: Vec<_> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "sync_id": i.sync_id,
+                "user": i.username,
+                "package": i.package,
+                "sync_type": i.sync_type.as_str(),
+                "status": i.status.as_str(),
+                "priority": i.priority,
+                "attempts": i.attempts,
+                "queued_at": rfc3339(i.queued_at),
+                "processed_at": i.processed_at.map(rfc3339),
+                "next_attempt_at": rfc3339(i.next_attempt_at),
+                "last_error": i.last_error,
+            })
+        })
+        .collect();
+    if json {
+        print_json(out, &rows)?;
+        return Ok(EXIT_OK);
+    }
+    if let Some(b) = client.queue_blocked() {
+        writeln!(out, "queue BLOCKED: {b}")?;
+    }
+    if items.is_empty() {
+        writeln!(out, "queue is empty")?;
+    }
+    for i in &items {
+        writeln!(
+            out,
+            "{} {:<10} p{} {}/{} {} queued {} attempts {}{}",
+            i.sync_id,
+            i.status.as_str(),
+            i.priority,
+            i.username,
+            i.package,
+            i.sync_type.as_str(),
+            rfc3339(i.queued_at),
+            i.attempts,
+            i.last_error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn start(config: Config, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let client = open(config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
+    crate::service::run(&client, stop, out)?;
+    Ok(EXIT_OK)
+}

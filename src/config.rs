@@ -1,0 +1,596 @@
+//! `config.yaml` → a typed, validated [`Config`].
+//!
+//! Two stages, as ripgrep does with its flags: [`RawConfig`] only mirrors the file (serde, unknown
+//! keys refused), then [`Config::from_raw`] applies the preset, checks every value and resolves
+//! paths and secrets. Every error names the file and the key. serde_yaml 0.9 is deprecated but
+//! was named by the project's user; it is used only here.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variable that overrides `keycloak.client_secret`.
+pub const ENV_CLIENT_SECRET: &str = "KEYCLOAK_CLIENT_SECRET";
+/// Environment variable that overrides `keycloak.admin_client_secret`.
+pub const ENV_ADMIN_CLIENT_SECRET: &str = "KEYCLOAK_ADMIN_CLIENT_SECRET";
+
+/// A config problem, always naming the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {file}: {reason}")]
+    Read { file: PathBuf, reason: String },
+    /// The YAML does not parse or does not fit the layout (serde names the key).
+    #[error("config file {file}: {reason}")]
+    Parse { file: PathBuf, reason: String },
+    /// A value is out of range or malformed.
+    #[error("config file {file}: {key}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A secret string: never printed by `Debug`, never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that sends it to Keycloak.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
+/// The resilience presets of the original design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// 1 failure opens, 30 s cooldown, 48 h grace.
+    HighAvailability,
+    /// 3 failures, 60 s, 24 h.
+    Balanced,
+    /// 5 failures, 120 s, 12 h.
+    KeycloakFirst,
+}
+
+impl Preset {
+    /// (failure_threshold, cooldown_seconds, token_grace_period_hours)
+    fn values(self) -> (u32, u64, u64) {
+        match self {
+            Preset::HighAvailability => (1, 30, 48),
+            Preset::Balanced => (3, 60, 24),
+            Preset::KeycloakFirst => (5, 120, 12),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the file as written.
+
+/// The file's layout, as written; only serde checks here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    keycloak: RawKeycloak,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    service: RawService,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeycloak {
+    server_url: String,
+    realm: String,
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    admin_client_id: Option<String>,
+    #[serde(default)]
+    admin_client_secret: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<i64>,
+    #[serde(default)]
+    connect_timeout_seconds: Option<i64>,
+    #[serde(default)]
+    packages: Option<BTreeMap<String, RawPackage>>,
+    #[serde(default)]
+    resilience: RawResilience,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    realm: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResilience {
+    enabled: Option<bool>,
+    preset: Option<Preset>,
+    failure_threshold: Option<i64>,
+    cooldown_seconds: Option<i64>,
+    token_grace_period_hours: Option<i64>,
+    allow_offline_mode: Option<bool>,
+    health_check_cache_seconds: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    sync_interval_seconds: Option<i64>,
+    batch_size: Option<i64>,
+    cleanup_interval_seconds: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    max_failed_logins: Option<i64>,
+    failure_window_seconds: Option<i64>,
+    lockout_seconds: Option<i64>,
+    session_ttl_seconds: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: the typed configuration.
+
+/// Where to reach Keycloak and as whom.
+#[derive(Debug, Clone)]
+pub struct KeycloakConfig {
+    /// Base URL, without a trailing slash, e.g. `http://localhost:8080`.
+    pub server_url: String,
+    /// The default realm.
+    pub realm: String,
+    /// The login client (direct access grants).
+    pub client_id: String,
+    /// Its secret (empty for a public client).
+    pub client_secret: Secret,
+    /// The service-account client used for the admin API (sync).
+    pub admin_client_id: String,
+    /// Its secret.
+    pub admin_client_secret: Secret,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-package realm/client overrides.
+    pub packages: BTreeMap<String, PackageConfig>,
+}
+
+/// Where one package's users live; defaults to the top-level realm and client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageConfig {
+    /// Realm of this package.
+    pub realm: String,
+    /// Login client of this package.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Secret,
+}
+
+/// Breaker, cache and offline behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resilience {
+    /// False: no breaker, no cached logins — every call goes to Keycloak.
+    pub enabled: bool,
+    /// The preset the values started from.
+    pub preset: Preset,
+    /// Consecutive availability failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit stays open before one trial.
+    pub cooldown: Duration,
+    /// How long a cached token can stand in for Keycloak.
+    pub token_grace_period: Duration,
+    /// Whether cached/local logins may succeed while Keycloak is unreachable.
+    pub allow_offline_mode: bool,
+    /// How long a health probe result is trusted.
+    pub health_check_cache: Duration,
+}
+
+/// The long-running loop's timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Pause between sync cycles.
+    pub sync_interval: Duration,
+    /// Items per sync cycle.
+    pub batch_size: usize,
+    /// Pause between cleanups.
+    pub cleanup_interval: Duration,
+}
+
+/// Local authentication policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Failed logins within the window that lock an account.
+    pub max_failed_logins: u32,
+    /// The window failures are counted in.
+    pub failure_window: Duration,
+    /// How long a locked account stays locked.
+    pub lockout: Duration,
+    /// How long a session lives.
+    pub session_ttl: Duration,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub source: PathBuf,
+    /// Keycloak connection.
+    pub keycloak: KeycloakConfig,
+    /// Resilience settings (preset applied).
+    pub resilience: Resilience,
+    /// The sled directory, resolved against the config file's folder.
+    pub storage_path: PathBuf,
+    /// Loop timing.
+    pub service: ServiceConfig,
+    /// Local authentication policy.
+    pub auth: AuthConfig,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, taking secrets from the environment where set.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => "not found (pass --config FILE)".to_string(),
+                _ => e.to_string(),
+            },
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text that came from `path`; `env` looks up secret overrides.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            reason: one_line(&e.to_string()),
+        })?;
+        Self::from_raw(raw, path, env)
+    }
+
+    /// Applies presets and checks every value.
+    pub fn from_raw(
+        raw: RawConfig,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let v = Validator { file: path };
+        let k = raw.keycloak;
+        let server_url = v.url("keycloak.server_url", &k.server_url)?;
+        let realm = v.name("keycloak.realm", &k.realm)?;
+        let client_id = v.name("keycloak.client_id", &k.client_id)?;
+        let client_secret = secret(k.client_secret, env(ENV_CLIENT_SECRET));
+        let admin_client_id = v.name(
+            "keycloak.admin_client_id",
+            k.admin_client_id
+                .as_deref()
+                .unwrap_or("keycloak-resilient-sync"),
+        )?;
+        let admin_client_secret = secret(k.admin_client_secret, env(ENV_ADMIN_CLIENT_SECRET));
+        let timeout = v.seconds("keycloak.timeout_seconds", k.timeout_seconds, 5, 1)?;
+        let connect_timeout = v.seconds(
+            "keycloak.connect_timeout_seconds",
+            k.connect_timeout_seconds,
+            2,
+            1,
+        )?;
+        let mut packages = BTreeMap::new();
+        for (name, p) in k.packages.unwrap_or_default() {
+            let key = |field: &str| format!("keycloak.packages.{name}.{field}");
+            packages.insert(
+                name.clone(),
+                PackageConfig {
+                    realm: v.name(&key("realm"), p.realm.as_deref().unwrap_or(&realm))?,
+                    client_id: v.name(
+                        &key("client_id"),
+                        p.client_id.as_deref().unwrap_or(&client_id),
+                    )?,
+                    client_secret: match p.client_secret {
+                        Some(s) => Secret::new(s),
+                        None => client_secret.clone(),
+                    },
+                },
+            );
+        }
+
+        let r = k.resilience;
+        let preset = r.preset.unwrap_or(Preset::Balanced);
+        let (threshold, cooldown, grace) = preset.values();
+        let resilience = Resilience {
+            enabled: r.enabled.unwrap_or(true),
+            preset,
+            failure_threshold: v.count(
+                "keycloak.resilience.failure_threshold",
+                r.failure_threshold,
+                threshold as u64,
+            )? as u32,
+            cooldown: v.seconds(
+                "keycloak.resilience.cooldown_seconds",
+                r.cooldown_seconds,
+                cooldown,
+                1,
+            )?,
+            token_grace_period: Duration::from_secs(
+                v.count(
+                    "keycloak.resilience.token_grace_period_hours",
+                    r.token_grace_period_hours,
+                    grace,
+                )? * 3600,
+            ),
+            allow_offline_mode: r.allow_offline_mode.unwrap_or(true),
+            health_check_cache: v.seconds(
+                "keycloak.resilience.health_check_cache_seconds",
+                r.health_check_cache_seconds,
+                30,
+                0,
+            )?,
+        };
+
+        let storage_dir = raw.storage.path.unwrap_or_else(|| "./data".to_string());
+        if storage_dir.trim().is_empty() {
+            return Err(v.invalid("storage.path", "must not be empty"));
+        }
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let storage_path = base.join(storage_dir);
+
+        let s = raw.service;
+        let service = ServiceConfig {
+            sync_interval: v.seconds("service.sync_interval_seconds", s.sync_interval_seconds, 60, 1)?,
+            batch_size: v.count("service.batch_size", s.batch_size, 100)? as usize,
+            cleanup_interval: v.seconds(
+                "service.cleanup_interval_seconds",
+                s.cleanup_interval_seconds,
+                3600,
+                1,
+            )?,
+        };
+
+        let a = raw.auth;
+        let auth = AuthConfig {
+            max_failed_logins: v.count("auth.max_failed_logins", a.max_failed_logins, 5)? as u32,
+            failure_window: v.seconds("auth.failure_window_seconds", a.failure_window_seconds, 300, 1)?,
+            lockout: v.seconds("auth.lockout_seconds", a.lockout_seconds, 300, 1)?,
+            session_ttl: v.seconds("auth.session_ttl_seconds", a.session_ttl_seconds, 8 * 3600, 1)?,
+        };
+
+        Ok(Config {
+            source: path.to_path_buf(),
+            keycloak: KeycloakConfig {
+                server_url,
+                realm,
+                client_id,
+                client_secret,
+                admin_client_id,
+                admin_client_secret,
+                timeout,
+                connect_timeout,
+                packages,
+            },
+            resilience,
+            storage_path,
+            service,
+            auth,
+        })
+    }
+
+    /// The realm and login client that serve `package`.
+    pub fn package(&self, package: &str) -> PackageConfig {
+        self.keycloak
+            .packages
+            .get(package)
+            .cloned()
+            .unwrap_or_else(|| PackageConfig {
+                realm: self.keycloak.realm.clone(),
+                client_id: self.keycloak.client_id.clone(),
+                client_secret: self.keycloak.client_secret.clone(),
+            })
+    }
+
+    /// A config for tests and examples: everything default, Keycloak at `server_url`.
+    pub fn for_server(server_url: &str, realm: &str) -> Result<Config, ConfigError> {
+        let yaml = format!(
+            "keycloak:\n  server_url: {server_url:?}\n  realm: {realm:?}\n  client_id: webapp\n"
+        );
+        Self::parse(&yaml, Path::new("(built-in)"), &|_| None)
+    }
+}
+
+fn secret(from_file: Option<String>, from_env: Option<String>) -> Secret {
+    match from_env.filter(|s| !s.is_empty()) {
+        Some(s) => Secret::new(s),
+        None => Secret::new(from_file.unwrap_or_default()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let parsed = reqwest::Url::parse(value.trim())
+            .map_err(|e| self.invalid(key, format!("not a URL ({e}): {value:?}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(self.invalid(key, format!("must be an http:// or https:// URL, got {value:?}")));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(self.invalid(key, "must not carry a query or fragment"));
+        }
+        Ok(value.trim().trim_end_matches('/').to_string())
+    }
+
+    fn name(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(self.invalid(key, "must not be empty"));
+        }
+        if value.contains('/') || value.chars().any(char::is_control) {
+            return Err(self.invalid(key, format!("must not contain '/' or control characters: {value:?}")));
+        }
+        Ok(value.to_string())
+    }
+
+    fn count(&self, key: &str, value: Option<i64>, default: u64) -> Result<u64, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u64),
+            Some(n) => Err(self.invalid(key, format!("must be a whole number from 1 to {}, got {n}", u32::MAX))),
+        }
+    }
+
+    fn seconds(&self, key: &str, value: Option<i64>, default: u64, min: i64) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(Duration::from_secs(default)),
+            Some(n) if n >= min && n <= 366 * 24 * 3600 => Ok(Duration::from_secs(n as u64)),
+            Some(n) => Err(self.invalid(key, format!("must be between {min} and {} seconds, got {n}", 366 * 24 * 3600))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse(yaml, Path::new("/etc/kr/config.yaml"), &|_| None)
+    }
+
+    const MINIMAL: &str = "keycloak:\n  server_url: http://localhost:8080/\n  realm: demo\n  client_id: webapp\n";
+
+    #[test]
+    fn minimal_file_gets_balanced_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.keycloak.server_url, "http://localhost:8080");
+        assert_eq!(c.resilience.failure_threshold, 3);
+        assert_eq!(c.resilience.cooldown, Duration::from_secs(60));
+        assert_eq!(c.resilience.token_grace_period, Duration::from_secs(24 * 3600));
+        assert_eq!(c.storage_path, Path::new("/etc/kr/./data"));
+        assert_eq!(c.keycloak.admin_client_id, "keycloak-resilient-sync");
+        assert_eq!(c.service.batch_size, 100);
+        assert_eq!(c.auth.max_failed_logins, 5);
+    }
+
+    #[test]
+    fn presets_apply_and_explicit_keys_win() {
+        let c = parse(&format!("{MINIMAL}  resilience:\n    preset: high_availability\n")).unwrap();
+        assert_eq!(
+            (c.resilience.failure_threshold, c.resilience.cooldown.as_secs(), c.resilience.token_grace_period.as_secs()),
+            (1, 30, 48 * 3600)
+        );
+        let c = parse(&format!(
+            "{MINIMAL}  resilience:\n    preset: keycloak_first\n    cooldown_seconds: 7\n"
+        ))
+        .unwrap();
+        assert_eq!((c.resilience.failure_threshold, c.resilience.cooldown.as_secs()), (5, 7));
+    }
+
+    #[test]
+    fn env_secrets_override_the_file() {
+        let yaml = format!("{MINIMAL}  client_secret: from-file\n");
+        let c = Config::parse(&yaml, Path::new("c.yaml"), &|name| {
+            (name == ENV_CLIENT_SECRET).then(|| "from-env".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.keycloak.client_secret.expose(), "from-env");
+        assert!(c.keycloak.admin_client_secret.is_empty());
+        assert!(!format!("{c:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn packages_inherit_and_override() {
+        let yaml = format!("{MINIMAL}  packages:\n    billing:\n      realm: finance\n");
+        let c = parse(&yaml).unwrap();
+        assert_eq!(c.package("billing").realm, "finance");
+        assert_eq!(c.package("billing").client_id, "webapp");
+        assert_eq!(c.package("other").realm, "demo");
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_key() {
+        let cases = [
+            (format!("{MINIMAL}  resilience:\n    failure_threshold: 0\n"), "keycloak.resilience.failure_threshold"),
+            (format!("{MINIMAL}  resilience:\n    cooldown_seconds: -5\n"), "keycloak.resilience.cooldown_seconds"),
+            (format!("{MINIMAL}  resilience:\n    bogus: 1\n"), "bogus"),
+            (format!("{MINIMAL}  resilience:\n    failure_threshold: three\n"), "failure_threshold"),
+            (format!("{MINIMAL}  resilience:\n    preset: turbo\n"), "turbo"),
+            (MINIMAL.replace("http://localhost:8080/", "ftp://x"), "keycloak.server_url"),
+            (MINIMAL.replace("http://localhost:8080/", "not a url"), "keycloak.server_url"),
+            (MINIMAL.replace("  realm: demo\n", ""), "realm"),
+            (format!("{MINIMAL}service:\n  batch_size: 0\n"), "service.batch_size"),
+            ("keycloak: [1, 2".to_string(), "config.yaml"),
+        ];
+        for (yaml, key) in cases {
+            let err = parse(&yaml).unwrap_err().to_string();
+            assert!(err.starts_with("config file /etc/kr/config.yaml: "), "{err}");
+            assert!(err.contains(key), "{key} not in {err}");
+            assert!(!err.contains('\n'), "multi-line: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load(Path::new("/nonexistent/kr.yaml")).unwrap_err().to_string();
+        assert_eq!(err, "config file /nonexistent/kr.yaml: not found (pass --config FILE)");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.resilience.preset, Preset::Balanced);
+    }
+}

@@ -1,0 +1,49 @@
+//! The health probe's cache: when Keycloak was last asked and what it said.
+//!
+//! `is_available()` answers from a probe younger than `health_check_cache_seconds`, so a busy
+//! login path does not probe Keycloak on every call; the record lives in sled so that one-shot
+//! commands started by cron share it. The probe itself (the realm's discovery document) is a
+//! breaker-guarded call made by [`crate::client::ResilientClient::is_available`]; the thread
+//! that keeps this cache warm in `start` is in [`crate::service`].
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Meta key the record is stored under.
+pub const META_KEY: &str = "health";
+
+/// The last probe (or the last Keycloak call, which tells as much).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// Whether Keycloak answered as Keycloak, with the realm in place.
+    pub ok: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
+
+impl ProbeRecord {
+    /// True while the record may stand in for a new probe.
+    pub fn is_fresh(&self, now: DateTime<Utc>, ttl: std::time::Duration) -> bool {
+        let ttl = Duration::from_std(ttl).unwrap_or(Duration::MAX);
+        self.at <= now && now < self.at + ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn freshness_follows_the_ttl_and_ignores_records_from_the_future() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let r = ProbeRecord { at: t, ok: true, reason: None };
+        let ttl = std::time::Duration::from_secs(30);
+        assert!(r.is_fresh(t + Duration::seconds(29), ttl));
+        assert!(!r.is_fresh(t + Duration::seconds(30), ttl));
+        assert!(!r.is_fresh(t - Duration::seconds(1), ttl), "clock went back: probe again");
+        assert!(!r.is_fresh(t, std::time::Duration::ZERO));
+    }
+}

@@ -1,0 +1,533 @@
+//! Keycloak over HTTP (blocking reqwest): the calls this tool needs, every answer classified.
+//!
+//! The classification is the heart of the breaker: only [`KcError::Unavailable`] (connect error,
+//! timeout, 5xx, 429, a body that is not Keycloak's JSON) counts as Keycloak being down.
+//! [`KcError::Rejected`] is an answer about the user or the item (wrong password, disabled
+//! account, unknown user, password policy) and [`KcError::Misconfigured`] is an answer about us
+//! (unknown realm, bad client secret, client without direct access grants, admin account not
+//! permitted): both mean Keycloak is up. Classification reads Keycloak's `error` field, not only
+//! the status: before 26.6 a wrong password is 401 `invalid_grant`, from 26.6 on it is 400.
+//!
+//! No secret (password, token, client secret) is ever put into an error or a log line here:
+//! secrets travel only in form bodies and the `Authorization` header.
+
+use crate::config::{KeycloakConfig, PackageConfig, Secret};
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long before its expiry an admin token is replaced.
+const ADMIN_TOKEN_MARGIN: Duration = Duration::from_secs(30);
+/// Bodies larger than this are not Keycloak's JSON answers.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A Keycloak call's failure, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KcError {
+    /// Keycloak could not be reached or did not answer as Keycloak: counts toward the breaker.
+    #[error("Keycloak unavailable: {0}")]
+    Unavailable(String),
+    /// Keycloak answered about the user or the item.
+    #[error("Keycloak refused: {0}")]
+    Rejected(Rejection),
+    /// Keycloak answered about our configuration (realm, clients, admin rights).
+    #[error("Keycloak misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+impl KcError {
+    /// True for the class that counts toward opening the circuit.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, KcError::Unavailable(_))
+    }
+}
+
+/// What Keycloak said no to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Wrong password or unknown user (Keycloak does not tell which).
+    #[error("invalid user credentials")]
+    InvalidCredentials,
+    /// The account is disabled.
+    #[error("account disabled")]
+    AccountDisabled,
+    /// The account has required actions (profile, password update, …).
+    #[error("account is not fully set up")]
+    AccountNotSetUp,
+    /// The refresh token is expired, revoked or unknown.
+    #[error("refresh token no longer valid")]
+    InvalidRefreshToken,
+    /// The admin API does not know the user.
+    #[error("user not found in Keycloak")]
+    UserNotFound,
+    /// The password does not meet the realm's policy (Keycloak's reason).
+    #[error("password policy: {0}")]
+    PasswordPolicy(String),
+    /// A conflict or other passing refusal worth retrying later.
+    #[error("HTTP {status}: {reason}")]
+    Transient {
+        /// HTTP status.
+        status: u16,
+        /// Keycloak's reason.
+        reason: String,
+    },
+    /// Any other refusal: retrying will not help.
+    #[error("HTTP {status}: {reason}")]
+    Other {
+        /// HTTP status.
+        status: u16,
+        /// Keycloak's reason.
+        reason: String,
+    },
+}
+
+/// Tokens from a password or refresh grant. `Debug` hides them.
+#[derive(Clone, Deserialize)]
+pub struct TokenSet {
+    /// The access token (a JWT).
+    pub access_token: String,
+    /// Seconds the access token is valid.
+    #[serde(default)]
+    pub expires_in: i64,
+    /// The refresh token, when the client gets one.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Seconds the refresh token is valid (0: no expiry given).
+    #[serde(default)]
+    pub refresh_expires_in: i64,
+    /// Usually "Bearer".
+    #[serde(default)]
+    pub token_type: String,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The part of Keycloak's user representation this tool reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KcUser {
+    /// Keycloak's user id.
+    pub id: String,
+    /// The username (Keycloak keeps it lowercase).
+    pub username: String,
+    /// Whether the account is enabled.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default, rename = "errorMessage")]
+    error_message: String,
+}
+
+impl ErrorBody {
+    fn reason(&self) -> String {
+        [&self.error_description, &self.error_message, &self.error]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "no reason given".to_string())
+    }
+}
+
+struct AdminToken {
+    token: Secret,
+    valid_until: Instant,
+}
+
+/// A blocking Keycloak client for one server.
+pub struct KeycloakClient {
+    http: Client,
+    config: KeycloakConfig,
+    admin_tokens: Mutex<HashMap<String, AdminToken>>,
+}
+
+impl std::fmt::Debug for KeycloakClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeycloakClient")
+            .field("server_url", &self.config.server_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeycloakClient {
+    /// Builds the HTTP client (rustls, JSON, the configured timeouts).
+    pub fn new(config: &KeycloakConfig) -> Result<KeycloakClient, KcError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        let http = Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .default_headers(headers)
+            .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| KcError::Misconfigured(format!("HTTP client: {e}")))?;
+        Ok(KeycloakClient {
+            http,
+            config: config.clone(),
+            admin_tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn realm_url(&self, realm: &str) -> String {
+        format!("{}/realms/{}", self.config.server_url, realm)
+    }
+
+    fn admin_url(&self, realm: &str) -> String {
+        format!("{}/admin/realms/{}", self.config.server_url, realm)
+    }
+
+    /// The health probe: the realm's OpenID discovery document.
+    pub fn probe(&self, realm: &str) -> Result<(), KcError> {
+        let url = format!("{}/.well-known/openid-configuration", self.realm_url(realm));
+        let resp = self.http.get(&url).send().map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            let doc: serde_json::Value = json_body(resp)?;
+            if doc.get("issuer").is_some() {
+                return Ok(());
+            }
+            return Err(KcError::Unavailable(
+                "discovery document without an issuer (not Keycloak?)".into(),
+            ));
+        }
+        let body = error_body(resp)?;
+        Err(match status {
+            StatusCode::NOT_FOUND => realm_missing(realm, &body),
+            _ => KcError::Misconfigured(format!("discovery: HTTP {}: {}", status.as_u16(), body.reason())),
+        })
+    }
+
+    /// The password grant: a user's tokens for `package`'s client.
+    pub fn password_grant(
+        &self,
+        package: &PackageConfig,
+        username: &str,
+        password: &str,
+    ) -> Result<TokenSet, KcError> {
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("client_id", package.client_id.as_str()),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ];
+        if !package.client_secret.is_empty() {
+            form.push(("client_secret", package.client_secret.expose()));
+        }
+        self.token_request(&package.realm, &form)
+    }
+
+    /// The refresh grant.
+    pub fn refresh(&self, package: &PackageConfig, refresh_token: &str) -> Result<TokenSet, KcError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", package.client_id.as_str()),
+            ("refresh_token", refresh_token),
+        ];
+        if !package.client_secret.is_empty() {
+            form.push(("client_secret", package.client_secret.expose()));
+        }
+        self.token_request(&package.realm, &form)
+    }
+
+    fn token_request(&self, realm: &str, form: &[(&str, &str)]) -> Result<TokenSet, KcError> {
+        let url = format!("{}/protocol/openid-connect/token", self.realm_url(realm));
+        let resp = self.http.post(&url).form(form).send().map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            return json_body(resp);
+        }
+        let body = error_body(resp)?;
+        Err(classify_token_error(status, &body, realm))
+    }
+
+    /// A service-account token for the admin API, reused until shortly before it expires.
+    pub fn admin_token(&self, realm: &str) -> Result<Secret, KcError> {
+        if let Some(t) = self.lock_tokens().get(realm) {
+            if Instant::now() < t.valid_until {
+                return Ok(t.token.clone());
+            }
+        }
+        if self.config.admin_client_secret.is_empty() {
+            return Err(KcError::Misconfigured(
+                "admin_client_secret is not set (config or KEYCLOAK_ADMIN_CLIENT_SECRET)".into(),
+            ));
+        }
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.config.admin_client_id.as_str()),
+            ("client_secret", self.config.admin_client_secret.expose()),
+        ];
+        let tokens = self.token_request(realm, &form).map_err(|e| match e {
+            KcError::Rejected(r) => KcError::Misconfigured(format!(
+                "admin client {} refused: {r}",
+                self.config.admin_client_id
+            )),
+            KcError::Misconfigured(m) => KcError::Misconfigured(format!(
+                "admin client {}: {m}",
+                self.config.admin_client_id
+            )),
+            other => other,
+        })?;
+        let lifetime = Duration::from_secs(tokens.expires_in.max(0) as u64);
+        let token = Secret::new(tokens.access_token);
+        self.lock_tokens().insert(
+            realm.to_string(),
+            AdminToken {
+                token: token.clone(),
+                valid_until: Instant::now() + lifetime.saturating_sub(ADMIN_TOKEN_MARGIN),
+            },
+        );
+        Ok(token)
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, AdminToken>> {
+        self.admin_tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs an admin call; on a 401 (token revoked or expired early) gets a new token once.
+    fn admin_call(
+        &self,
+        realm: &str,
+        call: impl Fn(&str) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<Response, KcError> {
+        for fresh in [false, true] {
+            let token = self.admin_token(realm)?;
+            let resp = call(token.expose()).send().map_err(transport)?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !fresh {
+                self.lock_tokens().remove(realm);
+                continue;
+            }
+            return match resp.status() {
+                StatusCode::UNAUTHORIZED => Err(KcError::Misconfigured(format!(
+                    "admin client {} token refused by the admin API",
+                    self.config.admin_client_id
+                ))),
+                StatusCode::FORBIDDEN => Err(KcError::Misconfigured(format!(
+                    "admin client {} lacks realm-management manage-users/view-users",
+                    self.config.admin_client_id
+                ))),
+                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Err(
+                    KcError::Unavailable(format!("admin API: HTTP {}", s.as_u16())),
+                ),
+                _ => Ok(resp),
+            };
+        }
+        unreachable_admin()
+    }
+
+    /// Looks a user up by exact username (case-insensitive, as Keycloak stores it).
+    pub fn find_user(&self, realm: &str, username: &str) -> Result<Option<KcUser>, KcError> {
+        let url = format!("{}/users", self.admin_url(realm));
+        let resp = self.admin_call(realm, |token| {
+            self.http
+                .get(&url)
+                .query(&[("username", username), ("exact", "true")])
+                .bearer_auth(token)
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = error_body(resp)?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(realm_missing(realm, &body));
+            }
+            return Err(KcError::Rejected(Rejection::Other {
+                status: status.as_u16(),
+                reason: body.reason(),
+            }));
+        }
+        let users: Vec<KcUser> = json_body(resp)?;
+        Ok(users
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username) || u.username == username.to_lowercase()))
+    }
+
+    /// Sets a user's password (not temporary) through the admin API.
+    pub fn reset_password(&self, realm: &str, user_id: &str, password: &str) -> Result<(), KcError> {
+        let url = format!("{}/users/{}/reset-password", self.admin_url(realm), user_id);
+        let body = serde_json::json!({"type": "password", "value": password, "temporary": false});
+        let resp = self.admin_call(realm, |token| self.http.put(&url).json(&body).bearer_auth(token))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let err = error_body(resp)?;
+        Err(KcError::Rejected(match status {
+            StatusCode::NOT_FOUND => Rejection::UserNotFound,
+            StatusCode::BAD_REQUEST => Rejection::PasswordPolicy(err.reason()),
+            StatusCode::CONFLICT | StatusCode::REQUEST_TIMEOUT | StatusCode::LOCKED => {
+                Rejection::Transient {
+                    status: status.as_u16(),
+                    reason: err.reason(),
+                }
+            }
+            s => Rejection::Other {
+                status: s.as_u16(),
+                reason: err.reason(),
+            },
+        }))
+    }
+
+    /// The configuration this client was built from.
+    pub fn config(&self) -> &KeycloakConfig {
+        &self.config
+    }
+}
+
+fn unreachable_admin() -> Result<Response, KcError> {
+    Err(KcError::Misconfigured("admin token refused twice".into()))
+}
+
+fn realm_missing(realm: &str, body: &ErrorBody) -> KcError {
+    KcError::Misconfigured(format!("realm {realm}: {}", body.reason()))
+}
+
+/// Classifies a non-2xx answer of the token endpoint.
+fn classify_token_error(status: StatusCode, body: &ErrorBody, realm: &str) -> KcError {
+    let desc = body.error_description.as_str();
+    match body.error.as_str() {
+        "invalid_grant" => KcError::Rejected(if desc.contains("disabled") {
+            Rejection::AccountDisabled
+        } else if desc.contains("not fully set up") {
+            Rejection::AccountNotSetUp
+        } else if desc.to_lowercase().contains("refresh")
+            || desc.contains("not active")
+            || desc.contains("Session")
+        {
+            Rejection::InvalidRefreshToken
+        } else {
+            Rejection::InvalidCredentials
+        }),
+        "invalid_client" | "unauthorized_client" | "unsupported_grant_type" | "invalid_scope"
+        | "invalid_request" => KcError::Misconfigured(format!("{}: {}", body.error, body.reason())),
+        _ if status == StatusCode::NOT_FOUND => realm_missing(realm, body),
+        _ => KcError::Rejected(Rejection::Other {
+            status: status.as_u16(),
+            reason: body.reason(),
+        }),
+    }
+}
+
+/// Maps a transport error: everything here means Keycloak was not reached.
+fn transport(e: reqwest::Error) -> KcError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // reqwest's message carries the URL (no secrets: they travel in bodies and headers).
+    KcError::Unavailable(format!("{what}: {}", without_secrets(&e)))
+}
+
+fn without_secrets(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Reads a JSON success body; anything else means we are not talking to Keycloak.
+fn json_body<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, KcError> {
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", without_secrets(&e))))?;
+    serde_json::from_str(&text)
+        .map_err(|_| KcError::Unavailable(format!("HTTP {status} answer is not Keycloak's JSON")))
+}
+
+/// Reads an error answer. 5xx/429 and non-JSON bodies mean Keycloak is not (really) there.
+fn error_body(resp: Response) -> Result<ErrorBody, KcError> {
+    let status = resp.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(KcError::Unavailable(format!("HTTP {}", status.as_u16())));
+    }
+    let text = resp
+        .text()
+        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", without_secrets(&e))))?;
+    if text.len() > MAX_ERROR_BODY {
+        return Err(KcError::Unavailable(format!("HTTP {} with an oversized body", status.as_u16())));
+    }
+    if text.trim().is_empty() {
+        return Ok(ErrorBody::default());
+    }
+    serde_json::from_str(&text).map_err(|_| {
+        KcError::Unavailable(format!("HTTP {} answer is not Keycloak's JSON", status.as_u16()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(error: &str, desc: &str) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            error_description: desc.into(),
+            error_message: String::new(),
+        }
+    }
+
+    #[test]
+    fn wrong_password_is_a_rejection_with_either_status() {
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::BAD_REQUEST] {
+            assert_eq!(
+                classify_token_error(status, &body("invalid_grant", "Invalid user credentials"), "r"),
+                KcError::Rejected(Rejection::InvalidCredentials)
+            );
+        }
+    }
+
+    #[test]
+    fn account_states_and_client_problems_are_told_apart() {
+        let s = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            classify_token_error(s, &body("invalid_grant", "Account disabled"), "r"),
+            KcError::Rejected(Rejection::AccountDisabled)
+        );
+        assert_eq!(
+            classify_token_error(s, &body("invalid_grant", "Account is not fully set up"), "r"),
+            KcError::Rejected(Rejection::AccountNotSetUp)
+        );
+        assert_eq!(
+            classify_token_error(s, &body("invalid_grant", "Invalid refresh token"), "r"),
+            KcError::Rejected(Rejection::InvalidRefreshToken)
+        );
+        assert!(matches!(
+            classify_token_error(StatusCode::UNAUTHORIZED, &body("unauthorized_client", "Invalid client or Invalid client credentials"), "r"),
+            KcError::Misconfigured(_)
+        ));
+        assert!(matches!(
+            classify_token_error(s, &body("unauthorized_client", "Client not allowed for direct access grants"), "r"),
+            KcError::Misconfigured(_)
+        ));
+        assert!(matches!(
+            classify_token_error(StatusCode::NOT_FOUND, &body("Realm does not exist", ""), "nope"),
+            KcError::Misconfigured(m) if m.contains("nope")
+        ));
+    }
+}

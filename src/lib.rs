@@ -1,0 +1,61 @@
+//! # keycloak-resilient
+//!
+//! Keeps a web application's logins working when Keycloak is down or slow, and brings Keycloak
+//! back in line when it returns. Local password authentication is primary and always works;
+//! Keycloak is used best-effort behind a circuit breaker; good Keycloak tokens are cached for a
+//! grace period; changes made while Keycloak is away wait in a durable, priority-ordered queue.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | `config.yaml` → validated [`Config`]; presets; secrets from env |
+//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest |
+//! | [`clock`] | time as a value, so tests can move it |
+//! | [`breaker`] | circuit breaker state machine (pure) |
+//! | [`backoff`] | retry delays (pure) |
+//! | [`health`] | the health probe's cache record |
+//! | [`keycloak`] | Keycloak HTTP calls, every answer classified |
+//! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
+//! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak |
+//! | [`replay`] | one sync cycle: queue → Keycloak |
+//! | [`client`] | [`ResilientClient`], the front door with the original API |
+//! | [`password`] | password hashes (argon2id; pbkdf2 and bcrypt accepted on import) |
+//! | [`lockout`] | failed-login limits (pure) |
+//! | [`local_users`] | the local user store |
+//! | [`sessions`], [`auth_events`] | login sessions and the login log |
+//! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
+//! | [`metrics`] | Prometheus text exposition |
+//! | [`service`] | the `start` loop |
+//! | [`cli`], [`commands`] | the command line |
+//!
+//! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
+//! queue, local users, keycloak → store/config.
+
+pub mod auth;
+pub mod auth_events;
+pub mod backoff;
+pub mod breaker;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod health;
+pub mod keycloak;
+pub mod local_users;
+pub mod lockout;
+pub mod metrics;
+pub mod password;
+pub mod replay;
+pub mod service;
+pub mod sessions;
+pub mod store;
+pub mod sync_queue;
+pub mod token_cache;
+
+pub use auth::{Auth, LoginResult, PasswdMode, PasswdResult};
+pub use client::{AuthError, Mode, ResilientClient, Status};
+pub use config::Config;
+pub use sync_queue::SyncQueue;
+pub use token_cache::AuthToken;

@@ -1,0 +1,32 @@
+//! The `keycloak-resilient` binary: parse, set up logging, run, map the outcome to an exit code.
+
+use clap::Parser;
+use keycloak_resilient::cli::{Cli, Command};
+use keycloak_resilient::commands;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Start) { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_secs()
+        .init();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match commands::run(cli, &mut out) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::exit_code_for(&e))
+        }
+    }
+}
+
+/// `status | head` closing the pipe early is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

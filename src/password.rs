@@ -1,0 +1,394 @@
+//! Password hashes: argon2id for everything we write; argon2, PBKDF2 and bcrypt for what we read.
+//!
+//! New hashes are argon2id with the crate's defaults (m=19 MiB, t=2, p=1) as PHC strings; they
+//! serve the local user store and the token cache's offline verifier. A hash is never the
+//! password: a stolen database yields nothing that logs in.
+//!
+//! Users migrated from another system arrive with that system's hashes, so [`verify`] also
+//! accepts argon2i/argon2d, PBKDF2-SHA256/512 in PHC form (`$pbkdf2-sha256$i=…,l=…$salt$hash`)
+//! and bcrypt (`$2a$`, `$2b$`, `$2y$`). [`needs_rehash`] tells the caller when a successful login
+//! should replace such a hash with argon2id, so legacy hashes fade out as people log in.
+//!
+//! Every hash is parsed and its cost checked *before* any work is done ([`family`]): a typo or a
+//! hostile import file must not be able to make one login allocate gigabytes or run for minutes,
+//! and a malformed hash simply never matches — nothing here panics on input.
+//!
+//! Not accepted: passlib's PBKDF2 MCF form (`$pbkdf2-sha256$29000$…`, bare round count),
+//! `$2x$` bcrypt (the crypt_blowfish bug it flags is not reproduced by the `bcrypt` crate),
+//! crypt(3) MD5/SHA families, scrypt, and Keycloak's own JSON credential format.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// Largest argon2 memory cost accepted, in KiB (1 GiB).
+const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
+/// Largest argon2 time cost (passes) accepted.
+const ARGON2_MAX_T: u32 = 64;
+/// Largest argon2 parallelism accepted.
+const ARGON2_MAX_P: u32 = 64;
+/// Largest PBKDF2 iteration count accepted (Keycloak's own default is 210 000 for SHA-512,
+/// OWASP's 600 000 for SHA-256; ten million is far past any real deployment).
+const PBKDF2_MAX_ROUNDS: u32 = 10_000_000;
+/// Largest bcrypt cost accepted (2^16 rounds: several seconds per login already).
+const BCRYPT_MAX_COST: u32 = 16;
+
+/// An argon2id hash with the default parameters, for [`verify_dummy`] if hashing ever failed.
+const DUMMY_FALLBACK: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                              O7Dvn6Vn6bc3jdnbCs8Hq4DAIXyEn3nD8PqYaEDMF3A";
+
+/// Why hashing failed (not expected with default parameters).
+#[derive(Debug, thiserror::Error)]
+#[error("could not hash password: {0}")]
+pub struct HashError(String);
+
+/// The hash schemes [`verify`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashFamily {
+    /// argon2id (PHC); what [`hash`] writes.
+    Argon2id,
+    /// argon2i (PHC).
+    Argon2i,
+    /// argon2d (PHC).
+    Argon2d,
+    /// PBKDF2 with HMAC-SHA256 (PHC).
+    Pbkdf2Sha256,
+    /// PBKDF2 with HMAC-SHA512 (PHC).
+    Pbkdf2Sha512,
+    /// bcrypt (`$2a$`, `$2b$` or `$2y$`).
+    Bcrypt,
+}
+
+impl fmt::Display for HashFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HashFamily::Argon2id => "argon2id",
+            HashFamily::Argon2i => "argon2i",
+            HashFamily::Argon2d => "argon2d",
+            HashFamily::Pbkdf2Sha256 => "pbkdf2-sha256",
+            HashFamily::Pbkdf2Sha512 => "pbkdf2-sha512",
+            HashFamily::Bcrypt => "bcrypt",
+        })
+    }
+}
+
+/// What to list when a hash is refused.
+const ACCEPTED: &str =
+    "accepted: argon2id, argon2i, argon2d, pbkdf2-sha256, pbkdf2-sha512 (PHC), bcrypt $2a$/$2b$/$2y$";
+
+/// Hashes `password` with argon2id and a fresh random salt; returns the PHC string.
+pub fn hash(password: &str) -> Result<String, HashError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| HashError(e.to_string()))
+}
+
+/// True when `password` matches `phc` (any family of [`HashFamily`]). A malformed hash, or one
+/// whose cost is beyond the limits [`family`] enforces, never matches.
+pub fn verify(password: &str, phc: &str) -> bool {
+    match family(phc) {
+        Ok(HashFamily::Argon2id | HashFamily::Argon2i | HashFamily::Argon2d) => Argon2::default()
+            .verify_password(password.as_bytes(), phc)
+            .is_ok(),
+        Ok(HashFamily::Pbkdf2Sha256 | HashFamily::Pbkdf2Sha512) => PasswordHash::new(phc)
+            .is_ok_and(|parsed| {
+                pbkdf2::Pbkdf2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            }),
+        // Truncating verify: the hash was made elsewhere, by implementations that use only the
+        // first 72 bytes of the password; refusing longer passwords would lock those users out.
+        Ok(HashFamily::Bcrypt) => bcrypt::verify(password.as_bytes(), phc).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Spends about the time of one [`verify`] against a fresh [`hash`], and answers nothing.
+///
+/// For callers that must not reveal, by answering faster, that there was nothing to verify
+/// (an unknown user, a locked account).
+pub fn verify_dummy(password: &str) {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    // Computed once with the current defaults, so the cost follows them if they change; the
+    // constant (same defaults) only serves if hashing itself fails, which it does not.
+    let dummy = DUMMY.get_or_init(|| {
+        hash("keycloak-resilient dummy password").unwrap_or_else(|_| DUMMY_FALLBACK.to_string())
+    });
+    let _ = Argon2::default().verify_password(password.as_bytes(), dummy.as_str());
+}
+
+/// True unless `phc` is argon2id: a successful login with this hash should store a fresh
+/// [`hash`] of the password instead (the caller does that; this only looks at the string).
+pub fn needs_rehash(phc: &str) -> bool {
+    !matches!(family(phc), Ok(HashFamily::Argon2id))
+}
+
+/// Checks that `hash` is a hash [`verify`] accepts, for imports.
+///
+/// # Errors
+/// A message saying why it is refused (unknown scheme, malformed, cost out of bounds). The
+/// message never contains the hash.
+pub fn check_importable(hash: &str) -> Result<(), String> {
+    family(hash).map(|_| ())
+}
+
+/// Parses `hash` and says which family it is.
+///
+/// # Errors
+/// A message saying why it is not accepted; it never contains the hash or any part of it.
+pub fn family(hash: &str) -> Result<HashFamily, String> {
+    let Some(rest) = hash.strip_prefix('$') else {
+        return Err(format!(
+            "not a password hash (it must start with `$`; {ACCEPTED})"
+        ));
+    };
+    let id = rest.split('$').next().unwrap_or_default();
+    match id {
+        "argon2id" | "argon2i" | "argon2d" => argon2_family(hash),
+        "pbkdf2-sha256" | "pbkdf2-sha512" => pbkdf2_family(hash),
+        "2a" | "2b" | "2y" => bcrypt_family(hash),
+        "2x" => Err(
+            "bcrypt $2x$ hashes are not accepted (they flag a historic bug that this \
+                     implementation does not reproduce)"
+                .to_string(),
+        ),
+        // Name only schemes we recognise: an unknown id might be the start of a password
+        // pasted into the wrong column.
+        known @ ("1" | "5" | "6" | "apr1" | "md5" | "sha1" | "y" | "7" | "scrypt" | "pbkdf2"
+        | "pbkdf2-sha1") => Err(format!(
+            "hash scheme `${known}$` is not accepted ({ACCEPTED})"
+        )),
+        _ => Err(format!("unknown hash scheme ({ACCEPTED})")),
+    }
+}
+
+fn argon2_family(hash: &str) -> Result<HashFamily, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
+    let family = match parsed.algorithm.as_str() {
+        "argon2id" => HashFamily::Argon2id,
+        "argon2i" => HashFamily::Argon2i,
+        "argon2d" => HashFamily::Argon2d,
+        _ => return Err("malformed argon2 hash: unexpected algorithm".to_string()),
+    };
+    if let Some(v) = parsed.version {
+        argon2::Version::try_from(v)
+            .map_err(|_| format!("argon2 hash has unknown version {v} (known: 16, 19)"))?;
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("malformed argon2 hash: salt or hash part missing".to_string());
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("argon2 hash has invalid parameters: {e}"))?;
+    if params.m_cost() > ARGON2_MAX_M_KIB
+        || params.t_cost() > ARGON2_MAX_T
+        || params.p_cost() > ARGON2_MAX_P
+    {
+        return Err(format!(
+            "argon2 hash cost is beyond the accepted limits (m ≤ {ARGON2_MAX_M_KIB} KiB, \
+             t ≤ {ARGON2_MAX_T}, p ≤ {ARGON2_MAX_P})"
+        ));
+    }
+    Ok(family)
+}
+
+fn pbkdf2_family(hash: &str) -> Result<HashFamily, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| {
+        format!("malformed pbkdf2 hash (PHC form `$pbkdf2-sha256$i=…,l=…$salt$hash` expected): {e}")
+    })?;
+    let family = match parsed.algorithm.as_str() {
+        "pbkdf2-sha256" => HashFamily::Pbkdf2Sha256,
+        "pbkdf2-sha512" => HashFamily::Pbkdf2Sha512,
+        _ => return Err("malformed pbkdf2 hash: unexpected algorithm".to_string()),
+    };
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("malformed pbkdf2 hash: salt or hash part missing".to_string());
+    }
+    let params = pbkdf2::Params::try_from(&parsed).map_err(|e| {
+        format!(
+            "pbkdf2 hash has invalid parameters ({e}; i ≥ {} and l = length of the hash part)",
+            pbkdf2::Params::MIN_ROUNDS
+        )
+    })?;
+    if params.rounds() > PBKDF2_MAX_ROUNDS {
+        return Err(format!(
+            "pbkdf2 hash iteration count is beyond the accepted limit ({PBKDF2_MAX_ROUNDS})"
+        ));
+    }
+    Ok(family)
+}
+
+fn bcrypt_family(hash: &str) -> Result<HashFamily, String> {
+    let parts: bcrypt::HashParts = hash
+        .parse()
+        .map_err(|_| "malformed bcrypt hash (60 characters `$2b$NN$` + 53 expected)".to_string())?;
+    let cost = parts.get_cost();
+    if !(4..=BCRYPT_MAX_COST).contains(&cost) {
+        return Err(format!(
+            "bcrypt cost {cost} is outside the accepted range 4..={BCRYPT_MAX_COST}"
+        ));
+    }
+    Ok(HashFamily::Bcrypt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbkdf2::password_hash::CustomizedPasswordHasher;
+
+    /// A PBKDF2 PHC hash of `password` (few rounds: tests only).
+    fn pbkdf2_hash(password: &str, algorithm: pbkdf2::Algorithm) -> String {
+        let params = pbkdf2::Params::new_with_output_len(1000, 32).unwrap();
+        pbkdf2::Pbkdf2::default()
+            .hash_password_customized(
+                password.as_bytes(),
+                b"0123456789abcdef",
+                Some(algorithm.to_str()),
+                None,
+                params,
+            )
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn hashes_verify_and_differ_per_salt() {
+        let a = hash("correct horse").unwrap();
+        let b = hash("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$"));
+        assert_ne!(a, b);
+        assert!(verify("correct horse", &a));
+        assert!(!verify("wrong horse", &a));
+        assert!(!verify("correct horse", "not a hash"));
+        assert!(!needs_rehash(&a));
+        assert_eq!(family(&a), Ok(HashFamily::Argon2id));
+    }
+
+    #[test]
+    fn argon2i_and_argon2d_verify_and_need_rehash() {
+        for (alg, fam) in [
+            (argon2::Algorithm::Argon2i, HashFamily::Argon2i),
+            (argon2::Algorithm::Argon2d, HashFamily::Argon2d),
+        ] {
+            let params = argon2::Params::new(8, 1, 1, None).unwrap();
+            let h = Argon2::new(alg, argon2::Version::V0x13, params)
+                .hash_password(b"pw")
+                .unwrap()
+                .to_string();
+            assert_eq!(family(&h), Ok(fam));
+            assert!(verify("pw", &h));
+            assert!(!verify("px", &h));
+            assert!(needs_rehash(&h));
+        }
+    }
+
+    #[test]
+    fn pbkdf2_sha256_and_sha512_verify() {
+        for (alg, fam) in [
+            (pbkdf2::Algorithm::Pbkdf2Sha256, HashFamily::Pbkdf2Sha256),
+            (pbkdf2::Algorithm::Pbkdf2Sha512, HashFamily::Pbkdf2Sha512),
+        ] {
+            let h = pbkdf2_hash("s3cret", alg);
+            assert!(h.starts_with(&format!("${}$", alg.to_str())), "{h}");
+            assert_eq!(family(&h), Ok(fam));
+            assert!(verify("s3cret", &h));
+            assert!(!verify("s3cre", &h));
+            assert!(needs_rehash(&h));
+        }
+        // The reference vector from the pbkdf2 crate's own tests.
+        let known = "$pbkdf2-sha256$i=4096,l=40\
+            $c2FsdFNBTFRzYWx0U0FMVHNhbHRTQUxUc2FsdFNBTFRzYWx0\
+            $NIyJ28vTKy8y2BS4EW6EzysXNH68GAAYHE4qH7jdU+HGNVGMfaxH6Q";
+        assert!(verify("passwordPASSWORDpassword", known));
+    }
+
+    #[test]
+    fn bcrypt_variants_verify() {
+        let h = bcrypt::hash("hunter2", 4).unwrap();
+        assert!(h.starts_with("$2b$04$"));
+        for prefix in ["$2a$", "$2b$", "$2y$"] {
+            let v = format!("{prefix}{}", &h[4..]);
+            assert_eq!(family(&v), Ok(HashFamily::Bcrypt));
+            assert!(verify("hunter2", &v));
+            assert!(!verify("hunter3", &v));
+            assert!(needs_rehash(&v));
+        }
+        let x = format!("$2x${}", &h[4..]);
+        assert!(check_importable(&x).is_err());
+        assert!(!verify("hunter2", &x));
+    }
+
+    #[test]
+    fn malformed_and_unknown_hashes_are_refused_without_echo() {
+        let secretish = "$6$rounds=5000$SECRETSALT$SECRETHASH";
+        let cases = [
+            "",
+            "$",
+            "$$$$",
+            "plaintext-password",
+            "$argon2id$",
+            "$argon2id$v=19$m=19456,t=2,p=1$SECRETSALT",
+            "$argon2id$v=99$m=19456,t=2,p=1$c29tZXNhbHQ$SECRETHASHSECRETHASH",
+            "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$SECRETHASHSECRETHASH",
+            "$pbkdf2-sha256$i=10,l=32$SECRETSALT$SECRETHASH",
+            "$pbkdf2-sha256$i=4000000000$c2FsdA$SECRETHASH",
+            "$pbkdf2-sha256$SECRET",
+            "$2b$04$SECRET",
+            "$2b$31$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+            "$2b$04$£bcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+            "$SECRET$x",
+            secretish,
+        ];
+        for c in cases {
+            let err = check_importable(c).unwrap_err();
+            assert!(!err.contains("SECRET"), "{c:?} → {err}");
+            assert!(!verify("anything", c), "{c:?}");
+            assert!(needs_rehash(c));
+        }
+        assert!(check_importable(secretish)
+            .unwrap_err()
+            .contains("`$6$` is not accepted"));
+    }
+
+    #[test]
+    fn dummy_fallback_is_a_default_argon2id_hash() {
+        assert_eq!(family(DUMMY_FALLBACK), Ok(HashFamily::Argon2id));
+        let parsed = PasswordHash::new(DUMMY_FALLBACK).unwrap();
+        let (p, d) = (
+            argon2::Params::try_from(&parsed).unwrap(),
+            argon2::Params::default(),
+        );
+        assert_eq!(
+            (p.m_cost(), p.t_cost(), p.p_cost()),
+            (d.m_cost(), d.t_cost(), d.p_cost())
+        );
+    }
+
+    #[test]
+    fn dummy_verify_costs_about_a_real_one() {
+        let real = hash("pw").unwrap();
+        verify_dummy("warm-up"); // computes the dummy hash once
+                                 // Interleaved, so that load from other processes falls on both about equally.
+        let (mut real_time, mut dummy_time) =
+            (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        for _ in 0..4 {
+            let t = std::time::Instant::now();
+            verify("wrong", &real);
+            real_time += t.elapsed();
+            let t = std::time::Instant::now();
+            verify_dummy("wrong");
+            dummy_time += t.elapsed();
+        }
+        // Generous bounds: a shared 2-core machine is noisy; the point is "same order".
+        assert!(
+            dummy_time * 3 > real_time,
+            "{dummy_time:?} vs {real_time:?}"
+        );
+        assert!(
+            dummy_time < real_time * 3,
+            "{dummy_time:?} vs {real_time:?}"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! The embedded database: one sled directory, typed trees, sealed secrets.
+//!
+//! One process owns the directory at a time (sled takes an exclusive lock); a second process
+//! gets [`StoreError::Locked`] at once, with a message that says what to do. The trees:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `token_cache` | `lower(user) 0x00 package` | [`crate::token_cache::CachedToken`] |
+//! | `sync_items` | sync id (16 bytes) | [`crate::sync_queue::SyncItem`] |
+//! | `sync_order` | `priority u32 BE ‖ due µs i64 BE (sign-flipped) ‖ seq u64 BE` | sync id — pending items only |
+//! | `sync_by_user` | `lower(user) 0x00 package 0x00 sync id` | empty — pending items only |
+//! | `sync_inflight` | sync id | empty — items claimed by a running cycle |
+//! | `local_users` | `lower(user) 0x00 package` | [`crate::local_users::LocalUser`] |
+//! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
+//! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
+//! | `meta` | name | breaker state, health probe, queue block, counters, schema version |
+
+pub mod codec;
+pub mod seal;
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use seal::{SealError, Sealer};
+
+/// sled's page cache: small servers, small cache (sled's default is 1 GiB).
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// The layout version of the trees; bumped with a migration step when the layout changes.
+const LAYOUT_VERSION: u32 = 1;
+
+/// What can go wrong with the embedded database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database.
+    #[error("data directory {path} is in use by another keycloak-resilient process (is `start` running?)")]
+    Locked { path: PathBuf },
+    /// The directory could not be created or opened.
+    #[error("data directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    /// sled reported an error.
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record did not decode.
+    #[error("damaged record in tree {tree}: {source}")]
+    Corrupt {
+        tree: &'static str,
+        source: codec::CodecError,
+    },
+    /// A record could not be encoded.
+    #[error("could not encode record for tree {tree}: {source}")]
+    Encode {
+        tree: &'static str,
+        source: codec::CodecError,
+    },
+    /// Sealing or unsealing a secret failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The database was written by a newer layout.
+    #[error("data directory {path} has layout version {found}; this build knows {LAYOUT_VERSION}")]
+    Layout { path: PathBuf, found: u32 },
+    /// A sled transaction was aborted by our own code.
+    #[error("{0}")]
+    Aborted(String),
+}
+
+/// The open database and its trees.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    sealer: Sealer,
+    pub(crate) token_cache: sled::Tree,
+    pub(crate) sync_items: sled::Tree,
+    pub(crate) sync_order: sled::Tree,
+    pub(crate) sync_by_user: sled::Tree,
+    pub(crate) sync_inflight: sled::Tree,
+    pub(crate) local_users: sled::Tree,
+    pub(crate) sessions: sled::Tree,
+    pub(crate) auth_events: sled::Tree,
+    pub(crate) meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0700) the database directory `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        create_private_dir(path)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if is_lock_error(io) => StoreError::Locked {
+                    path: path.to_path_buf(),
+                },
+                other => StoreError::Sled(other),
+            })?;
+        let sealer = Sealer::load_or_create(path)?;
+        Self::from_db(db, sealer, path.to_path_buf())
+    }
+
+    /// A throw-away in-memory store, for tests.
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Self::from_db(db, Sealer::ephemeral(), PathBuf::from("(temporary)"))
+    }
+
+    fn from_db(db: sled::Db, sealer: Sealer, path: PathBuf) -> Result<Store, StoreError> {
+        let store = Store {
+            token_cache: db.open_tree("token_cache")?,
+            sync_items: db.open_tree("sync_items")?,
+            sync_order: db.open_tree("sync_order")?,
+            sync_by_user: db.open_tree("sync_by_user")?,
+            sync_inflight: db.open_tree("sync_inflight")?,
+            local_users: db.open_tree("local_users")?,
+            sessions: db.open_tree("sessions")?,
+            auth_events: db.open_tree("auth_events")?,
+            meta: db.open_tree("meta")?,
+            db,
+            sealer,
+            path,
+        };
+        match store.get_meta::<u32>("layout_version")? {
+            None => store.put_meta("layout_version", &LAYOUT_VERSION)?,
+            Some(v) if v == LAYOUT_VERSION => {}
+            Some(found) => {
+                return Err(StoreError::Layout {
+                    path: store.path.clone(),
+                    found,
+                })
+            }
+        }
+        Ok(store)
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sealer for secrets at rest.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Flushes every pending write to disk; call before acknowledging anything that must last.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads a typed value from `meta`.
+    pub fn get_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        get(&self.meta, "meta", name.as_bytes())
+    }
+
+    /// Writes a typed value to `meta`.
+    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        put(&self.meta, "meta", name.as_bytes(), value)
+    }
+
+    /// Removes a value from `meta`.
+    pub fn remove_meta(&self, name: &str) -> Result<(), StoreError> {
+        self.meta.remove(name.as_bytes())?;
+        Ok(())
+    }
+
+    /// Adds `by` to the u64 counter `name` in `meta` and returns the new value.
+    pub fn bump_counter(&self, name: &str, by: u64) -> Result<u64, StoreError> {
+        let key = format!("counter/{name}");
+        let new = self.meta.update_and_fetch(key.as_bytes(), |old| {
+            let old = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(old.saturating_add(by).to_be_bytes().to_vec())
+        })?;
+        Ok(new
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Reads the u64 counter `name` (0 when never bumped).
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let key = format!("counter/{name}");
+        Ok(self
+            .meta
+            .get(key.as_bytes())?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// A fresh, strictly increasing id (unique within this database).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+}
+
+/// Reads and decodes one record.
+pub(crate) fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key)? {
+        Some(bytes) => codec::decode(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt { tree: name, source }),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and writes one record.
+pub(crate) fn put<T: Serialize>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    tree.insert(key, encode(name, value)?)?;
+    Ok(())
+}
+
+/// Encodes a record for `tree`.
+pub(crate) fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value).map_err(|source| StoreError::Encode { tree, source })
+}
+
+/// Decodes a record read from `tree`.
+pub(crate) fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// The key of a (user, package) pair: usernames compare case-insensitively, as in Keycloak.
+pub fn user_key(user: &str, package: &str) -> Vec<u8> {
+    let mut key = user.to_lowercase().into_bytes();
+    key.push(0);
+    key.extend_from_slice(package.as_bytes());
+    key
+}
+
+fn is_lock_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    let wrap = |source| StoreError::Dir {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(path).map_err(wrap)?;
+    } else if !path.is_dir() {
+        return Err(wrap(io::Error::other("exists and is not a directory")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let _first = Store::open(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        // sled's lock is per process (flock), so a second open in-process shares it; the
+        // cross-process refusal is covered by the CLI tests.
+        drop(_first);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.get_meta::<u32>("layout_version").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn counters_and_meta_round_trip() {
+        let s = Store::temporary().unwrap();
+        assert_eq!(s.counter("x").unwrap(), 0);
+        assert_eq!(s.bump_counter("x", 2).unwrap(), 2);
+        assert_eq!(s.bump_counter("x", 3).unwrap(), 5);
+        s.put_meta("name", &"v".to_string()).unwrap();
+        assert_eq!(s.get_meta::<String>("name").unwrap().as_deref(), Some("v"));
+        s.remove_meta("name").unwrap();
+        assert_eq!(s.get_meta::<String>("name").unwrap(), None);
+    }
+
+    #[test]
+    fn user_keys_ignore_case() {
+        assert_eq!(user_key("Alice", "web"), user_key("alice", "web"));
+        assert_ne!(user_key("alice", "web"), user_key("alice", "api"));
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_meta("layout_version", &99u32).unwrap();
+            s.flush().unwrap();
+        }
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::Layout { found: 99, .. })
+        ));
+    }
+}

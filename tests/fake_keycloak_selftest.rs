@@ -1,0 +1,888 @@
+//! Tests of the fake Keycloak itself (`tests/common/fake_keycloak.rs`).
+//!
+//! Every other hermetic test trusts the fake to answer like Keycloak 26 and to fail on demand
+//! the way a real outage does; these tests pin both, through a real HTTP client, so a change to
+//! the fake that would make other tests lie shows up here first.
+
+#[path = "common/fake_keycloak.rs"]
+mod fake_keycloak;
+
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fake_keycloak::{Behavior, FakeKeycloak, REALM};
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A client with short timeouts and no proxy, so a hang shows up as a timeout quickly.
+fn client() -> Client {
+    client_with_timeout(Duration::from_secs(5))
+}
+
+fn client_with_timeout(timeout: Duration) -> Client {
+    Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .build()
+        .expect("build reqwest client")
+}
+
+fn token_url(kc: &FakeKeycloak) -> String {
+    format!(
+        "{}/realms/{}/protocol/openid-connect/token",
+        kc.url(),
+        kc.realm()
+    )
+}
+
+fn users_url(kc: &FakeKeycloak) -> String {
+    format!("{}/admin/realms/{}/users", kc.url(), kc.realm())
+}
+
+fn post_token(kc: &FakeKeycloak, form: &[(&str, &str)]) -> Response {
+    client()
+        .post(token_url(kc))
+        .form(form)
+        .send()
+        .expect("token request")
+}
+
+fn password_login(kc: &FakeKeycloak, username: &str, password: &str) -> Response {
+    post_token(
+        kc,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("username", username),
+            ("password", password),
+        ],
+    )
+}
+
+fn client_credentials(kc: &FakeKeycloak, client_id: &str, secret: &str) -> Response {
+    post_token(
+        kc,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ],
+    )
+}
+
+fn admin_token(kc: &FakeKeycloak) -> String {
+    let response = client_credentials(kc, "keycloak-resilient-sync", "sync-test-secret");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().expect("token json");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// Status and parsed JSON body, asserting the JSON content type on the way.
+fn status_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?} for status {status}"
+    );
+    (status, response.json().expect("json body"))
+}
+
+fn find_user(kc: &FakeKeycloak, token: &str, username: &str) -> Vec<Value> {
+    let response = client()
+        .get(users_url(kc))
+        .bearer_auth(token)
+        .query(&[("username", username), ("exact", "true")])
+        .send()
+        .expect("user search");
+    let (status, body) = status_json(response);
+    assert_eq!(status, 200);
+    body.as_array().expect("array").clone()
+}
+
+fn is_base64url(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn assert_jwt_shaped(token: &str) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    assert!(parts.iter().all(|p| is_base64url(p)), "{token}");
+}
+
+// --- discovery --------------------------------------------------------------------------------
+
+#[test]
+fn discovery_names_issuer_and_token_endpoint() {
+    let kc = FakeKeycloak::start();
+    let url = format!(
+        "{}/realms/{}/.well-known/openid-configuration",
+        kc.url(),
+        REALM
+    );
+    let (status, body) = status_json(client().get(url).send().unwrap());
+    assert_eq!(status, 200);
+    let issuer = format!("{}/realms/resilient-test", kc.url());
+    assert_eq!(body["issuer"], json!(issuer));
+    assert_eq!(
+        body["token_endpoint"],
+        json!(format!("{issuer}/protocol/openid-connect/token"))
+    );
+}
+
+#[test]
+fn unknown_realm_does_not_exist() {
+    let kc = FakeKeycloak::start();
+    let url = format!(
+        "{}/realms/nosuch/.well-known/openid-configuration",
+        kc.url()
+    );
+    let (status, body) = status_json(client().get(url).send().unwrap());
+    assert_eq!(status, 404);
+    assert_eq!(body, json!({"error": "Realm does not exist"}));
+
+    let url = format!("{}/realms/nosuch/protocol/openid-connect/token", kc.url());
+    let response = client()
+        .post(url)
+        .form(&[("grant_type", "password")])
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (404, json!({"error": "Realm does not exist"}))
+    );
+}
+
+#[test]
+fn unmatched_path_is_keycloaks_generic_404() {
+    let kc = FakeKeycloak::start();
+    let (status, body) = status_json(
+        client()
+            .get(format!("{}/nosuchpath", kc.url()))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({"error": "Unable to find matching target resource method"})
+    );
+}
+
+// --- password grant ---------------------------------------------------------------------------
+
+#[test]
+fn password_grant_success_has_keycloaks_fields() {
+    let kc = FakeKeycloak::start();
+    let response = password_login(&kc, "alice", "Alice-Password-1");
+    let (status, body) = status_json(response);
+    assert_eq!(status, 200);
+    assert_jwt_shaped(body["access_token"].as_str().unwrap());
+    assert!(!body["refresh_token"].as_str().unwrap().is_empty());
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["refresh_expires_in"], 1800);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["not-before-policy"], 0);
+    assert_eq!(body["scope"], "profile email");
+    let session_state = body["session_state"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(session_state).is_ok());
+}
+
+#[test]
+fn two_logins_get_different_tokens() {
+    let kc = FakeKeycloak::start();
+    let (_, a) = status_json(password_login(&kc, "bob", "Bob-Password-1"));
+    let (_, b) = status_json(password_login(&kc, "bob", "Bob-Password-1"));
+    assert_ne!(a["access_token"], b["access_token"]);
+    assert_ne!(a["refresh_token"], b["refresh_token"]);
+}
+
+#[test]
+fn username_is_case_insensitive() {
+    let kc = FakeKeycloak::start();
+    let (status, _) = status_json(password_login(&kc, "ALICE", "Alice-Password-1"));
+    assert_eq!(status, 200);
+    let (status, _) = status_json(password_login(&kc, "Dave", "Dave-Password-1"));
+    assert_eq!(status, 200);
+    // The password is not.
+    let (status, _) = status_json(password_login(&kc, "alice", "alice-password-1"));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn wrong_password_and_unknown_user_are_invalid_grant_401_by_default() {
+    let kc = FakeKeycloak::start();
+    let expected =
+        json!({"error": "invalid_grant", "error_description": "Invalid user credentials"});
+    assert_eq!(
+        status_json(password_login(&kc, "alice", "wrong")),
+        (401, expected.clone())
+    );
+    assert_eq!(
+        status_json(password_login(&kc, "nobody", "whatever")),
+        (401, expected)
+    );
+}
+
+#[test]
+fn wrong_password_status_can_be_400_like_keycloak_26_6() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    let expected =
+        json!({"error": "invalid_grant", "error_description": "Invalid user credentials"});
+    assert_eq!(
+        status_json(password_login(&kc, "alice", "wrong")),
+        (400, expected.clone())
+    );
+    assert_eq!(
+        status_json(password_login(&kc, "nobody", "whatever")),
+        (400, expected)
+    );
+}
+
+#[test]
+fn disabled_user_is_account_disabled_even_with_wrong_password() {
+    let kc = FakeKeycloak::start();
+    let expected = json!({"error": "invalid_grant", "error_description": "Account disabled"});
+    assert_eq!(
+        status_json(password_login(&kc, "carol", "Carol-Password-1")),
+        (400, expected.clone())
+    );
+    assert_eq!(
+        status_json(password_login(&kc, "carol", "wrong")),
+        (400, expected)
+    );
+}
+
+#[test]
+fn client_without_direct_grants_is_refused() {
+    let kc = FakeKeycloak::start();
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "no-direct-grants"),
+            ("client_secret", "no-direct-test-secret"),
+            ("username", "alice"),
+            ("password", "Alice-Password-1"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "unauthorized_client", "error_description": "Client not allowed for direct access grants"})
+        )
+    );
+}
+
+#[test]
+fn wrong_secret_and_unknown_client_are_401() {
+    let kc = FakeKeycloak::start();
+    let form = |id: &'static str, secret: &'static str| {
+        [
+            ("grant_type", "password"),
+            ("client_id", id),
+            ("client_secret", secret),
+            ("username", "alice"),
+            ("password", "Alice-Password-1"),
+        ]
+    };
+    let description = "Invalid client or Invalid client credentials";
+    assert_eq!(
+        status_json(post_token(&kc, &form("webapp", "wrong-secret"))),
+        (
+            401,
+            json!({"error": "unauthorized_client", "error_description": description})
+        )
+    );
+    // Keycloak answers an unknown client with `invalid_client`, not `unauthorized_client`.
+    assert_eq!(
+        status_json(post_token(&kc, &form("nosuchclient", "x"))),
+        (
+            401,
+            json!({"error": "invalid_client", "error_description": description})
+        )
+    );
+}
+
+#[test]
+fn http_basic_client_authentication_is_accepted() {
+    let kc = FakeKeycloak::start();
+    let response = client()
+        .post(token_url(&kc))
+        .basic_auth("webapp", Some("webapp-test-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "erin"),
+            ("password", "Erin-Password-1"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let response = client()
+        .post(token_url(&kc))
+        .basic_auth("webapp", Some("nope"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "erin"),
+            ("password", "Erin-Password-1"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn form_decoding_handles_plus_and_percent() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("frank", "p@ss w+rd&=%", true);
+    // reqwest encodes space as `+` and the rest as %XX.
+    let (status, _) = status_json(password_login(&kc, "frank", "p@ss w+rd&=%"));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn grant_type_errors() {
+    let kc = FakeKeycloak::start();
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "magic"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"})
+        )
+    );
+    let response = post_token(
+        &kc,
+        &[
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalid_request", "error_description": "Missing form parameter: grant_type"})
+        )
+    );
+}
+
+// --- refresh and client credentials -----------------------------------------------------------
+
+#[test]
+fn refresh_token_grant() {
+    let kc = FakeKeycloak::start();
+    let (_, login) = status_json(password_login(&kc, "alice", "Alice-Password-1"));
+    let refresh = login["refresh_token"].as_str().unwrap();
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("refresh_token", refresh),
+        ],
+    );
+    let (status, body) = status_json(response);
+    assert_eq!(status, 200);
+    assert_jwt_shaped(body["access_token"].as_str().unwrap());
+    assert_ne!(body["access_token"], login["access_token"]);
+    assert_eq!(body["session_state"], login["session_state"]);
+    assert_eq!(body["refresh_expires_in"], 1800);
+
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("refresh_token", "not-a-refresh-token"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Invalid refresh token"})
+        )
+    );
+}
+
+#[test]
+fn client_credentials_grant() {
+    let kc = FakeKeycloak::start();
+    let (status, body) = status_json(client_credentials(
+        &kc,
+        "keycloak-resilient-sync",
+        "sync-test-secret",
+    ));
+    assert_eq!(status, 200);
+    assert_jwt_shaped(body["access_token"].as_str().unwrap());
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["refresh_expires_in"], 0);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["not-before-policy"], 0);
+    assert_eq!(body["scope"], "profile email");
+    assert!(body.get("refresh_token").is_none());
+
+    assert_eq!(
+        status_json(client_credentials(&kc, "webapp", "webapp-test-secret")),
+        (
+            401,
+            json!({"error": "unauthorized_client", "error_description": "Client not enabled to retrieve service account"})
+        )
+    );
+}
+
+// --- admin API ---------------------------------------------------------------------------------
+
+#[test]
+fn admin_api_needs_a_token_with_admin_roles() {
+    let kc = FakeKeycloak::start();
+    let unauthorized = (401, json!({"error": "HTTP 401 Unauthorized"}));
+    let response = client().get(users_url(&kc)).send().unwrap();
+    assert_eq!(status_json(response), unauthorized);
+    let response = client()
+        .get(users_url(&kc))
+        .bearer_auth("garbage")
+        .send()
+        .unwrap();
+    assert_eq!(status_json(response), unauthorized);
+
+    let (_, body) = status_json(client_credentials(
+        &kc,
+        "no-admin-rights",
+        "no-admin-test-secret",
+    ));
+    let weak = body["access_token"].as_str().unwrap().to_string();
+    let response = client()
+        .get(users_url(&kc))
+        .bearer_auth(&weak)
+        .query(&[("username", "alice"), ("exact", "true")])
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (403, json!({"error": "HTTP 403 Forbidden"}))
+    );
+
+    // A person's token is no admin token either.
+    let (_, login) = status_json(password_login(&kc, "alice", "Alice-Password-1"));
+    let response = client()
+        .get(users_url(&kc))
+        .bearer_auth(login["access_token"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // Unknown realm on the admin side has its own message (trailing period included).
+    let response = client()
+        .get(format!("{}/admin/realms/nosuch/users", kc.url()))
+        .bearer_auth(admin_token(&kc))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (404, json!({"error": "Realm not found."}))
+    );
+}
+
+#[test]
+fn user_search_is_exact_and_case_insensitive() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let found = find_user(&kc, &token, "ALICE");
+    assert_eq!(found.len(), 1);
+    let alice = &found[0];
+    assert_eq!(alice["username"], "alice");
+    assert_eq!(alice["enabled"], true);
+    assert_eq!(alice["email"], "alice@example.test");
+    assert_eq!(alice["totp"], false);
+    assert_eq!(alice["requiredActions"], json!([]));
+    assert!(uuid::Uuid::parse_str(alice["id"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        alice["id"].as_str(),
+        kc.user_id("alice").as_deref(),
+        "id matches the control API"
+    );
+    assert!(alice["createdTimestamp"].as_u64().unwrap() > 1_600_000_000_000);
+
+    assert!(find_user(&kc, &token, "nobody").is_empty());
+    // exact=true does not match a prefix.
+    assert!(find_user(&kc, &token, "ali").is_empty());
+    let carol = find_user(&kc, &token, "carol");
+    assert_eq!(carol[0]["enabled"], false);
+}
+
+#[test]
+fn reset_password_then_login_with_new_password() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let id = kc.user_id("bob").unwrap();
+    let url = format!("{}/{id}/reset-password", users_url(&kc));
+    let response = client()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "Bob-New-Password-2", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.text().unwrap().is_empty());
+    assert_eq!(kc.password_of("BOB").as_deref(), Some("Bob-New-Password-2"));
+
+    let (status, _) = status_json(password_login(&kc, "bob", "Bob-New-Password-2"));
+    assert_eq!(status, 200);
+    let (status, _) = status_json(password_login(&kc, "bob", "Bob-Password-1"));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn reset_password_errors() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let id = kc.user_id("dave").unwrap();
+    let response = client()
+        .put(format!("{}/{id}/reset-password", users_url(&kc)))
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "short", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalidPasswordMinLengthMessage", "error_description": "Invalid password: minimum length 8."})
+        )
+    );
+    assert_eq!(kc.password_of("dave").as_deref(), Some("Dave-Password-1"));
+
+    let response = client()
+        .put(format!(
+            "{}/{}/reset-password",
+            users_url(&kc),
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "Long-Enough-1", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (404, json!({"error": "User not found"}))
+    );
+}
+
+#[test]
+fn temporary_password_blocks_the_password_grant() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let id = kc.user_id("erin").unwrap();
+    let response = client()
+        .put(format!("{}/{id}/reset-password", users_url(&kc)))
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "Erin-Temp-Pass-1", "temporary": true}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status_json(password_login(&kc, "erin", "Erin-Temp-Pass-1")),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Account is not fully set up"})
+        )
+    );
+}
+
+#[test]
+fn create_then_delete_user() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let new_user = json!({
+        "username": "Grace",
+        "enabled": true,
+        "email": "grace@example.test",
+        "firstName": "Grace",
+        "lastName": "Test",
+        "emailVerified": false,
+        "credentials": [{"type": "password", "value": "Grace-Password-1", "temporary": false}]
+    });
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&new_user)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(response.text().unwrap().is_empty());
+    let id = kc.user_id("grace").expect("created, lowercased");
+    assert_eq!(location, format!("{}/{id}", users_url(&kc)));
+
+    let (status, _) = status_json(password_login(&kc, "grace", "Grace-Password-1"));
+    assert_eq!(status, 200);
+
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&new_user)
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (
+            409,
+            json!({"errorMessage": "User exists with same username"})
+        )
+    );
+
+    let response = client()
+        .delete(&location)
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(kc.user_id("grace").is_none());
+    let response = client()
+        .delete(&location)
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (404, json!({"error": "User not found"}))
+    );
+}
+
+#[test]
+fn create_user_with_short_password_is_refused_whole() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&json!({
+            "username": "heidi",
+            "enabled": true,
+            "credentials": [{"type": "password", "value": "short", "temporary": false}]
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (400, json!({"errorMessage": "Password policy not met"}))
+    );
+    assert!(kc.user_id("heidi").is_none());
+}
+
+// --- control API --------------------------------------------------------------------------------
+
+#[test]
+fn control_api_users_and_secrets() {
+    let kc = FakeKeycloak::start();
+    assert_eq!(kc.realm(), "resilient-test");
+    assert!(kc.url().starts_with("http://127.0.0.1:"));
+    assert_eq!(kc.password_of("alice").as_deref(), Some("Alice-Password-1"));
+    assert_eq!(kc.password_of("nobody"), None);
+
+    kc.add_user("Ivan", "Ivan-Password-1", true);
+    assert_eq!(kc.password_of("ivan").as_deref(), Some("Ivan-Password-1"));
+    let (status, _) = status_json(password_login(&kc, "ivan", "Ivan-Password-1"));
+    assert_eq!(status, 200);
+    kc.add_user("ivan", "Ivan-Password-2", false);
+    let (status, body) = status_json(password_login(&kc, "ivan", "Ivan-Password-2"));
+    assert_eq!(
+        (status, body["error_description"].clone()),
+        (400, json!("Account disabled"))
+    );
+
+    kc.set_client_secret("webapp", "rotated-secret");
+    let (status, _) = status_json(password_login(&kc, "alice", "Alice-Password-1"));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn requests_are_logged_without_query_strings() {
+    let kc = FakeKeycloak::start();
+    assert_eq!(kc.request_count(), 0);
+    let token = admin_token(&kc);
+    find_user(&kc, &token, "alice");
+    assert_eq!(kc.request_count(), 2);
+    assert_eq!(
+        kc.requests(),
+        vec![
+            "POST /realms/resilient-test/protocol/openid-connect/token".to_string(),
+            "GET /admin/realms/resilient-test/users".to_string(),
+        ]
+    );
+}
+
+// --- behaviours ---------------------------------------------------------------------------------
+
+fn discovery(kc: &FakeKeycloak, http: &Client) -> reqwest::Result<Response> {
+    http.get(format!(
+        "{}/realms/{}/.well-known/openid-configuration",
+        kc.url(),
+        REALM
+    ))
+    .send()
+}
+
+#[test]
+fn refuse_then_normal_again_on_the_same_port() {
+    let kc = FakeKeycloak::start();
+    let url = kc.url();
+    kc.set_behavior(Behavior::Refuse);
+    let error = discovery(&kc, &client()).expect_err("connection refused");
+    assert!(error.is_connect(), "{error:?}");
+    assert!(TcpStream::connect(("127.0.0.1", kc.port())).is_err());
+    assert_eq!(kc.request_count(), 0);
+
+    kc.set_behavior(Behavior::Normal);
+    assert_eq!(kc.url(), url);
+    let response = discovery(&kc, &client()).expect("serving again");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(kc.request_count(), 1);
+
+    // And once more, to be sure the re-bound listener can be closed again.
+    kc.set_behavior(Behavior::Refuse);
+    assert!(discovery(&kc, &client()).unwrap_err().is_connect());
+    kc.set_behavior(Behavior::Normal);
+    assert!(discovery(&kc, &client()).is_ok());
+}
+
+#[test]
+fn hang_times_out_at_the_client_timeout() {
+    let kc = FakeKeycloak::start();
+    kc.set_behavior(Behavior::Hang);
+    let started = Instant::now();
+    let error =
+        discovery(&kc, &client_with_timeout(Duration::from_millis(500))).expect_err("no answer");
+    assert!(error.is_timeout(), "{error:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // The request did reach the server.
+    assert_eq!(kc.request_count(), 1);
+}
+
+#[test]
+fn hung_connection_is_released_when_behaviour_changes() {
+    let kc = FakeKeycloak::start();
+    kc.set_behavior(Behavior::Hang);
+    let url = format!(
+        "{}/realms/{}/.well-known/openid-configuration",
+        kc.url(),
+        REALM
+    );
+    let started = Instant::now();
+    let hung = thread::spawn(move || {
+        client_with_timeout(Duration::from_secs(20))
+            .get(url)
+            .send()
+            .map(|r| r.status())
+    });
+    while kc.request_count() == 0 && started.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    kc.set_behavior(Behavior::Normal);
+    // Other requests are served while (and after) one is hung.
+    assert_eq!(discovery(&kc, &client()).unwrap().status(), StatusCode::OK);
+    let result = hung.join().unwrap();
+    assert!(result.is_err(), "the hung request is dropped unanswered");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn status_behaviour_answers_like_a_proxy() {
+    let kc = FakeKeycloak::start();
+    kc.set_behavior(Behavior::Status(503));
+    let response = discovery(&kc, &client()).unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-type"], "text/html");
+    assert_eq!(response.text().unwrap(), "<html><body>Error</body></html>");
+    let response = password_login(&kc, "alice", "Alice-Password-1");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(kc.request_count(), 2);
+
+    kc.set_behavior(Behavior::Normal);
+    assert_eq!(discovery(&kc, &client()).unwrap().status(), StatusCode::OK);
+}
+
+#[test]
+fn slow_behaviour_delays_then_answers_normally() {
+    let kc = FakeKeycloak::start();
+    kc.set_behavior(Behavior::Slow(Duration::from_millis(300)));
+    let started = Instant::now();
+    let response = password_login(&kc, "alice", "Alice-Password-1");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // Slower than the client's patience is a timeout.
+    kc.set_behavior(Behavior::Slow(Duration::from_secs(3)));
+    let error =
+        discovery(&kc, &client_with_timeout(Duration::from_millis(300))).expect_err("too slow");
+    assert!(error.is_timeout(), "{error:?}");
+}
+
+#[test]
+fn drop_is_prompt_and_releases_the_port_even_with_hung_connections() {
+    let kc = FakeKeycloak::start();
+    let port = kc.port();
+    kc.set_behavior(Behavior::Hang);
+    let url = kc.url();
+    let hung = thread::spawn(move || {
+        client_with_timeout(Duration::from_secs(20))
+            .get(format!("{url}/realms/resilient-test"))
+            .send()
+            .map(|r| r.status())
+    });
+    let waiting = Instant::now();
+    while kc.request_count() == 0 && waiting.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(kc.request_count(), 1);
+
+    let started = Instant::now();
+    drop(kc);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    assert!(hung.join().unwrap().is_err());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    TcpListener::bind(("127.0.0.1", port)).expect("port is free again");
+}
+
+#[test]
+fn drop_while_refusing_is_fine() {
+    let kc = FakeKeycloak::start();
+    kc.set_behavior(Behavior::Refuse);
+    let started = Instant::now();
+    drop(kc);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
