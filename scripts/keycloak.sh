@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run a real Keycloak locally (127.0.0.1 only) for the live-server test runs.
 #
+#   scripts/keycloak.sh fetch    download (Maven) and unpack the distribution if not there yet
 #   scripts/keycloak.sh start    fresh start: wipe server data, re-import the realm fixture
 #   scripts/keycloak.sh restart  start again keeping data (use after `kill` to simulate recovery)
 #                                (both stop a server that is still running first)
@@ -128,8 +129,15 @@ ensure_dist() {
 }
 
 choose_java() {
-    if [[ -z "${JAVA_HOME:-}" && -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]]; then
-        export JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+    local jdk
+    if [[ -z "${JAVA_HOME:-}" ]]; then
+        # Debian/Ubuntu's OpenJDK 17, whatever the architecture (amd64, arm64, ...).
+        for jdk in /usr/lib/jvm/java-17-openjdk-*; do
+            if [[ -x "${jdk}/bin/java" ]]; then
+                export JAVA_HOME="${jdk}"
+                break
+            fi
+        done
     fi
     if [[ -n "${JAVA_HOME:-}" ]]; then
         [[ -x "${JAVA_HOME}/bin/java" ]] || die "JAVA_HOME=${JAVA_HOME} has no bin/java"
@@ -296,13 +304,14 @@ cmd_logs() {
 }
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
     local cmd="${1:-}"
     shift || true
     case "${cmd}" in
+        fetch) ensure_dist ;;
         start) launch fresh ;;
         restart) launch keep ;;
         stop) cmd_stop ;;

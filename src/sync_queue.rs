@@ -462,7 +462,7 @@ impl SyncQueue {
             .sync_inflight
             .iter()
             .keys()
-            .map(|k| Ok(Uuid::from_slice(&k?).map_err(|e| QueueError::Corrupt(e.to_string()))?))
+            .map(|k| Uuid::from_slice(&k?).map_err(|e| QueueError::Corrupt(e.to_string())))
             .collect::<Result<_, QueueError>>()?;
         for id in &ids {
             log::warn!("sync item {id} was left processing (crash?); back to pending");

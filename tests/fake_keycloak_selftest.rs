@@ -119,6 +119,31 @@ fn is_base64url(part: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The claims of a JWT-shaped token (the fake's payload is plain base64url JSON).
+fn decode_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("payload");
+    let mut bits = 0u32;
+    let mut acc = 0u32;
+    let mut bytes = Vec::new();
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {payload}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+        }
+    }
+    serde_json::from_slice(&bytes).expect("claims are JSON")
+}
+
 fn assert_jwt_shaped(token: &str) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "{token}");
@@ -199,8 +224,103 @@ fn password_grant_success_has_keycloaks_fields() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["not-before-policy"], 0);
     assert_eq!(body["scope"], "profile email");
+    assert!(body.get("id_token").is_none());
+    // 26.7 session ids are 24 base64url characters, not UUIDs.
     let session_state = body["session_state"].as_str().unwrap();
-    assert!(uuid::Uuid::parse_str(session_state).is_ok());
+    assert_eq!(session_state.len(), 24);
+    assert!(is_base64url(session_state));
+}
+
+#[test]
+fn token_answers_say_no_store() {
+    let kc = FakeKeycloak::start();
+    for response in [
+        password_login(&kc, "alice", "Alice-Password-1"),
+        password_login(&kc, "alice", "wrong"),
+    ] {
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["content-type"], "application/json");
+    }
+}
+
+#[test]
+fn access_token_claims_name_the_user_and_client() {
+    let kc = FakeKeycloak::start();
+    let (_, body) = status_json(password_login(&kc, "alice", "Alice-Password-1"));
+    let token = body["access_token"].as_str().unwrap();
+    let claims = decode_claims(token);
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["azp"], "webapp");
+    assert_eq!(claims["typ"], "Bearer");
+    assert_eq!(claims["email"], "alice@example.test");
+    assert_eq!(claims["sid"], body["session_state"]);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        300
+    );
+    assert_eq!(
+        claims["sub"].as_str(),
+        kc.user_id("alice").as_deref(),
+        "sub is the user id"
+    );
+}
+
+#[test]
+fn email_works_as_login_name() {
+    let kc = FakeKeycloak::start();
+    let (status, _) = status_json(password_login(
+        &kc,
+        "Alice@Example.test",
+        "Alice-Password-1",
+    ));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn missing_username_is_401_and_missing_password_is_bad_credentials() {
+    let kc = FakeKeycloak::start();
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("password", "Alice-Password-1"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            401,
+            json!({"error": "invalid_request", "error_description": "Missing parameter: username"})
+        )
+    );
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("username", "alice"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            401,
+            json!({"error": "invalid_grant", "error_description": "Invalid user credentials"})
+        )
+    );
+}
+
+#[test]
+fn get_on_the_token_endpoint_is_405() {
+    let kc = FakeKeycloak::start();
+    let response = client().get(token_url(&kc)).send().unwrap();
+    assert_eq!(
+        status_json(response),
+        (405, json!({"error": "HTTP 405 Method Not Allowed"}))
+    );
 }
 
 #[test]
@@ -256,16 +376,21 @@ fn wrong_password_status_can_be_400_like_keycloak_26_6() {
 }
 
 #[test]
-fn disabled_user_is_account_disabled_even_with_wrong_password() {
+fn disabled_user_is_account_disabled_only_with_the_right_password() {
     let kc = FakeKeycloak::start();
-    let expected = json!({"error": "invalid_grant", "error_description": "Account disabled"});
     assert_eq!(
         status_json(password_login(&kc, "carol", "Carol-Password-1")),
-        (400, expected.clone())
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Account disabled"})
+        )
     );
     assert_eq!(
         status_json(password_login(&kc, "carol", "wrong")),
-        (400, expected)
+        (
+            401,
+            json!({"error": "invalid_grant", "error_description": "Invalid user credentials"})
+        )
     );
 }
 
@@ -415,6 +540,52 @@ fn refresh_token_grant() {
     assert_eq!(body["session_state"], login["session_state"]);
     assert_eq!(body["refresh_expires_in"], 1800);
 
+    // Not single-use.
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("refresh_token", refresh),
+        ],
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Bound to the client it was issued to.
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "no-direct-grants"),
+            ("client_secret", "no-direct-test-secret"),
+            ("refresh_token", refresh),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Invalid refresh token. Token client and authorized client don't match"})
+        )
+    );
+
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+        ],
+    );
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalid_request", "error_description": "No refresh token"})
+        )
+    );
+
     let response = post_token(
         &kc,
         &[
@@ -449,6 +620,20 @@ fn client_credentials_grant() {
     assert_eq!(body["not-before-policy"], 0);
     assert_eq!(body["scope"], "profile email");
     assert!(body.get("refresh_token").is_none());
+    assert!(body.get("session_state").is_none());
+    let claims = decode_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["preferred_username"],
+        "service-account-keycloak-resilient-sync"
+    );
+
+    // A service account without admin roles still gets a token; the admin API refuses later.
+    let (status, _) = status_json(client_credentials(
+        &kc,
+        "no-admin-rights",
+        "no-admin-test-secret",
+    ));
+    assert_eq!(status, 200);
 
     assert_eq!(
         status_json(client_credentials(&kc, "webapp", "webapp-test-secret")),
@@ -531,10 +716,21 @@ fn user_search_is_exact_and_case_insensitive() {
         "id matches the control API"
     );
     assert!(alice["createdTimestamp"].as_u64().unwrap() > 1_600_000_000_000);
+    assert_eq!(alice["access"], json!({"manage": true}));
 
     assert!(find_user(&kc, &token, "nobody").is_empty());
-    // exact=true does not match a prefix.
+    // exact=true does not match a prefix; without it the username is a substring.
     assert!(find_user(&kc, &token, "ali").is_empty());
+    let response = client()
+        .get(users_url(&kc))
+        .bearer_auth(&token)
+        .query(&[("username", "LIC")])
+        .send()
+        .unwrap();
+    let (status, body) = status_json(response);
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 1);
+    assert_eq!(body[0]["username"], "alice");
     let carol = find_user(&kc, &token, "carol");
     assert_eq!(carol[0]["enabled"], false);
 }
@@ -542,6 +738,7 @@ fn user_search_is_exact_and_case_insensitive() {
 #[test]
 fn reset_password_then_login_with_new_password() {
     let kc = FakeKeycloak::start();
+    let (_, before) = status_json(password_login(&kc, "bob", "Bob-Password-1"));
     let token = admin_token(&kc);
     let id = kc.user_id("bob").unwrap();
     let url = format!("{}/{id}/reset-password", users_url(&kc));
@@ -559,6 +756,18 @@ fn reset_password_then_login_with_new_password() {
     assert_eq!(status, 200);
     let (status, _) = status_json(password_login(&kc, "bob", "Bob-Password-1"));
     assert_eq!(status, 401);
+
+    // A reset does not end existing sessions.
+    let response = post_token(
+        &kc,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "webapp"),
+            ("client_secret", "webapp-test-secret"),
+            ("refresh_token", before["refresh_token"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[test]
@@ -595,6 +804,64 @@ fn reset_password_errors() {
         status_json(response),
         (404, json!({"error": "User not found"}))
     );
+
+    let reset_url = format!("{}/{id}/reset-password", users_url(&kc));
+    let response = client()
+        .put(&reset_url)
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (400, json!({"error": "Empty password not allowed"}))
+    );
+
+    let response = client()
+        .put(&reset_url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (
+            400,
+            json!({"error": "invalid_request", "error_description": "Cannot parse the JSON"})
+        )
+    );
+
+    let response = client()
+        .put(&reset_url)
+        .bearer_auth(&token)
+        .body(r#"{"type":"password","value":"Long-Enough-1","temporary":false}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (
+            415,
+            json!({"error": "The content-type header value did not match the value in @Consumes"})
+        )
+    );
+
+    let (_, weak) = status_json(client_credentials(
+        &kc,
+        "no-admin-rights",
+        "no-admin-test-secret",
+    ));
+    let response = client()
+        .put(&reset_url)
+        .bearer_auth(weak["access_token"].as_str().unwrap())
+        .json(&json!({"type": "password", "value": "Long-Enough-1", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (403, json!({"error": "HTTP 403 Forbidden"}))
+    );
+    assert_eq!(kc.password_of("dave").as_deref(), Some("Dave-Password-1"));
 }
 
 #[test]
@@ -646,10 +913,27 @@ fn create_then_delete_user() {
     let (status, _) = status_json(password_login(&kc, "grace", "Grace-Password-1"));
     assert_eq!(status, 200);
 
+    let response = client().get(&location).bearer_auth(&token).send().unwrap();
+    let (status, rep) = status_json(response);
+    assert_eq!(status, 200);
+    assert_eq!(rep["username"], "grace");
+    assert_eq!(rep["access"]["resetPassword"], true);
+
+    // Same username and same email: Keycloak reports the email.
     let response = client()
         .post(users_url(&kc))
         .bearer_auth(&token)
         .json(&new_user)
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (409, json!({"errorMessage": "User exists with same email"}))
+    );
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&json!({"username": "GRACE", "enabled": true}))
         .send()
         .unwrap();
     assert_eq!(
@@ -694,9 +978,47 @@ fn create_user_with_short_password_is_refused_whole() {
         .unwrap();
     assert_eq!(
         status_json(response),
-        (400, json!({"errorMessage": "Password policy not met"}))
+        (
+            400,
+            json!({"error": "invalidPasswordMinLengthMessage", "error_description": "Invalid password: minimum length 8."})
+        )
     );
     assert!(kc.user_id("heidi").is_none());
+
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&json!({"enabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        status_json(response),
+        (400, json!({"errorMessage": "User name is missing"}))
+    );
+}
+
+#[test]
+fn user_without_profile_fields_is_not_fully_set_up() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let response = client()
+        .post(users_url(&kc))
+        .bearer_auth(&token)
+        .json(&json!({
+            "username": "ivan",
+            "enabled": true,
+            "credentials": [{"type": "password", "value": "Ivan-Password-1", "temporary": false}]
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        status_json(password_login(&kc, "ivan", "Ivan-Password-1")),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Account is not fully set up"})
+        )
+    );
 }
 
 // --- control API --------------------------------------------------------------------------------

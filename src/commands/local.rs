@@ -101,7 +101,8 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
         return Ok(EXIT_OK);
     }
     if let UserCommand::Import { file } = &cmd {
-        let format = ImportFormat::from_path(file).with_context(|| {
+        // An InputError value (not a context string), so that the exit code is 2.
+        let format = ImportFormat::from_path(file).ok_or_else(|| {
             super::InputError(format!("{}: unknown format (use .jsonl, .ndjson, .json or .csv)", file.display()))
         })?;
         let reader = std::fs::File::open(file)

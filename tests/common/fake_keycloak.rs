@@ -15,10 +15,18 @@
 //!
 //! # Where the answers come from
 //!
-//! Error bodies follow Keycloak's own source (`ClientIdAndSecretAuthenticator`,
-//! `ValidateUsername`, `ValidatePassword`, `UsersResource`, `UserResource`) and published
-//! measurements of a live 26.7.1. Known differences from the real server are listed at the end
-//! of this comment; anything not listed that disagrees with a real Keycloak is a bug here.
+//! `tests/fixtures/keycloak-answers.md`, a transcript of a real Keycloak 26.7.3 loaded with the
+//! fixture realm, is the reference: status codes, bodies, `Content-Type` and `Cache-Control`
+//! here follow it. Cases it does not cover follow Keycloak's source (`ClientIdAndSecretAuthenticator`,
+//! `ValidateUsername`, `UsersResource`, `UserResource`) and published measurements of 26.7.1.
+//! Anything that disagrees with a real Keycloak and is not listed below is a bug here.
+//!
+//! Things worth knowing before writing a test against it (all as the real server does):
+//! an unknown client is `401 invalid_client`, a wrong or missing secret `401
+//! unauthorized_client`; "Account disabled" only once the password is right; a user missing
+//! email, first or last name, or with a temporary password, gets "Account is not fully set
+//! up"; no answer carries `WWW-Authenticate`; an unmatched path's 404 has no
+//! `error_description`; refresh tokens are reusable and survive a password reset.
 //!
 //! # Transport
 //!
@@ -28,24 +36,24 @@
 //!
 //! # Known differences from a real Keycloak
 //!
-//! - Tokens look like JWTs (three base64url parts with real-looking claims) but the signature
-//!   is random bytes: nothing can verify them, and there is no `certs` endpoint.
+//! - Wrong password and unknown user answer 401 by default, as Keycloak before 26.6 did; the
+//!   26.7.3 reference answers 400 (`set_wrong_password_status(400)`).
+//! - `scope` is always `"profile email"`; the real server says that or `"email profile"`
+//!   (the order is fixed per server start).
+//! - Tokens look like Keycloak's JWTs (three base64url parts, the same claims) but the
+//!   signature is random bytes: nothing can verify them, and there is no `certs` endpoint.
 //! - Only `password`, `refresh_token`, `client_credentials` and (always failing)
 //!   `authorization_code` grants exist; other grant types Keycloak knows (device, CIBA,
-//!   token exchange, UMA) are answered `unsupported_grant_type`.
+//!   token exchange, jwt-bearer, UMA) are answered `unsupported_grant_type`.
 //! - No brute-force detection, no sessions beyond refresh tokens, no security headers, no CORS.
-//! - A wrong method on a known path answers `404 {"error":"HTTP 404 Not Found"}`; Keycloak
-//!   answers some of those with 405 instead, endpoint by endpoint.
+//! - A wrong method on a known path answers `404 {"error":"HTTP 404 Not Found"}` except on the
+//!   token endpoint (405, measured); Keycloak answers some others with 405 as well.
 //! - `briefRepresentation`, `first` and `max` are ignored by the user search; `PUT` on a user
 //!   ignores `username` (the realm has `editUsernameAllowed: false`).
-//! - Read from Keycloak's source but not seen on a live 26.x: reset-password's
-//!   `{"error":"No password provided"}` / `{"error":"Empty password not allowed"}`, and the
-//!   refresh grant's `Session not active` (user deleted) and `User disabled`.
-//!
-//! Three answers differ from what one might write from memory, on the strength of that
-//! source and measurement: an unknown client is `invalid_client` (a wrong secret is
-//! `unauthorized_client`); the admin API's 401 carries no `WWW-Authenticate` header; and an
-//! unmatched path's 404 has no `error_description`.
+//! - Not measured, from Keycloak's source or a guess: reset-password's
+//!   `{"error":"No password provided"}` (no `value`), the refresh grant's `Session not active`
+//!   (user deleted) and `User disabled`, a created user being disabled unless `enabled` is
+//!   sent, service-account users appearing in filtered searches, and `PUT /users/{id}`.
 
 #![allow(dead_code)]
 
@@ -214,7 +222,9 @@ impl FakeKeycloak {
     }
 
     /// Creates a user, or updates the password and enabled flag of an existing one.
-    /// The username is stored lowercase, as Keycloak does.
+    /// The username is stored lowercase, as Keycloak does. A new user gets what the fixture
+    /// users have (email `<username>@example.test`, first name, last name `Test`), without
+    /// which Keycloak refuses the password grant with "Account is not fully set up".
     pub fn add_user(&self, username: &str, password: &str, enabled: bool) {
         let mut state = lock(&self.shared.state);
         let username = username.to_lowercase();
@@ -223,6 +233,10 @@ impl FakeKeycloak {
             user.enabled = enabled;
         } else {
             let mut user = User::new(&username);
+            user.email = Some(format!("{username}@example.test"));
+            user.first_name = Some(capitalise(&username));
+            user.last_name = Some("Test".to_string());
+            user.email_verified = true;
             user.password = Some(password.to_string());
             user.enabled = enabled;
             state.users.push(user);
@@ -1322,9 +1336,9 @@ fn refresh_grant(state: &mut State, form: &Params, client_id: &str, issuer: &str
 }
 
 fn client_credentials_grant(state: &mut State, client_id: &str, issuer: &str) -> Response {
-    let Some(service_user_id) = state
+    let Some((service_user_id, admin_roles)) = state
         .client(client_id)
-        .and_then(|c| c.service_account_user.clone())
+        .and_then(|c| Some((c.service_account_user.clone()?, c.admin_roles)))
     else {
         return Response::oauth(
             401,
@@ -1333,20 +1347,28 @@ fn client_credentials_grant(state: &mut State, client_id: &str, issuer: &str) ->
         );
     };
     let now = now_secs();
-    let claims = json!({
+    // Claims as 26.7.3 issues them; `aud` and `resource_access` only with admin roles.
+    let mut claims = json!({
         "exp": now + ACCESS_TOKEN_LIFESPAN_SECS,
         "iat": now,
-        "jti": uuid::Uuid::new_v4().to_string(),
+        "jti": format!("trrtcc:{}", uuid::Uuid::new_v4()),
         "iss": issuer,
-        "aud": ["realm-management", "account"],
         "sub": service_user_id,
         "typ": "Bearer",
         "azp": client_id,
+        "acr": "1",
         "scope": "profile email",
         "email_verified": false,
-        "clientId": client_id,
         "preferred_username": format!("service-account-{client_id}"),
     });
+    if admin_roles {
+        claims["aud"] = json!("realm-management");
+        claims["resource_access"] = json!({
+            "realm-management": {
+                "roles": ["manage-users", "view-users", "query-groups", "query-users"]
+            }
+        });
+    }
     let access_token = jwt_like("RS256", &claims);
     state.access_tokens.insert(
         access_token.clone(),
@@ -1385,9 +1407,8 @@ fn issue_user_tokens(
     let mut access_claims = json!({
         "exp": now + ACCESS_TOKEN_LIFESPAN_SECS,
         "iat": now,
-        "jti": uuid::Uuid::new_v4().to_string(),
+        "jti": format!("onrtro:{}", uuid::Uuid::new_v4()),
         "iss": issuer,
-        "aud": "account",
         "sub": user.id,
         "typ": "Bearer",
         "azp": client_id,
@@ -1397,6 +1418,11 @@ fn issue_user_tokens(
         "email_verified": user.email_verified,
         "preferred_username": user.username,
     });
+    if let (Some(first), Some(last)) = (&user.first_name, &user.last_name) {
+        access_claims["name"] = json!(format!("{first} {last}"));
+        access_claims["given_name"] = json!(first);
+        access_claims["family_name"] = json!(last);
+    }
     if let Some(email) = &user.email {
         access_claims["email"] = json!(email);
     }
@@ -1492,9 +1518,23 @@ fn admin_endpoints(
         Subject::User(_) => false,
     };
     let forbidden = || Response::error(403, "HTTP 403 Forbidden");
-    let query = Params::parse(&request.query);
-    match (request.method.as_str(), rest) {
-        ("GET", ["users"]) if may_manage_users => search_users(state, &query),
+    // JAX-RS picks the resource method by `@Consumes` before the method checks permissions,
+    // so a write without a JSON body is 415 even for a caller who would get 403.
+    let unsupported = || {
+        Response::error(
+            415,
+            "The content-type header value did not match the value in @Consumes",
+        )
+    };
+    let json_sent = request
+        .header("content-type")
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    let method = request.method.as_str();
+    match (method, rest) {
+        ("GET", ["users"]) if may_manage_users => {
+            search_users(state, &Params::parse(&request.query))
+        }
+        ("POST", ["users"]) if !json_sent => unsupported(),
         ("POST", ["users"]) if may_manage_users => create_user(state, request, base),
         ("GET", ["users", "count"]) if may_manage_users => {
             let count = state
@@ -1502,26 +1542,48 @@ fn admin_endpoints(
                 .iter()
                 .filter(|u| u.service_account_client.is_none())
                 .count();
-            Response::admin_json(&json!(count))
+            admin_ok(&json!(count))
         }
-        ("GET", ["users", id]) if may_manage_users => match state.user_by_id(id) {
-            Some(user) => Response::admin_json(&user_representation(user)),
-            None => Response::error(404, "User not found"),
-        },
-        ("PUT", ["users", id]) if may_manage_users => update_user(state, request, id),
-        ("DELETE", ["users", id]) if may_manage_users => delete_user(state, id),
-        ("PUT", ["users", id, "reset-password"]) if may_manage_users => {
-            reset_password(state, request, id)
+        ("GET" | "POST", ["users"] | ["users", "count"]) => forbidden(),
+        (_, ["users", id, tail @ ..]) => {
+            // `UsersResource.user(id)` answers for a missing user before any method runs:
+            // 404 to a caller allowed to query users, 403 to anyone else.
+            if state.user_by_id(id).is_none() {
+                return if may_manage_users {
+                    Response::error(404, "User not found")
+                } else {
+                    forbidden()
+                };
+            }
+            match (method, tail) {
+                ("PUT", [] | ["reset-password"]) if !json_sent => unsupported(),
+                ("GET" | "PUT" | "DELETE", []) | ("PUT", ["reset-password"])
+                    if !may_manage_users =>
+                {
+                    forbidden()
+                }
+                ("GET", []) => match state.user_by_id(id) {
+                    Some(user) => admin_ok(&user_representation(user, true)),
+                    None => Response::error(404, "User not found"),
+                },
+                ("PUT", []) => update_user(state, request, id),
+                ("DELETE", []) => delete_user(state, id),
+                ("PUT", ["reset-password"]) => reset_password(state, request, id),
+                _ => Response::error(404, "HTTP 404 Not Found"),
+            }
         }
-        ("GET", ["users"] | ["users", _])
-        | ("POST", ["users"])
-        | ("PUT", ["users", _] | ["users", _, "reset-password"])
-        | ("DELETE", ["users", _]) => forbidden(),
         _ => Response::error(404, "HTTP 404 Not Found"),
     }
 }
 
-fn user_representation(user: &User) -> Value {
+/// A successful admin API read, with the headers 26.7.3 sends.
+fn admin_ok(body: &Value) -> Response {
+    Response::admin_json(body).with_header("Cache-Control", "no-cache".to_string())
+}
+
+/// A `UserRepresentation`. `single` is the `GET /users/{id}` form, whose `access` block is
+/// fuller than the one in search results (both measured on 26.7.3).
+fn user_representation(user: &User, single: bool) -> Value {
     let mut rep = Map::new();
     rep.insert("id".into(), json!(user.id));
     rep.insert("username".into(), json!(user.username));
@@ -1541,16 +1603,19 @@ fn user_representation(user: &User) -> Value {
     rep.insert("disableableCredentialTypes".into(), json!([]));
     rep.insert("requiredActions".into(), json!(user.required_actions));
     rep.insert("notBefore".into(), json!(0));
-    rep.insert(
-        "access".into(),
+    let access = if single {
         json!({
             "manageGroupMembership": true,
+            "resetPassword": true,
             "view": true,
             "mapRoles": true,
             "impersonate": false,
             "manage": true
-        }),
-    );
+        })
+    } else {
+        json!({ "manage": true })
+    };
+    rep.insert("access".into(), access);
     Value::Object(rep)
 }
 
@@ -1589,8 +1654,11 @@ fn search_users(state: &State, query: &Params) -> Response {
         })
         .collect();
     found.sort_by(|a, b| a.username.cmp(&b.username));
-    let reps: Vec<Value> = found.into_iter().map(user_representation).collect();
-    Response::admin_json(&Value::Array(reps))
+    let reps: Vec<Value> = found
+        .into_iter()
+        .map(|u| user_representation(u, false))
+        .collect();
+    admin_ok(&Value::Array(reps))
 }
 
 fn user_field(user: &User, field: &str) -> String {
@@ -1663,9 +1731,7 @@ fn create_user(state: &mut State, request: &Request, base: &str) -> Response {
             }),
         );
     }
-    if state.user_by_name(&username).is_some() {
-        return Response::error_message(409, "User exists with same username");
-    }
+    // Measured on 26.7.3: when both clash, the email is the one reported.
     let email = opt_string(&body, "email")
         .map(|e| e.trim().to_lowercase())
         .filter(|e| !e.is_empty());
@@ -1673,6 +1739,9 @@ fn create_user(state: &mut State, request: &Request, base: &str) -> Response {
         if state.users.iter().any(|u| u.email.as_ref() == Some(email)) {
             return Response::error_message(409, "User exists with same email");
         }
+    }
+    if state.user_by_name(&username).is_some() {
+        return Response::error_message(409, "User exists with same username");
     }
     let mut user = User::new(&username);
     user.email = email;
@@ -1712,7 +1781,7 @@ fn create_user(state: &mut State, request: &Request, base: &str) -> Response {
         }
         if value.chars().count() < MIN_PASSWORD_LENGTH {
             // The whole creation is rolled back.
-            return Response::error_message(400, "Password policy not met");
+            return password_too_short();
         }
         user.password = Some(value.to_string());
         if credential.get("temporary").and_then(Value::as_bool) == Some(true)
@@ -1724,6 +1793,15 @@ fn create_user(state: &mut State, request: &Request, base: &str) -> Response {
     let location = format!("{base}/admin/realms/{REALM}/users/{}", user.id);
     state.users.push(user);
     Response::empty(201).with_header("Location", location)
+}
+
+/// The realm's `length(8)` policy refusing a password, on create and on reset alike.
+fn password_too_short() -> Response {
+    Response::oauth(
+        400,
+        "invalidPasswordMinLengthMessage",
+        &format!("Invalid password: minimum length {MIN_PASSWORD_LENGTH}."),
+    )
 }
 
 fn update_user(state: &mut State, request: &Request, id: &str) -> Response {
@@ -1783,7 +1861,7 @@ fn delete_user(state: &mut State, id: &str) -> Response {
     state
         .access_tokens
         .retain(|_, grant| !matches!(&grant.subject, Subject::User(u) if u == id));
-    Response::empty(204)
+    Response::empty(204).with_header("Cache-Control", "no-cache".to_string())
 }
 
 fn reset_password(state: &mut State, request: &Request, id: &str) -> Response {
@@ -1803,11 +1881,7 @@ fn reset_password(state: &mut State, request: &Request, id: &str) -> Response {
         return Response::error(400, "Empty password not allowed");
     }
     if value.chars().count() < MIN_PASSWORD_LENGTH {
-        return Response::oauth(
-            400,
-            "invalidPasswordMinLengthMessage",
-            &format!("Invalid password: minimum length {MIN_PASSWORD_LENGTH}."),
-        );
+        return password_too_short();
     }
     let temporary = body.get("temporary").and_then(Value::as_bool) == Some(true);
     let Some(user) = state.users.iter_mut().find(|u| u.id == id) else {

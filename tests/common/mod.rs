@@ -66,7 +66,10 @@ impl TestEnv {
             extra = t.extra,
         );
         std::fs::write(dir.path().join("config.yaml"), yaml).expect("write config");
-        TestEnv { dir, url: url.to_string() }
+        TestEnv {
+            dir,
+            url: url.to_string(),
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -102,7 +105,9 @@ impl TestEnv {
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("keycloak-resilient").expect("binary");
         c.arg("--config").arg(self.config_path());
-        c.env_remove("KEYCLOAK_CLIENT_SECRET").env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET").env_remove("RUST_LOG");
+        c.env_remove("KEYCLOAK_CLIENT_SECRET")
+            .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
+            .env_remove("RUST_LOG");
         c.write_stdin("");
         c
     }
@@ -120,5 +125,8 @@ pub fn repo_file(rel: &str) -> PathBuf {
 
 /// A username unique to this test run (live Keycloak keeps users between tests).
 pub fn unique_user(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }

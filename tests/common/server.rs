@@ -29,7 +29,10 @@ pub trait Server {
             .build()
             .expect("http client");
         let resp = http
-            .post(format!("{}/realms/resilient-test/protocol/openid-connect/token", self.url()))
+            .post(format!(
+                "{}/realms/resilient-test/protocol/openid-connect/token",
+                self.url()
+            ))
             .form(&[
                 ("grant_type", "password"),
                 ("client_id", "webapp"),
@@ -77,9 +80,13 @@ impl LiveKeycloak {
     /// otherwise.
     pub fn from_env(test: &str) -> Option<LiveKeycloak> {
         match std::env::var("KEYCLOAK_TEST_URL") {
-            Ok(url) if !url.is_empty() => Some(LiveKeycloak { url: url.trim_end_matches('/').to_string() }),
+            Ok(url) if !url.is_empty() => Some(LiveKeycloak {
+                url: url.trim_end_matches('/').to_string(),
+            }),
             _ => {
-                eprintln!("SKIPPED {test}: KEYCLOAK_TEST_URL is not set (run scripts/live-tests.sh)");
+                eprintln!(
+                    "SKIPPED {test}: KEYCLOAK_TEST_URL is not set (run scripts/live-tests.sh)"
+                );
                 None
             }
         }
@@ -96,7 +103,10 @@ impl LiveKeycloak {
     fn admin_token(&self) -> String {
         let http = reqwest::blocking::Client::new();
         let v: serde_json::Value = http
-            .post(format!("{}/realms/resilient-test/protocol/openid-connect/token", self.url))
+            .post(format!(
+                "{}/realms/resilient-test/protocol/openid-connect/token",
+                self.url
+            ))
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", "keycloak-resilient-sync"),
@@ -106,7 +116,10 @@ impl LiveKeycloak {
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.json())
             .expect("admin token");
-        v["access_token"].as_str().expect("access_token").to_string()
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
     }
 }
 
@@ -133,7 +146,11 @@ impl Server for LiveKeycloak {
             }))
             .send()
             .expect("create user");
-        assert_eq!(resp.status().as_u16(), 201, "creating {username} on the live Keycloak");
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "creating {username} on the live Keycloak"
+        );
     }
     fn go_down(&self) {
         self.script("kill");

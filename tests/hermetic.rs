@@ -1,0 +1,762 @@
+//! Hermetic end-to-end tests: the shared scenarios (`tests/scenarios`) against the in-process
+//! fake Keycloak, plus engine tests only the fake can drive (5xx pages, 429, slowness, exact
+//! request counts).
+//!
+//! `cargo test --test hermetic`
+
+mod common;
+mod scenarios;
+
+use common::fake_keycloak::{Behavior, FakeKeycloak};
+use common::{unique_user, TestEnv, Tuning, PACKAGE};
+use keycloak_resilient::breaker::CircuitState;
+use keycloak_resilient::keycloak::Rejection;
+use keycloak_resilient::sync_queue::SyncStatus;
+use keycloak_resilient::{AuthError, AuthToken, Mode, ResilientClient};
+use scenarios::{manual_clock, past_cooldown};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The shared scenarios, each against a fresh fake.
+
+fn fake() -> FakeKeycloak {
+    FakeKeycloak::start()
+}
+
+/// The fake answering a wrong password the way a given Keycloak version does.
+fn fake_answering_wrong_password_with(status: u16) -> FakeKeycloak {
+    let fake = FakeKeycloak::start();
+    fake.set_wrong_password_status(status);
+    fake
+}
+
+#[test]
+fn authenticate_online_then_cached_offline_wrong_password_401() {
+    scenarios::authenticate_online_then_cached_offline(&fake_answering_wrong_password_with(401));
+}
+
+#[test]
+fn authenticate_online_then_cached_offline_wrong_password_400() {
+    scenarios::authenticate_online_then_cached_offline(&fake_answering_wrong_password_with(400));
+}
+
+#[test]
+fn wrong_password_never_opens_circuit_wrong_password_401() {
+    scenarios::wrong_password_never_opens_circuit(&fake_answering_wrong_password_with(401));
+}
+
+#[test]
+fn wrong_password_never_opens_circuit_wrong_password_400() {
+    scenarios::wrong_password_never_opens_circuit(&fake_answering_wrong_password_with(400));
+}
+
+#[test]
+fn disabled_user_is_rejected() {
+    scenarios::disabled_user_is_rejected(&fake());
+}
+
+#[test]
+fn password_change_queued_while_down_drains_when_back() {
+    scenarios::password_change_queued_while_down_drains_when_back(&fake());
+}
+
+#[test]
+fn superseded_password_change_never_overwrites_newer() {
+    scenarios::superseded_password_change_never_overwrites_newer(&fake());
+}
+
+#[test]
+fn password_policy_rejection_fails_item() {
+    scenarios::password_policy_rejection_fails_item(&fake());
+}
+
+#[test]
+fn wrong_admin_secret_blocks_queue() {
+    scenarios::wrong_admin_secret_blocks_queue(&fake());
+}
+
+#[test]
+fn hang_is_bounded_and_breaker_stops_calls() {
+    scenarios::hang_is_bounded_and_breaker_stops_calls(&fake());
+}
+
+#[test]
+fn login_modes_keycloak_cached_local() {
+    scenarios::login_modes_keycloak_cached_local(&fake());
+}
+
+#[test]
+fn passwd_while_down_then_sync() {
+    scenarios::passwd_while_down_then_sync(&fake());
+}
+
+#[test]
+fn passwd_online_synchronized_and_policy_rejection() {
+    scenarios::passwd_online_synchronized_and_policy_rejection(&fake());
+}
+
+#[test]
+fn allow_offline_false_refuses_when_down() {
+    scenarios::allow_offline_false_refuses_when_down(&fake());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine tests the fake alone can drive.
+
+const PASSWORD: &str = "Engine-Password-1";
+
+fn fake_with_user(prefix: &str) -> (FakeKeycloak, String) {
+    let fake = FakeKeycloak::start();
+    let user = unique_user(prefix);
+    fake.add_user(&user, PASSWORD, true);
+    (fake, user)
+}
+
+fn no_cached_login(result: Result<AuthToken, AuthError>, what: &str) -> String {
+    match result {
+        Err(AuthError::NoCachedLogin { reason }) => reason,
+        other => panic!("{what}: expected NoCachedLogin, got {other:?}"),
+    }
+}
+
+fn reset_password_calls(fake: &FakeKeycloak) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.ends_with("/reset-password"))
+        .collect()
+}
+
+/// closed → (threshold refusals) open → no I/O during the cooldown, even with Keycloak back →
+/// half-open trial failing re-opens for a new cooldown → trial succeeding closes.
+#[test]
+fn breaker_walks_every_transition_through_the_library() {
+    let (fake, user) = fake_with_user("breaker");
+    let tuning = Tuning {
+        failure_threshold: 3,
+        cooldown_seconds: 60,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+
+    let online = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("online");
+    assert!(!online.cached);
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+
+    fake.set_behavior(Behavior::Refuse);
+    for i in 1..tuning.failure_threshold {
+        assert!(!client.is_available());
+        assert_eq!(
+            client.circuit(),
+            (CircuitState::Closed, i),
+            "below the threshold stays closed"
+        );
+    }
+    assert!(!client.is_available());
+    assert_eq!(
+        client.circuit(),
+        (CircuitState::Open, tuning.failure_threshold),
+        "the threshold-th refusal opens the circuit"
+    );
+
+    // Keycloak is back, but the circuit is open: nothing touches the network until the cooldown
+    // has passed — not the health check, not a login, not the sync queue.
+    fake.set_behavior(Behavior::Normal);
+    let id = client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Queued-Password-9"}),
+            1,
+        )
+        .unwrap();
+    let before = fake.request_count();
+    clock.advance(chrono::Duration::seconds(
+        tuning.cooldown_seconds as i64 - 1,
+    ));
+    assert!(!client.is_available());
+    assert!(!client.probe());
+    let cached = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("cached login while open");
+    assert!(cached.cached, "an open circuit serves the cache");
+    no_cached_login(
+        client.authenticate(&user, "Wrong-Password-1", PACKAGE),
+        "wrong password while open",
+    );
+    let report = client.process_sync_queue(100).unwrap();
+    assert_eq!(report.processed, 0, "{report:?}");
+    assert_eq!(client.queue().get(id).unwrap().unwrap().attempts, 0);
+    let status = client.get_status().unwrap();
+    assert_eq!(status.circuit_state, "open");
+    assert!(!status.available);
+    assert_eq!(
+        fake.request_count(),
+        before,
+        "no request reached Keycloak during the cooldown"
+    );
+    assert_eq!(client.circuit().0, CircuitState::Open);
+
+    // Cooldown over: one trial, which fails (a proxy's 503) and re-opens the circuit.
+    fake.set_behavior(Behavior::Status(503));
+    clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(client.circuit().0, CircuitState::HalfOpen);
+    assert!(!client.is_available());
+    assert_eq!(
+        fake.request_count(),
+        before + 1,
+        "exactly one trial request"
+    );
+    assert_eq!(
+        client.circuit().0,
+        CircuitState::Open,
+        "a failed trial re-opens"
+    );
+    assert!(!client.is_available());
+    assert_eq!(
+        fake.request_count(),
+        before + 1,
+        "re-opened: no further request"
+    );
+
+    // The new cooldown runs from the failed trial, not from the first opening.
+    clock.advance(chrono::Duration::seconds(
+        tuning.cooldown_seconds as i64 - 1,
+    ));
+    assert!(!client.is_available());
+    assert_eq!(fake.request_count(), before + 1);
+    assert_eq!(client.circuit().0, CircuitState::Open);
+
+    // Trial succeeding closes; the login that carried it gets a fresh token.
+    fake.set_behavior(Behavior::Normal);
+    clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(client.circuit().0, CircuitState::HalfOpen);
+    let token = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("trial login");
+    assert!(!token.cached);
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+    let report = client.process_sync_queue(100).unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(
+        fake.password_of(&user).as_deref(),
+        Some("Queued-Password-9")
+    );
+}
+
+/// 5xx pages and 429 are Keycloak being unavailable: they open the circuit and never move a
+/// queue item toward failure.
+#[test]
+fn server_errors_and_429_count_as_unavailable() {
+    for status in [503u16, 500, 502, 429] {
+        let (fake, user) = fake_with_user("status");
+        let tuning = Tuning::default();
+        let env = TestEnv::new(&fake.url(), &tuning);
+        let clock = manual_clock();
+        let client = env.client_with_clock(&clock);
+        let id = client
+            .queue_sync(
+                &user,
+                PACKAGE,
+                "password_change",
+                &json!({"password": "Never-Applied-1"}),
+                1,
+            )
+            .unwrap();
+
+        fake.set_behavior(Behavior::Status(status));
+        let reason = no_cached_login(
+            client.authenticate(&user, PASSWORD, PACKAGE),
+            &format!("HTTP {status}"),
+        );
+        assert!(
+            reason.contains(&status.to_string()),
+            "HTTP {status}: reason names the status: {reason:?}"
+        );
+        assert_eq!(client.circuit(), (CircuitState::Closed, 1), "HTTP {status}");
+        let report = client.process_sync_queue(100).unwrap();
+        assert_eq!(report.processed, 0, "HTTP {status}: {report:?}");
+        assert_eq!(
+            client.circuit(),
+            (CircuitState::Open, 2),
+            "HTTP {status} opens the circuit"
+        );
+        let item = client.queue().get(id).unwrap().unwrap();
+        assert_eq!(item.status, SyncStatus::Pending, "HTTP {status}");
+        assert_eq!(
+            item.attempts, 0,
+            "HTTP {status}: an outage is not an attempt"
+        );
+        assert_eq!(fake.password_of(&user).as_deref(), Some(PASSWORD));
+
+        fake.set_behavior(Behavior::Normal);
+        past_cooldown(&clock, &tuning);
+        let report = client.process_sync_queue(100).unwrap();
+        assert_eq!(
+            report.completed, 1,
+            "HTTP {status}: drains once Keycloak is back: {report:?}"
+        );
+        assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+    }
+}
+
+/// Keycloak answering 400 or 401 about a user (wrong password, unknown user, disabled account)
+/// is Keycloak working, however many times; so is an answer about our own client.
+#[test]
+fn keycloak_4xx_answers_never_open_the_circuit() {
+    for status in [400u16, 401] {
+        let (fake, user) = fake_with_user("fourxx");
+        fake.set_wrong_password_status(status);
+        let disabled = unique_user("fourxx-off");
+        fake.add_user(&disabled, PASSWORD, false);
+        let tuning = Tuning {
+            failure_threshold: 1,
+            ..Tuning::default()
+        };
+        let env = TestEnv::new(&fake.url(), &tuning);
+        let client = env.client_with_clock(&manual_clock());
+        for i in 0..4 {
+            match client.authenticate(&user, &format!("Wrong-{i}-Password"), PACKAGE) {
+                Err(AuthError::Rejected(Rejection::InvalidCredentials)) => {}
+                other => panic!("{status}: wrong password: {other:?}"),
+            }
+            match client.authenticate(&unique_user("nobody"), PASSWORD, PACKAGE) {
+                Err(AuthError::Rejected(Rejection::InvalidCredentials)) => {}
+                other => panic!("{status}: unknown user: {other:?}"),
+            }
+            match client.authenticate(&disabled, PASSWORD, PACKAGE) {
+                Err(AuthError::Rejected(Rejection::AccountDisabled)) => {}
+                other => panic!("{status}: disabled: {other:?}"),
+            }
+            assert_eq!(
+                client.circuit(),
+                (CircuitState::Closed, 0),
+                "{status}, round {i}"
+            );
+        }
+        // Our login client's secret no longer matches: misconfiguration, not an outage.
+        fake.set_client_secret("webapp", "rotated-secret");
+        for _ in 0..3 {
+            match client.authenticate(&user, PASSWORD, PACKAGE) {
+                Err(AuthError::Misconfigured(m)) => assert!(!m.is_empty()),
+                other => panic!("{status}: wrong client secret: {other:?}"),
+            }
+        }
+        assert_eq!(
+            client.circuit(),
+            (CircuitState::Closed, 0),
+            "{status}: misconfiguration"
+        );
+        assert!(client.is_available());
+    }
+}
+
+/// A slow Keycloak inside the timeout is a working Keycloak; beyond the timeout it is an outage.
+#[test]
+fn slow_keycloak_under_the_timeout_still_succeeds() {
+    let (fake, user) = fake_with_user("slow");
+    let tuning = Tuning {
+        timeout_seconds: 2,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let client = env.client_with_clock(&manual_clock());
+    fake.set_behavior(Behavior::Slow(Duration::from_millis(400)));
+    let started = Instant::now();
+    let token = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("slow but in time");
+    assert!(!token.cached);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the fake was slow"
+    );
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+
+    let tuning = Tuning {
+        timeout_seconds: 1,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let client = env.client_with_clock(&manual_clock());
+    fake.set_behavior(Behavior::Slow(Duration::from_millis(1600)));
+    let started = Instant::now();
+    let reason = no_cached_login(
+        client.authenticate(&user, PASSWORD, PACKAGE),
+        "slower than the timeout",
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(reason.contains("timed out"), "{reason:?}");
+    assert_eq!(
+        client.circuit(),
+        (CircuitState::Closed, 1),
+        "a timeout counts as a failure"
+    );
+}
+
+/// An open circuit is persisted: a new client over the same data directory (the next cron
+/// invocation) honours it without sending anything.
+#[test]
+fn breaker_state_persists_across_client_instances() {
+    let (fake, user) = fake_with_user("persist");
+    let tuning = Tuning {
+        failure_threshold: 2,
+        cooldown_seconds: 300,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    {
+        let client: ResilientClient = env.client();
+        fake.set_behavior(Behavior::Status(503));
+        assert!(!client.is_available());
+        assert!(!client.is_available());
+        assert_eq!(client.circuit().0, CircuitState::Open);
+    }
+    fake.set_behavior(Behavior::Normal);
+    let before = fake.request_count();
+
+    let client = env.client();
+    assert_eq!(
+        client.circuit(),
+        (CircuitState::Open, 2),
+        "the new client loads the open circuit"
+    );
+    assert!(!client.is_available());
+    let reason = no_cached_login(
+        client.authenticate(&user, PASSWORD, PACKAGE),
+        "open circuit, new client",
+    );
+    assert!(reason.contains("circuit"), "{reason:?}");
+    client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Not-Yet-Password-1"}),
+            1,
+        )
+        .unwrap();
+    assert_eq!(client.process_sync_queue(10).unwrap().processed, 0);
+    let status = client.get_status().unwrap();
+    assert_eq!(status.circuit_state, "open");
+    assert_eq!(status.pending_syncs, 1);
+    assert_eq!(fake.request_count(), before, "no request reached the fake");
+    drop(client);
+
+    // A third instance still sees it (the second did not clear it by merely looking).
+    let client = env.client();
+    assert_eq!(client.circuit().0, CircuitState::Open);
+    assert_eq!(fake.request_count(), before);
+}
+
+/// When Keycloak returns, the queue is replayed by priority (1 first), then queue time — also
+/// across batches.
+#[test]
+fn queue_drains_in_priority_order_when_keycloak_returns() {
+    let fake = FakeKeycloak::start();
+    let tuning = Tuning::default();
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+
+    // (label, priority) in the order queued.
+    let plan = [
+        ("p5", 5u32),
+        ("p1a", 1),
+        ("p3", 3),
+        ("p1b", 1),
+        ("p9", 9),
+        ("p3b", 3),
+    ];
+    let mut users = Vec::new();
+    fake.set_behavior(Behavior::Refuse);
+    for (label, priority) in plan {
+        let user = unique_user(label);
+        fake.add_user(&user, PASSWORD, true);
+        client
+            .queue_sync(
+                &user,
+                PACKAGE,
+                "password_change",
+                &json!({"password": format!("{label}-New-Password")}),
+                priority,
+            )
+            .unwrap();
+        users.push((user, label));
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    assert_eq!(
+        client.process_sync_queue(100).unwrap().processed,
+        0,
+        "down: nothing replayed"
+    );
+    fake.set_behavior(Behavior::Normal);
+    past_cooldown(&clock, &tuning);
+
+    let first = client.process_sync_queue(3).unwrap();
+    assert_eq!(first.completed, 3, "{first:?}");
+    assert_eq!(client.queue().pending_count(), 3);
+    let rest = client.process_sync_queue(100).unwrap();
+    assert_eq!(rest.completed, 3, "{rest:?}");
+
+    let id_of = |label: &str| {
+        let user = &users.iter().find(|(_, l)| *l == label).unwrap().0;
+        fake.user_id(user).unwrap()
+    };
+    let expected: Vec<String> = ["p1a", "p1b", "p3", "p3b", "p5", "p9"]
+        .iter()
+        .map(|l| {
+            format!(
+                "PUT /admin/realms/resilient-test/users/{}/reset-password",
+                id_of(l)
+            )
+        })
+        .collect();
+    assert_eq!(
+        reset_password_calls(&fake),
+        expected,
+        "replay order: priority, then queue time"
+    );
+    for (user, label) in &users {
+        assert_eq!(
+            fake.password_of(user),
+            Some(format!("{label}-New-Password"))
+        );
+    }
+}
+
+/// `is_available` answers from a fresh probe without I/O, probes again once it is stale, and
+/// answers false without I/O while the circuit is open.
+#[test]
+fn is_available_uses_the_health_cache_and_no_io_while_open() {
+    let (fake, user) = fake_with_user("health");
+    let tuning = Tuning {
+        health_check_cache_seconds: 30,
+        failure_threshold: 2,
+        cooldown_seconds: 60,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+
+    let n = fake.request_count();
+    assert!(client.is_available());
+    assert_eq!(fake.request_count(), n + 1, "first call probes");
+    assert!(client.is_available());
+    clock.advance(chrono::Duration::seconds(29));
+    assert!(client.is_available());
+    assert_eq!(
+        fake.request_count(),
+        n + 1,
+        "a probe younger than 30 s answers"
+    );
+    client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("login");
+    assert_eq!(
+        fake.request_count(),
+        n + 2,
+        "a login on a fresh probe sends only the token request"
+    );
+    clock.advance(chrono::Duration::seconds(31));
+    assert!(client.is_available());
+    assert_eq!(fake.request_count(), n + 3, "a stale probe is renewed");
+
+    // Open the circuit with explicit probes (which bypass the cache).
+    fake.set_behavior(Behavior::Status(503));
+    assert!(!client.probe());
+    assert!(!client.probe());
+    assert_eq!(client.circuit().0, CircuitState::Open);
+    fake.set_behavior(Behavior::Normal);
+    let n = fake.request_count();
+    for _ in 0..5 {
+        assert!(!client.is_available());
+    }
+    clock.advance(chrono::Duration::seconds(45));
+    assert!(
+        !client.is_available(),
+        "still cooling down, even though the last probe is stale"
+    );
+    assert!(!client.get_status().unwrap().available);
+    assert_eq!(fake.request_count(), n, "no I/O while the circuit is open");
+
+    clock.advance(chrono::Duration::seconds(16));
+    assert!(
+        client.is_available(),
+        "cooldown over: the trial probe succeeds"
+    );
+    assert_eq!(fake.request_count(), n + 1);
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+    assert!(client.is_available());
+    assert_eq!(
+        fake.request_count(),
+        n + 1,
+        "and its result is cached again"
+    );
+}
+
+/// A hung Keycloak: once the breaker opens, not one more request reaches it (the fake counts
+/// hung requests too).
+#[test]
+fn hung_keycloak_gets_no_requests_once_the_circuit_is_open() {
+    let (fake, user) = fake_with_user("hung");
+    let tuning = Tuning {
+        timeout_seconds: 1,
+        failure_threshold: 1,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("online");
+
+    fake.set_behavior(Behavior::Hang);
+    let n = fake.request_count();
+    let started = Instant::now();
+    let token = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("cached login while hung");
+    assert!(token.cached);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
+    assert_eq!(fake.request_count(), n + 1, "one hung probe");
+    assert_eq!(client.circuit().0, CircuitState::Open);
+
+    for _ in 0..5 {
+        assert!(
+            client
+                .authenticate(&user, PASSWORD, PACKAGE)
+                .unwrap()
+                .cached
+        );
+        assert!(!client.is_available());
+    }
+    assert_eq!(
+        fake.request_count(),
+        n + 1,
+        "nothing more reached the hung server"
+    );
+
+    fake.set_behavior(Behavior::Normal);
+    past_cooldown(&clock, &tuning);
+    assert!(
+        !client
+            .authenticate(&user, PASSWORD, PACKAGE)
+            .unwrap()
+            .cached
+    );
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+}
+
+/// `get_status`: normal while Keycloak answers; degraded while it is down and a cached token is
+/// inside its grace period; offline once the grace period is over — and cached logins end with
+/// it.
+#[test]
+fn status_modes_follow_the_token_grace_period() {
+    let (fake, user) = fake_with_user("modes");
+    let tuning = Tuning::default();
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+
+    let status = client.get_status().unwrap();
+    assert_eq!(status.mode, Mode::Normal);
+    assert!(status.available);
+    assert_eq!(status.circuit_state, "closed");
+    assert_eq!(status.cached_tokens, 0);
+    assert!(status.unavailable_reason.is_none());
+    assert_eq!(status.config.failure_threshold, tuning.failure_threshold);
+    assert_eq!(status.config.cooldown_seconds, tuning.cooldown_seconds);
+    assert!(status.config.offline_mode_allowed);
+    let grace_hours = status.config.grace_period_hours as i64;
+    assert!(grace_hours > 1, "{grace_hours}");
+
+    client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("online");
+    assert_eq!(client.get_status().unwrap().cached_tokens, 1);
+
+    fake.set_behavior(Behavior::Refuse);
+    let status = client.get_status().unwrap();
+    assert_eq!(status.mode, Mode::Degraded, "{status:?}");
+    assert!(!status.available);
+    assert!(status.unavailable_reason.is_some());
+    assert!(
+        client
+            .authenticate(&user, PASSWORD, PACKAGE)
+            .unwrap()
+            .cached
+    );
+
+    clock.advance(chrono::Duration::hours(grace_hours) - chrono::Duration::minutes(1));
+    assert!(
+        client
+            .authenticate(&user, PASSWORD, PACKAGE)
+            .unwrap()
+            .cached,
+        "inside the grace period"
+    );
+    clock.advance(chrono::Duration::minutes(2));
+    no_cached_login(
+        client.authenticate(&user, PASSWORD, PACKAGE),
+        "grace period over",
+    );
+    assert!(client.get_cached_token(&user, PACKAGE).unwrap().is_none());
+    let status = client.get_status().unwrap();
+    assert_eq!(status.mode, Mode::Offline, "{status:?}");
+    assert_eq!(status.cached_tokens, 0);
+    assert_eq!(
+        client.cleanup_expired_tokens(grace_hours as u64).unwrap(),
+        1
+    );
+    assert!(client.tokens().entry(&user, PACKAGE).unwrap().is_none());
+}
+
+/// Queued changes survive the process, and an item a crash left `processing` goes back to
+/// `pending` when the next client opens the data directory, then drains.
+#[test]
+fn queue_is_durable_and_crash_left_items_are_recovered() {
+    let (fake, user) = fake_with_user("crash");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let id = {
+        let client = env.client();
+        let id = client
+            .queue_sync(
+                &user,
+                PACKAGE,
+                "password_change",
+                &json!({"password": "After-Crash-Password-1"}),
+                2,
+            )
+            .unwrap();
+        // A cycle claims the item and "crashes" before finishing it.
+        let claimed = client.queue().claim(10).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            client.queue().get(id).unwrap().unwrap().status,
+            SyncStatus::Processing
+        );
+        client.store().flush().unwrap();
+        id
+    };
+    let client = env.client();
+    let item = client.queue().get(id).unwrap().expect("the item survived");
+    assert_eq!(item.status, SyncStatus::Pending, "recovered to pending");
+    assert_eq!(item.attempts, 0);
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(
+        fake.password_of(&user).as_deref(),
+        Some("After-Crash-Password-1")
+    );
+}

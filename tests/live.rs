@@ -1,0 +1,1069 @@
+//! The live-Keycloak suite: the shared scenarios (`tests/scenarios`) against a real Keycloak
+//! 26.7.3 started by `scripts/keycloak.sh`, plus what only a real server can show — a JVM that
+//! is SIGKILLed or SIGSTOPped mid-run, recovery after a restart, and the server's exact answers
+//! that the client's classification relies on (so a Keycloak upgrade that changes them fails
+//! here, loudly, instead of silently opening circuits or failing items).
+//!
+//! Run it with `scripts/live-tests.sh`: it installs Java/Maven if missing, starts Keycloak, runs
+//! `cargo test --test live -- --test-threads=1` with `KEYCLOAK_TEST_URL` set, and stops Keycloak.
+//! Without `KEYCLOAK_TEST_URL` every test prints `SKIPPED …` and passes (the plain `cargo test`
+//! step), unless `KEYCLOAK_LIVE_REQUIRED=1` is set — the runner sets it, so the live step can
+//! never pass by skipping.
+//!
+//! All tests share one server and several of them kill or pause it, so they run one at a time:
+//! each takes [`LOCK`] first (the runner also passes `--test-threads=1`), and a [`KeepUp`] guard
+//! makes sure the server is up and answering before and after every test, whatever happened
+//! inside it, so one failure does not cascade into the next tests.
+
+mod common;
+mod scenarios;
+
+use common::server::{LiveKeycloak, Server};
+use common::{
+    repo_file, unique_user, TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET, PACKAGE,
+};
+use keycloak_resilient::keycloak::Rejection;
+use keycloak_resilient::sessions::AuthMode;
+use keycloak_resilient::sync_queue::SyncStatus;
+use keycloak_resilient::{AuthError, Mode, PasswdMode};
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One test at a time: they share one Keycloak and some of them take it down.
+static LOCK: Mutex<()> = Mutex::new(());
+
+const REALM: &str = "resilient-test";
+
+/// Takes [`LOCK`], tolerating a poisoned mutex (a failed test must not fail all the others).
+fn serial() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `KEYCLOAK_TEST_URL` is unset: fine for the plain `cargo test` step, a failure for the live
+/// step (the runner sets `KEYCLOAK_LIVE_REQUIRED=1`).
+fn skipped(name: &str) {
+    if std::env::var("KEYCLOAK_LIVE_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{name}: KEYCLOAK_LIVE_REQUIRED=1 but KEYCLOAK_TEST_URL is not set: the live suite would be skipped");
+    }
+}
+
+/// Runs `body` against the live server: serialised, timed, and with the server brought back up
+/// afterwards whatever `body` did.
+fn live_test(name: &str, body: impl FnOnce(&LiveKeycloak)) {
+    let _serial = serial();
+    let Some(server) = LiveKeycloak::from_env(name) else {
+        return skipped(name);
+    };
+    let _up = KeepUp::new(name, &server.url);
+    body(&server);
+}
+
+/// Wires a scenario of `tests/scenarios` to a live test of the same name.
+macro_rules! scenario {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            live_test(stringify!($name), |server| scenarios::$name(server));
+        }
+    )*};
+}
+
+scenario!(
+    authenticate_online_then_cached_offline,
+    wrong_password_never_opens_circuit,
+    disabled_user_is_rejected,
+    password_change_queued_while_down_drains_when_back,
+    superseded_password_change_never_overwrites_newer,
+    password_policy_rejection_fails_item,
+    wrong_admin_secret_blocks_queue,
+    hang_is_bounded_and_breaker_stops_calls,
+    login_modes_keycloak_cached_local,
+    passwd_while_down_then_sync,
+    passwd_online_synchronized_and_policy_rejection,
+    allow_offline_false_refuses_when_down,
+);
+
+// --- keeping the server up ------------------------------------------------------------------
+
+/// Before and after each test: the server is running, not paused, and answers discovery.
+/// Drop resumes or restarts it as needed (never panics: it may run during a panic), and prints
+/// the test's outcome and duration as one `LIVE-RESULT` line for the runner's summary.
+struct KeepUp {
+    name: String,
+    url: String,
+    started: Instant,
+}
+
+impl KeepUp {
+    fn new(name: &str, url: &str) -> KeepUp {
+        if let Err(e) = ensure_up(url) {
+            panic!("{name}: the live Keycloak is not usable before the test: {e}");
+        }
+        KeepUp {
+            name: name.to_string(),
+            url: url.to_string(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for KeepUp {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "FAIL"
+        } else {
+            "ok"
+        };
+        let secs = self.started.elapsed().as_secs_f64();
+        if let Err(e) = ensure_up(&self.url) {
+            eprintln!(
+                "LIVE-KEEPUP {}: could not bring Keycloak back: {e}",
+                self.name
+            );
+        }
+        eprintln!("LIVE-RESULT {outcome} {secs:.1}s {}", self.name);
+    }
+}
+
+/// Runs `scripts/keycloak.sh <action>` and returns its exit code.
+fn kc_script(action: &str) -> Result<i32, String> {
+    let out = Command::new(repo_file("scripts/keycloak.sh"))
+        .arg(action)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running scripts/keycloak.sh {action}: {e}"))?;
+    Ok(out.status.code().unwrap_or(-1))
+}
+
+/// Does discovery answer 200 within `within`?
+fn answers(url: &str, within: Duration) -> bool {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    let deadline = Instant::now() + within;
+    loop {
+        let ok = http
+            .get(format!(
+                "{url}/realms/{REALM}/.well-known/openid-configuration"
+            ))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Resumes a paused server, restarts a dead or wedged one, and waits until it answers.
+fn ensure_up(url: &str) -> Result<(), String> {
+    match kc_script("status")? {
+        0 => {}
+        1 => {
+            eprintln!("LIVE-KEEPUP: Keycloak was left paused; resuming it");
+            kc_script("resume")?;
+        }
+        3 => {
+            eprintln!("LIVE-KEEPUP: Keycloak was left down; restarting it");
+            if kc_script("restart")? != 0 {
+                return Err("scripts/keycloak.sh restart failed".into());
+            }
+        }
+        code => return Err(format!("scripts/keycloak.sh status exited {code}")),
+    }
+    if answers(url, Duration::from_secs(30)) {
+        return Ok(());
+    }
+    eprintln!("LIVE-KEEPUP: Keycloak runs but does not answer; restarting it");
+    if kc_script("restart")? != 0 {
+        return Err("scripts/keycloak.sh restart failed".into());
+    }
+    if answers(url, Duration::from_secs(60)) {
+        Ok(())
+    } else {
+        Err("Keycloak does not answer discovery after a restart".into())
+    }
+}
+
+// --- small helpers --------------------------------------------------------------------------
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("http client")
+}
+
+fn token_url(url: &str) -> String {
+    format!("{url}/realms/{REALM}/protocol/openid-connect/token")
+}
+
+/// Status and JSON body of an answer (Value::Null for an empty body).
+fn answer(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("body");
+    let body = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("HTTP {status}: body is not JSON: {text}"))
+    };
+    (status, body)
+}
+
+fn password_grant(
+    url: &str,
+    client_id: &str,
+    secret: &str,
+    username: &str,
+    password: &str,
+) -> (u16, Value) {
+    answer(
+        http()
+            .post(token_url(url))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("username", username),
+                ("password", password),
+                ("scope", "openid"),
+            ])
+            .send()
+            .expect("token request"),
+    )
+}
+
+fn sync_admin_token(url: &str) -> String {
+    let (status, body) = answer(
+        http()
+            .post(token_url(url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "keycloak-resilient-sync"),
+                ("client_secret", ADMIN_CLIENT_SECRET),
+            ])
+            .send()
+            .expect("admin token request"),
+    );
+    assert_eq!(status, 200, "admin token: {body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+fn user_id(url: &str, token: &str, username: &str) -> String {
+    let (status, body) = answer(
+        http()
+            .get(format!("{url}/admin/realms/{REALM}/users"))
+            .query(&[("username", username), ("exact", "true")])
+            .bearer_auth(token)
+            .send()
+            .expect("user search"),
+    );
+    assert_eq!(status, 200, "user search: {body}");
+    body[0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{username} not found: {body}"))
+        .to_string()
+}
+
+/// Polls `f` every 250 ms until it is true or `within` has passed.
+fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs the CLI; returns exit code, parsed JSON stdout (Null if not JSON), stdout, stderr and
+/// how long it took.
+fn cli(env: &TestEnv, args: &[&str], stdin: &str) -> (i32, Value, String, String, Duration) {
+    let started = Instant::now();
+    let out = env
+        .cmd()
+        .args(args)
+        .write_stdin(stdin.to_string())
+        .output()
+        .expect("run the binary");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stdout, stderr, took)
+}
+
+// --- the real answers the client relies on --------------------------------------------------
+
+/// Pins Keycloak 26.7.3's answers that `src/keycloak.rs` classifies (see
+/// tests/fixtures/keycloak-answers.md). If an upgrade changes any of them, this fails first and
+/// says which, instead of the client silently misclassifying (e.g. a wrong password counted as
+/// an outage).
+#[test]
+fn real_answers_the_client_relies_on() {
+    live_test("real_answers_the_client_relies_on", |server| {
+        let url = server.url();
+        let user = unique_user("pin");
+        server.create_user(&user, "Pin-Password-1", true);
+
+        // Success: the token fields the cache stores.
+        let (status, body) =
+            password_grant(&url, "webapp", LOGIN_CLIENT_SECRET, &user, "Pin-Password-1");
+        assert_eq!(status, 200, "right password: {body}");
+        assert!(body["access_token"].is_string(), "{body}");
+        assert!(body["refresh_token"].is_string(), "{body}");
+        assert_eq!(body["token_type"], "Bearer", "{body}");
+        assert_eq!(body["expires_in"], 300, "{body}");
+        assert_eq!(body["refresh_expires_in"], 1800, "{body}");
+
+        let invalid =
+            json!({"error": "invalid_grant", "error_description": "Invalid user credentials"});
+        // Wrong password: 400 since Keycloak 26.6 (401 before); the client reads `error`.
+        assert_eq!(
+            password_grant(
+                &url,
+                "webapp",
+                LOGIN_CLIENT_SECRET,
+                &user,
+                "Wrong-Password-1"
+            ),
+            (400, invalid.clone()),
+            "wrong password"
+        );
+        // Unknown user: the same answer as a wrong password.
+        assert_eq!(
+            password_grant(
+                &url,
+                "webapp",
+                LOGIN_CLIENT_SECRET,
+                &unique_user("ghost"),
+                "Whatever-1"
+            ),
+            (400, invalid.clone()),
+            "unknown user"
+        );
+        // Disabled preset user carol: "Account disabled" only with the right password.
+        assert_eq!(
+            password_grant(
+                &url,
+                "webapp",
+                LOGIN_CLIENT_SECRET,
+                "carol",
+                "Carol-Password-1"
+            ),
+            (
+                400,
+                json!({"error": "invalid_grant", "error_description": "Account disabled"})
+            ),
+            "disabled carol"
+        );
+        assert_eq!(
+            password_grant(
+                &url,
+                "webapp",
+                LOGIN_CLIENT_SECRET,
+                "carol",
+                "Wrong-Password-1"
+            ),
+            (400, invalid),
+            "disabled carol, wrong password"
+        );
+        // Bad client secret: about us, not the user.
+        assert_eq!(
+            password_grant(&url, "webapp", "not-the-secret", &user, "Pin-Password-1"),
+            (
+                401,
+                json!({"error": "unauthorized_client", "error_description": "Invalid client or Invalid client credentials"})
+            ),
+            "bad client secret"
+        );
+        // A client without direct access grants.
+        assert_eq!(
+            password_grant(
+                &url,
+                "no-direct-grants",
+                "no-direct-test-secret",
+                &user,
+                "Pin-Password-1"
+            ),
+            (
+                400,
+                json!({"error": "unauthorized_client", "error_description": "Client not allowed for direct access grants"})
+            ),
+            "client without direct access grants"
+        );
+        // Admin service account with a wrong secret.
+        let (status, body) = answer(
+            http()
+                .post(token_url(&url))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "keycloak-resilient-sync"),
+                    ("client_secret", "not-the-secret"),
+                ])
+                .send()
+                .expect("admin token request"),
+        );
+        assert_eq!(
+            (status, body),
+            (
+                401,
+                json!({"error": "unauthorized_client", "error_description": "Invalid client or Invalid client credentials"})
+            ),
+            "admin client, wrong secret"
+        );
+
+        // Admin API without a token.
+        let users_url = format!("{url}/admin/realms/{REALM}/users");
+        let resp = http()
+            .get(&users_url)
+            .query(&[("username", user.as_str()), ("exact", "true")])
+            .send()
+            .expect("users");
+        assert!(
+            resp.headers().get("www-authenticate").is_none(),
+            "no WWW-Authenticate expected"
+        );
+        assert_eq!(
+            answer(resp),
+            (401, json!({"error": "HTTP 401 Unauthorized"})),
+            "admin API without a token"
+        );
+
+        // Admin API: exact search finds the user; unknown → [].
+        let token = sync_admin_token(&url);
+        let id = user_id(&url, &token, &user);
+        let (status, body) = answer(
+            http()
+                .get(&users_url)
+                .query(&[
+                    ("username", unique_user("ghost").as_str()),
+                    ("exact", "true"),
+                ])
+                .bearer_auth(&token)
+                .send()
+                .expect("users"),
+        );
+        assert_eq!(
+            (status, body),
+            (200, json!([])),
+            "exact search for an unknown user"
+        );
+
+        // reset-password: policy rejection, unknown user, success.
+        let reset = |id: &str, value: &str| {
+            answer(
+                http()
+                    .put(format!("{users_url}/{id}/reset-password"))
+                    .bearer_auth(&token)
+                    .json(&json!({"type": "password", "value": value, "temporary": false}))
+                    .send()
+                    .expect("reset-password"),
+            )
+        };
+        assert_eq!(
+            reset(&id, "short"),
+            (
+                400,
+                json!({"error": "invalidPasswordMinLengthMessage", "error_description": "Invalid password: minimum length 8."})
+            ),
+            "reset-password against the length(8) policy"
+        );
+        assert_eq!(
+            reset(&uuid::Uuid::new_v4().to_string(), "Pin-Password-2"),
+            (404, json!({"error": "User not found"})),
+            "reset-password of an unknown id"
+        );
+        assert_eq!(
+            reset(&id, "Pin-Password-2"),
+            (204, Value::Null),
+            "reset-password"
+        );
+        assert!(
+            server.login_works(&user, "Pin-Password-2"),
+            "new password works after the reset"
+        );
+        assert!(
+            !server.login_works(&user, "Pin-Password-1"),
+            "old password refused after the reset"
+        );
+    });
+}
+
+// --- outages only a real server shows -------------------------------------------------------
+
+/// SIGKILL mid-run: logins fall back to the cache, a password change is queued, a sync cycle
+/// (library and one-shot CLI) leaves it untouched; after the restart the queue drains, Keycloak
+/// grants the new password and refuses the old one, and logins are online again.
+#[test]
+fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
+    live_test(
+        "live_sigkill_cached_logins_queued_change_drains_after_restart",
+        |server| {
+            let user = unique_user("kill");
+            let (p1, p2) = ("Kill-Password-1", "Kill-Password-2");
+            server.create_user(&user, p1, true);
+            let tuning = Tuning {
+                failure_threshold: 2,
+                cooldown_seconds: 2,
+                timeout_seconds: 3,
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+            let auth = env.auth();
+            auth.users()
+                .add(&user, PACKAGE, p1)
+                .expect("add local user");
+
+            let r = auth.login(&user, PACKAGE, p1).expect("login");
+            assert!(r.success, "{r:?}");
+            assert_eq!(
+                (r.auth_mode, r.keycloak_status),
+                (Some(AuthMode::Keycloak), "online"),
+                "{r:?}"
+            );
+            assert!(r.access_token.is_some(), "a Keycloak token while online");
+
+            server.go_down();
+
+            let started = Instant::now();
+            let t = auth
+                .client()
+                .authenticate(&user, p1, PACKAGE)
+                .expect("cached token while down");
+            assert!(t.cached, "{t:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "a refused connection is fast: {:?}",
+                started.elapsed()
+            );
+            match auth
+                .client()
+                .authenticate(&user, "Wrong-Password-9", PACKAGE)
+            {
+                Err(AuthError::NoCachedLogin { .. }) => {}
+                other => {
+                    panic!("wrong password while down must find no cached login, got {other:?}")
+                }
+            }
+            let r = auth.login(&user, PACKAGE, p1).expect("login while down");
+            assert!(r.success, "{r:?}");
+            assert_eq!(
+                (r.auth_mode, r.keycloak_status),
+                (Some(AuthMode::Cached), "offline"),
+                "{r:?}"
+            );
+
+            let pr = auth
+                .change_password(&user, PACKAGE, p1, p2)
+                .expect("passwd while down");
+            assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
+            let id = pr.sync_id.expect("queued item id");
+            // The cached entry follows the local password: the new one logs in offline, the old not.
+            let r = auth
+                .login(&user, PACKAGE, p2)
+                .expect("login with the new password while down");
+            assert_eq!(
+                (r.success, r.auth_mode),
+                (true, Some(AuthMode::Cached)),
+                "{r:?}"
+            );
+            let r = auth
+                .login(&user, PACKAGE, p1)
+                .expect("login with the old password while down");
+            assert!(!r.success, "the old password is gone locally: {r:?}");
+
+            let s = auth.client().get_status().expect("status");
+            assert!(!s.available, "{s:?}");
+            assert_eq!(s.mode, Mode::Degraded, "{s:?}");
+            assert_eq!(s.pending_syncs, 1, "{s:?}");
+
+            let report = auth
+                .client()
+                .process_sync_queue(10)
+                .expect("sync while down");
+            assert_eq!(report.processed, 0, "{report:?}");
+            assert!(
+                report
+                    .stopped
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("unavailable"),
+                "{report:?}"
+            );
+            let item = auth.client().queue().get(id).expect("get").expect("item");
+            assert_eq!(
+                (item.status, item.attempts),
+                (SyncStatus::Pending, 0),
+                "an outage never counts: {item:?}"
+            );
+
+            // The one-shot CLI (cron) sees the same: nothing done, says why, exit 0, no secret shown.
+            drop(auth);
+            let (code, j, out, err, _) = cli(&env, &["--json", "sync-now"], "");
+            assert_eq!(code, 0, "sync-now while down: {out}{err}");
+            assert_eq!(j["report"]["processed"], 0, "{out}");
+            assert_eq!(j["pending_syncs"], 1, "{out}");
+            let (code, j, out, err, _) = cli(&env, &["--json", "queue"], "");
+            assert_eq!(code, 0, "queue: {out}{err}");
+            assert!(!out.contains(p2), "the queued password must not be shown");
+            assert_eq!(j[0]["status"], "pending", "{out}");
+
+            server.come_back();
+
+            // Cron after the restart: the breaker cools down (2 s), then the queue drains.
+            let drained = wait_for(Duration::from_secs(30), || {
+                let (code, j, out, err, _) = cli(&env, &["--json", "sync-now"], "");
+                assert_eq!(code, 0, "sync-now after restart: {out}{err}");
+                j["pending_syncs"] == 0
+            });
+            assert!(drained, "the queue drains once Keycloak is back");
+            assert!(
+                server.login_works(&user, p2),
+                "Keycloak grants the new password"
+            );
+            assert!(
+                !server.login_works(&user, p1),
+                "Keycloak refuses the old password"
+            );
+
+            let auth = env.auth();
+            let item = auth.client().queue().get(id).expect("get").expect("item");
+            assert_eq!(item.status, SyncStatus::Completed, "{item:?}");
+            let r = auth
+                .login(&user, PACKAGE, p2)
+                .expect("login after recovery");
+            assert_eq!(
+                (r.success, r.auth_mode, r.keycloak_status),
+                (true, Some(AuthMode::Keycloak), "online"),
+                "{r:?}"
+            );
+            let s = auth.client().get_status().expect("status");
+            assert!(s.available, "{s:?}");
+            assert_eq!(
+                (s.mode, s.circuit_state, s.pending_syncs),
+                (Mode::Normal, "closed", 0),
+                "{s:?}"
+            );
+        },
+    );
+}
+
+/// SIGSTOP: connections are accepted and never answered. Every call is bounded by the timeout;
+/// after `failure_threshold` of them the breaker (persisted across one-shot CLI runs) stops
+/// calling, so later calls return at once with the cached token. After SIGCONT Keycloak answers.
+#[test]
+fn live_sigstop_calls_bounded_and_breaker_stops_calling() {
+    live_test(
+        "live_sigstop_calls_bounded_and_breaker_stops_calling",
+        |server| {
+            let user = unique_user("hang");
+            let password = "Hang-Password-1";
+            server.create_user(&user, password, true);
+            let timeout = Duration::from_secs(2);
+            let tuning = Tuning {
+                failure_threshold: 2,
+                cooldown_seconds: 300,
+                timeout_seconds: timeout.as_secs(),
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+            let who = ["--user", user.as_str(), "--package", PACKAGE];
+            let stdin = format!("{password}\n");
+            let auth_args: Vec<&str> = ["--json", "authenticate"]
+                .iter()
+                .copied()
+                .chain(who)
+                .collect();
+
+            let (code, j, out, err, _) = cli(&env, &auth_args, &stdin);
+            assert_eq!(code, 0, "authenticate online: {out}{err}");
+            assert_eq!(j["cached"], false, "{out}");
+
+            server.hang();
+
+            // Two one-shot runs, each bounded by the timeout (plus process start and argon2).
+            let bound = timeout + Duration::from_millis(2500);
+            for run in 1..=2 {
+                let (code, j, out, err, took) = cli(&env, &auth_args, &stdin);
+                eprintln!("hung Keycloak, CLI authenticate #{run}: {took:?}");
+                assert_eq!(code, 0, "authenticate #{run} while hung: {out}{err}");
+                assert_eq!(j["cached"], true, "cached token while hung: {out}");
+                assert!(
+                    took >= timeout - Duration::from_millis(200),
+                    "#{run} did try Keycloak: {took:?}"
+                );
+                assert!(
+                    took < bound,
+                    "#{run} bounded by the {timeout:?} timeout: {took:?}"
+                );
+            }
+            // The breaker opened (state persisted by the previous runs): no more waiting.
+            let (code, j, out, err, took) = cli(&env, &auth_args, &stdin);
+            eprintln!("hung Keycloak, CLI authenticate #3 (circuit open): {took:?}");
+            assert_eq!((code, &j["cached"]), (0, &json!(true)), "{out}{err}");
+            assert!(
+                took < Duration::from_millis(1500),
+                "open circuit: no network call: {took:?}"
+            );
+            let (code, j, out, err, took) = cli(&env, &["--json", "status"], "");
+            assert_eq!(code, 0, "status: {out}{err}");
+            assert!(
+                took < Duration::from_millis(1500),
+                "status with an open circuit does not probe: {took:?}"
+            );
+            assert_eq!(j["available"], false, "{out}");
+            assert_eq!(j["circuit_state"], "open", "{out}");
+            assert_eq!(j["mode"], "degraded", "{out}");
+
+            // The library in-process: same persisted breaker; calls return at once.
+            let auth = env.auth();
+            auth.users()
+                .add(&user, PACKAGE, password)
+                .expect("add local user");
+            let started = Instant::now();
+            assert!(!auth.client().is_available());
+            let t = auth
+                .client()
+                .authenticate(&user, password, PACKAGE)
+                .expect("cached");
+            assert!(t.cached);
+            let r = auth.login(&user, PACKAGE, password).expect("login");
+            assert_eq!(
+                (r.success, r.auth_mode),
+                (true, Some(AuthMode::Cached)),
+                "{r:?}"
+            );
+            let pr = auth
+                .change_password(&user, PACKAGE, password, "Hang-Password-2")
+                .expect("passwd");
+            assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
+            let report = auth.client().process_sync_queue(10).expect("sync");
+            assert_eq!(report.processed, 0, "{report:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "open circuit: nothing waits on the hung server: {:?}",
+                started.elapsed()
+            );
+            drop(auth);
+
+            server.unhang();
+            assert!(
+                answers(&server.url(), Duration::from_secs(20)),
+                "Keycloak answers after SIGCONT"
+            );
+            assert!(
+                server.login_works(&user, password),
+                "Keycloak still has the old password (the change is queued)"
+            );
+        },
+    );
+}
+
+/// A fresh client over the same data after SIGSTOP + SIGCONT and a short cooldown: the half-open
+/// trial succeeds, the queue drains and Keycloak has the new password.
+#[test]
+fn live_sigstop_then_resume_half_open_trial_drains_queue() {
+    live_test(
+        "live_sigstop_then_resume_half_open_trial_drains_queue",
+        |server| {
+            let user = unique_user("stall");
+            let (p1, p2) = ("Stall-Password-1", "Stall-Password-2");
+            server.create_user(&user, p1, true);
+            let tuning = Tuning {
+                failure_threshold: 1,
+                cooldown_seconds: 2,
+                timeout_seconds: 2,
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+            let auth = env.auth();
+            auth.users()
+                .add(&user, PACKAGE, p1)
+                .expect("add local user");
+            assert_eq!(
+                auth.login(&user, PACKAGE, p1).expect("login").auth_mode,
+                Some(AuthMode::Keycloak)
+            );
+
+            server.hang();
+            let started = Instant::now();
+            let pr = auth
+                .change_password(&user, PACKAGE, p1, p2)
+                .expect("passwd while hung");
+            let took = started.elapsed();
+            assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
+            assert!(
+                took < Duration::from_secs(4),
+                "passwd bounded by the 2 s timeout: {took:?}"
+            );
+            let (circuit, failures) = auth.client().circuit();
+            assert_eq!(
+                (circuit.as_str(), failures),
+                ("open", 1),
+                "threshold 1: open after one timeout"
+            );
+            server.unhang();
+
+            // After the cooldown the half-open trial closes the circuit and the item is applied.
+            let drained = wait_for(Duration::from_secs(20), || {
+                auth.client().process_sync_queue(10).expect("sync");
+                auth.client().queue().pending_count() == 0
+            });
+            assert!(drained, "queue drained after SIGCONT");
+            let item = auth
+                .client()
+                .queue()
+                .get(pr.sync_id.expect("id"))
+                .expect("get")
+                .expect("item");
+            assert_eq!(item.status, SyncStatus::Completed, "{item:?}");
+            assert_eq!(auth.client().circuit().0.as_str(), "closed");
+            assert!(server.login_works(&user, p2), "new password granted");
+            assert!(!server.login_works(&user, p1), "old password refused");
+        },
+    );
+}
+
+/// Disabled preset user carol: Keycloak refuses her (a rejection, never an outage), her right
+/// and wrong passwords are told apart, and the circuit stays closed even at threshold 1.
+#[test]
+fn live_disabled_carol_rejected_circuit_stays_closed() {
+    live_test(
+        "live_disabled_carol_rejected_circuit_stays_closed",
+        |server| {
+            let tuning = Tuning {
+                failure_threshold: 1,
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+            let auth = env.auth();
+            for _ in 0..3 {
+                match auth
+                    .client()
+                    .authenticate("carol", "Carol-Password-1", PACKAGE)
+                {
+                    Err(AuthError::Rejected(Rejection::AccountDisabled)) => {}
+                    other => {
+                        panic!("carol, right password: expected AccountDisabled, got {other:?}")
+                    }
+                }
+                match auth
+                    .client()
+                    .authenticate("carol", "Wrong-Password-1", PACKAGE)
+                {
+                    Err(AuthError::Rejected(Rejection::InvalidCredentials)) => {}
+                    other => {
+                        panic!("carol, wrong password: expected InvalidCredentials, got {other:?}")
+                    }
+                }
+            }
+            assert!(
+                auth.client()
+                    .get_cached_token("carol", PACKAGE)
+                    .expect("cache")
+                    .is_none(),
+                "nothing cached for carol"
+            );
+            // Local auth is primary: a local carol still logs in, Keycloak took part (online) but
+            // vouched for nothing.
+            auth.users()
+                .add("carol", PACKAGE, "Carol-Password-1")
+                .expect("add local carol");
+            let r = auth
+                .login("carol", PACKAGE, "Carol-Password-1")
+                .expect("login");
+            assert_eq!(
+                (r.success, r.auth_mode, r.keycloak_status),
+                (true, Some(AuthMode::Local), "online"),
+                "{r:?}"
+            );
+            assert!(r.access_token.is_none(), "{r:?}");
+            let s = auth.client().get_status().expect("status");
+            assert!(s.available, "{s:?}");
+            assert_eq!(
+                (s.circuit_state, s.failure_count, s.mode),
+                ("closed", 0, Mode::Normal),
+                "{s:?}"
+            );
+        },
+    );
+}
+
+/// Password policy (realm `length(8)`): online `passwd` reports `rejected` (CLI exit 4) with
+/// Keycloak's reason; a queued change to a too-short password fails for good with that reason;
+/// Keycloak keeps the old password either way, and the circuit stays closed.
+#[test]
+fn live_password_policy_rejection() {
+    live_test("live_password_policy_rejection", |server| {
+        let user = unique_user("policy");
+        let p1 = "Policy-Password-1";
+        server.create_user(&user, p1, true);
+        let env = TestEnv::new(&server.url(), &Tuning::default());
+
+        let who = ["--user", user.as_str(), "--package", PACKAGE];
+        let add: Vec<&str> = ["user", "add"].iter().copied().chain(who).collect();
+        let (code, _, out, err, _) = cli(&env, &add, &format!("{p1}\n"));
+        assert_eq!(code, 0, "user add: {out}{err}");
+        let passwd: Vec<&str> = ["--json", "passwd"].iter().copied().chain(who).collect();
+        let (code, j, out, err, _) = cli(&env, &passwd, &format!("{p1}\nshort\n"));
+        assert_eq!(
+            code, 4,
+            "passwd refused by Keycloak's policy exits 4: {out}{err}"
+        );
+        assert_eq!(j["mode"], "rejected", "{out}");
+        assert!(
+            j["keycloak_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("minimum length 8"),
+            "Keycloak's reason is shown: {out}"
+        );
+        assert!(
+            server.login_works(&user, p1),
+            "Keycloak keeps the old password"
+        );
+
+        let client = env.client();
+        let id = client
+            .queue_sync(
+                &user,
+                PACKAGE,
+                "password_change",
+                &json!({"password": "short2"}),
+                1,
+            )
+            .expect("queue");
+        let report = client.process_sync_queue(10).expect("sync");
+        assert_eq!((report.processed, report.failed), (1, 1), "{report:?}");
+        let item = client.queue().get(id).expect("get").expect("item");
+        assert_eq!(item.status, SyncStatus::Failed, "{item:?}");
+        assert!(
+            item.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("minimum length 8"),
+            "{item:?}"
+        );
+        assert_eq!(
+            item.attempts, 1,
+            "one answer from Keycloak, not retried: {item:?}"
+        );
+        assert!(
+            server.login_works(&user, p1),
+            "Keycloak still keeps the old password"
+        );
+        let s = client.get_status().expect("status");
+        assert_eq!(
+            (s.circuit_state, s.failure_count, s.failed_syncs),
+            ("closed", 0, 2),
+            "{s:?}"
+        );
+    });
+}
+
+/// Wrong admin secret: the queue is blocked (status says why), the item is untouched and
+/// nothing counts toward the breaker; `test` names the failing check. With the right secret the
+/// next cycle unblocks and applies it.
+#[test]
+fn live_wrong_admin_secret_blocks_queue_until_fixed() {
+    live_test(
+        "live_wrong_admin_secret_blocks_queue_until_fixed",
+        |server| {
+            let user = unique_user("admin");
+            let (p1, p2) = ("Admin-Password-1", "Admin-Password-2");
+            server.create_user(&user, p1, true);
+            let tuning = Tuning {
+                admin_client_secret: "wrong-admin-secret".into(),
+                failure_threshold: 1,
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+
+            let (code, j, out, err, _) = cli(&env, &["--json", "test"], "");
+            assert_eq!(code, 1, "test with a wrong admin secret fails: {out}{err}");
+            let checks = j["checks"].as_array().cloned().unwrap_or_default();
+            let failed: Vec<&str> = checks
+                .iter()
+                .filter(|c| c["ok"] == false)
+                .filter_map(|c| c["check"].as_str())
+                .collect();
+            assert_eq!(failed.len(), 1, "only the admin check fails: {out}");
+            assert!(failed[0].contains("admin service account"), "{out}");
+
+            let client = env.client();
+            let id = client
+                .queue_sync(
+                    &user,
+                    PACKAGE,
+                    "password_change",
+                    &json!({"password": p2}),
+                    1,
+                )
+                .expect("queue");
+            for _ in 0..2 {
+                let report = client.process_sync_queue(10).expect("sync");
+                assert_eq!(report.processed, 0, "{report:?}");
+                assert!(
+                    report.stopped.as_deref().unwrap_or("").contains("blocked"),
+                    "{report:?}"
+                );
+            }
+            let item = client.queue().get(id).expect("get").expect("item");
+            assert_eq!(
+                (item.status, item.attempts),
+                (SyncStatus::Pending, 0),
+                "{item:?}"
+            );
+            let s = client.get_status().expect("status");
+            assert!(
+                s.queue_blocked.is_some(),
+                "status says the queue is blocked: {s:?}"
+            );
+            assert_eq!(
+                (s.available, s.circuit_state, s.failure_count),
+                (true, "closed", 0),
+                "{s:?}"
+            );
+            assert!(server.login_works(&user, p1), "nothing changed in Keycloak");
+            drop(client);
+
+            // The operator fixes the secret.
+            let path = env.config_path();
+            let yaml = std::fs::read_to_string(&path).expect("read config");
+            std::fs::write(
+                &path,
+                yaml.replace(
+                    "admin_client_secret: wrong-admin-secret",
+                    &format!("admin_client_secret: {ADMIN_CLIENT_SECRET}"),
+                ),
+            )
+            .expect("write config");
+            let (code, _, out, err, _) = cli(&env, &["test"], "");
+            assert_eq!(code, 0, "test with the right secret passes: {out}{err}");
+            let client = env.client();
+            let report = client.process_sync_queue(10).expect("sync");
+            assert_eq!(report.completed, 1, "{report:?}");
+            assert!(client.queue_blocked().is_none(), "unblocked");
+            assert_eq!(
+                client.queue().get(id).expect("get").expect("item").status,
+                SyncStatus::Completed
+            );
+            assert!(server.login_works(&user, p2), "new password granted");
+            assert!(!server.login_works(&user, p1), "old password refused");
+        },
+    );
+}
