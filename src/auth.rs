@@ -200,7 +200,7 @@ impl Auth {
                 self.note_divergence(username, package, &r)?;
                 (AuthMode::Local, true, None)
             }
-            Err(AuthError::NoCachedLogin { reason }) => {
+            Err(AuthError::NoCachedLogin { reason } | AuthError::Unavailable { reason }) => {
                 log::info!("login {username}/{package}: local only (Keycloak: {reason})");
                 (AuthMode::Local, false, None)
             }
@@ -212,6 +212,7 @@ impl Auth {
                 log::warn!("login {username}/{package}: local only, Keycloak misconfigured: {m}");
                 (AuthMode::Local, false, None)
             }
+            Err(AuthError::NoRefreshToken) => (AuthMode::Local, false, None),
             Err(AuthError::Store(e)) => return Err(e.into()),
         };
         let session: Session = self.sessions.create(username, package, mode)?;

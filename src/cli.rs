@@ -72,6 +72,8 @@ pub enum Command {
     Authenticate(UserArgs),
     /// Show the cached token of a user, if inside the grace period.
     CachedToken(UserArgs),
+    /// Exchange a user's cached refresh token for fresh tokens at Keycloak.
+    Refresh(UserArgs),
     /// Queue a change for Keycloak; sync data as JSON on stdin; prints the SyncId.
     QueueSync {
         #[command(flatten)]

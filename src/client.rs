@@ -82,6 +82,15 @@ pub enum AuthError {
     /// Keycloak answered about our configuration.
     #[error("Keycloak misconfigured: {0}")]
     Misconfigured(String),
+    /// `refresh`: there is no cached refresh token for this user.
+    #[error("no cached refresh token for this user and package")]
+    NoRefreshToken,
+    /// `refresh`: Keycloak is unavailable (the cached token is still there).
+    #[error("Keycloak is unavailable ({reason})")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
     /// The local database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -427,6 +436,30 @@ impl ResilientClient {
                 Ok(token)
             }
             None => Err(AuthError::NoCachedLogin { reason }),
+        }
+    }
+
+    /// Exchanges the cached refresh token of (user, package) for fresh tokens at Keycloak and
+    /// caches them (the password verifier stays; the grace period starts again).
+    pub fn refresh(&self, username: &str, package: &str) -> Result<AuthToken, AuthError> {
+        let refresh_token = self
+            .inner
+            .tokens
+            .refresh_token(username, package)?
+            .ok_or(AuthError::NoRefreshToken)?;
+        if !self.is_available() {
+            return Err(AuthError::Unavailable { reason: self.unavailable_reason() });
+        }
+        let pkg = self.inner.config.package(package);
+        match self.call(|kc| kc.refresh(&pkg, &refresh_token)) {
+            Ok(tokens) => self
+                .inner
+                .tokens
+                .replace_tokens(username, package, &tokens)?
+                .ok_or(AuthError::NoRefreshToken),
+            Err(CallError::Keycloak(KcError::Rejected(r))) => Err(AuthError::Rejected(r)),
+            Err(CallError::Keycloak(KcError::Misconfigured(m))) => Err(AuthError::Misconfigured(m)),
+            Err(e) => Err(AuthError::Unavailable { reason: e.to_string() }),
         }
     }
 

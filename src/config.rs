@@ -427,14 +427,6 @@ impl Config {
                 client_secret: self.keycloak.client_secret.clone(),
             })
     }
-
-    /// A config for tests and examples: everything default, Keycloak at `server_url`.
-    pub fn for_server(server_url: &str, realm: &str) -> Result<Config, ConfigError> {
-        let yaml = format!(
-            "keycloak:\n  server_url: {server_url:?}\n  realm: {realm:?}\n  client_id: webapp\n"
-        );
-        Self::parse(&yaml, Path::new("(built-in)"), &|_| None)
-    }
 }
 
 fn secret(from_file: Option<String>, from_env: Option<String>) -> Secret {

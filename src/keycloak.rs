@@ -334,6 +334,13 @@ impl KeycloakClient {
         unreachable_admin()
     }
 
+    /// The realm-management roles the admin service account's token carries (read from the
+    /// token's claims; used by `test` to check for manage-users without changing anything).
+    pub fn admin_roles(&self, realm: &str) -> Result<Vec<String>, KcError> {
+        let token = self.admin_token(realm)?;
+        Ok(realm_management_roles(token.expose()).unwrap_or_default())
+    }
+
     /// Looks a user up by exact username (case-insensitive, as Keycloak stores it).
     pub fn find_user(&self, realm: &str, username: &str) -> Result<Option<KcUser>, KcError> {
         let url = format!("{}/users", self.admin_url(realm));
@@ -390,6 +397,22 @@ impl KeycloakClient {
     pub fn config(&self) -> &KeycloakConfig {
         &self.config
     }
+}
+
+/// The `resource_access.realm-management.roles` claim of a JWT, if it can be read.
+fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let roles = claims
+        .get("resource_access")?
+        .get("realm-management")?
+        .get("roles")?
+        .as_array()?;
+    Some(roles.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
 }
 
 fn unreachable_admin() -> Result<Response, KcError> {
@@ -490,6 +513,23 @@ mod tests {
             error_description: desc.into(),
             error_message: String::new(),
         }
+    }
+
+    #[test]
+    fn reads_realm_management_roles_from_a_token() {
+        use base64::Engine;
+        let enc = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let claims = serde_json::json!({"resource_access": {"realm-management": {"roles": ["view-users", "manage-users"]}}});
+        let jwt = format!("{}.{}.sig", enc(serde_json::json!({"alg": "RS256"})), enc(claims));
+        assert_eq!(
+            realm_management_roles(&jwt),
+            Some(vec!["view-users".to_string(), "manage-users".to_string()])
+        );
+        let none = format!("{}.{}.sig", enc(serde_json::json!({})), enc(serde_json::json!({"sub": "x"})));
+        assert_eq!(realm_management_roles(&none), None);
+        assert_eq!(realm_management_roles("not a jwt"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! it to SIGINT/SIGTERM, tests pass their own); a cycle checks it between items, so the item in
 //! flight finishes and the rest stay pending. `run` returns once both threads are done.
 
+use crate::auth::Auth;
 use crate::client::ResilientClient;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,7 @@ pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write)
             .spawn(move || health_loop(&client, &stop, every, came_back_tx))?
     };
 
+    let auth = Auth::new(client.clone());
     let mut next_sync = Instant::now();
     let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
     let mut result = Ok(());
@@ -95,8 +97,13 @@ pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write)
             next_cleanup = Instant::now() + cfg.service.cleanup_interval;
             let tokens = client.cleanup_expired_tokens(CLEANUP_TOKEN_HOURS)?;
             let syncs = client.cleanup_completed_syncs(CLEANUP_SYNC_DAYS)?;
-            if tokens + syncs > 0 {
-                writeln!(out, "cleanup: removed {tokens} cached token(s), {syncs} finished sync item(s)")?;
+            let sessions = auth.sessions().cleanup()?;
+            auth.events().cleanup()?;
+            if tokens + syncs + sessions > 0 {
+                writeln!(
+                    out,
+                    "cleanup: removed {tokens} cached token(s), {syncs} finished sync item(s), {sessions} expired session(s)"
+                )?;
             }
         }
         std::thread::sleep(TICK);

@@ -208,6 +208,28 @@ impl TokenCache {
         }))
     }
 
+    /// The unsealed refresh token of the entry, if it has one (regardless of age).
+    pub fn refresh_token(&self, username: &str, package: &str) -> Result<Option<String>, StoreError> {
+        let Some(entry) = self.entry(username, package)? else {
+            return Ok(None);
+        };
+        entry
+            .refresh_token
+            .as_deref()
+            .map(|r| self.store.sealer().open_string(r))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// Replaces the tokens of an existing entry with a refreshed set, keeping its verifier (the
+    /// password did not change); the grace period starts again. None when there is no entry.
+    pub fn replace_tokens(&self, username: &str, package: &str, tokens: &TokenSet) -> Result<Option<AuthToken>, StoreError> {
+        let Some(entry) = self.entry(username, package)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.put(username, package, tokens, Verifier::Hash(&entry.verifier))?))
+    }
+
     /// Replaces the verifier of every entry of `username` in `package` (the password changed
     /// locally and the cached token should follow it).
     pub fn set_verifier(&self, username: &str, package: &str, phc: &str) -> Result<bool, StoreError> {

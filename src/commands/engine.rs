@@ -124,14 +124,18 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
             checks.push(Check { check: format!("login client {} (package {name})", pkg.client_id), ok, detail });
         }
         for realm in &realms {
-            let r = kc.find_user(realm, &nobody);
+            let lookup = kc.find_user(realm, &nobody).and_then(|_| kc.admin_roles(realm));
+            let (ok, detail) = match lookup {
+                Ok(roles) if roles.iter().any(|r| r == "manage-users") => {
+                    (true, "can look up users and holds manage-users".to_string())
+                }
+                Ok(_) => (false, "can look up users but lacks realm-management manage-users (needed to reset passwords)".to_string()),
+                Err(e) => (false, e.to_string()),
+            };
             checks.push(Check {
                 check: format!("admin service account {} (realm {realm})", config.keycloak.admin_client_id),
-                ok: r.is_ok(),
-                detail: match r {
-                    Ok(_) => "can look up users (view-users; manage-users is needed to reset passwords)".into(),
-                    Err(e) => e.to_string(),
-                },
+                ok,
+                detail,
             });
         }
     }
@@ -241,6 +245,21 @@ pub fn cached_token(config: Config, who: &UserArgs, json: bool, out: &mut dyn Wr
                 print_json(out, &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null}))?;
             }
             eprintln!("no cached token for {}/{} inside the grace period", who.user, who.package);
+            Ok(EXIT_REFUSED)
+        }
+    }
+}
+
+pub fn refresh(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let client = open(config)?;
+    match client.refresh(&who.user, &who.package) {
+        Ok(t) => {
+            print_token(out, &t, json)?;
+            Ok(EXIT_OK)
+        }
+        Err(AuthError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("refresh refused: {e}");
             Ok(EXIT_REFUSED)
         }
     }

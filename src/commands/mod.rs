@@ -46,6 +46,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Cleanup { token_hours, sync_days } => engine::cleanup(config, token_hours, sync_days, json, out),
         Command::Authenticate(who) => engine::authenticate(config, &who, json, out),
         Command::CachedToken(who) => engine::cached_token(config, &who, json, out),
+        Command::Refresh(who) => engine::refresh(config, &who, json, out),
         Command::QueueSync { who, sync_type, priority } => engine::queue_sync(config, &who, &sync_type, priority, json, out),
         Command::Queue => engine::queue(config, json, out),
         Command::Start => engine::start(config, out),
