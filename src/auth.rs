@@ -104,7 +104,7 @@ pub enum PasswdError {
     #[error("account locked until {0}")]
     AccountLocked(DateTime<Utc>),
     /// The new password is not acceptable locally.
-    #[error("{0}")]
+    #[error(transparent)]
     User(#[from] UserError),
     /// Queueing failed.
     #[error(transparent)]

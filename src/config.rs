@@ -285,7 +285,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),
-            reason: one_line(&e.to_string()),
+            reason: without_string_values(&one_line(&e.to_string())),
         })?;
         Self::from_raw(raw, path, env)
     }
@@ -436,6 +436,18 @@ fn secret(from_file: Option<String>, from_env: Option<String>) -> Secret {
     }
 }
 
+/// serde quotes a mistyped string value back ("invalid type: string \"…\", expected …"); a secret
+/// pasted under the wrong key must not end up in an error message, so the value is dropped.
+fn without_string_values(msg: &str) -> String {
+    const MARK: &str = "string \"";
+    match (msg.find(MARK), msg.find("\", expected")) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}a string{}", &msg[..start], &msg[end + 1..])
+        }
+        _ => msg.to_string(),
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -571,6 +583,15 @@ mod tests {
             assert!(err.contains(key), "{key} not in {err}");
             assert!(!err.contains('\n'), "multi-line: {err}");
         }
+    }
+
+    #[test]
+    fn a_mistyped_string_value_is_not_quoted_back() {
+        let yaml = format!("{MINIMAL}  resilience:\n    failure_threshold: \"s3cret-value\"\n");
+        let err = parse(&yaml).unwrap_err().to_string();
+        assert!(err.contains("failure_threshold"), "{err}");
+        assert!(err.contains("invalid type: a string, expected"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub enum UserError {
     #[error("{0}")]
     Hash(String),
     /// The import source could not be read.
-    #[error("reading the import at line {line}: {source}")]
-    Read { line: usize, source: std::io::Error },
+    #[error("reading the import at line {line}: {cause}")]
+    Read { line: usize, cause: std::io::Error },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -491,10 +491,10 @@ impl LocalUsers {
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(_) => {}
-                Err(source) => {
+                Err(cause) => {
                     break Err(UserError::Read {
                         line: line_no,
-                        source,
+                        cause,
                     })
                 }
             }

@@ -326,6 +326,24 @@ fn exit_codes_are_as_documented() {
     kr(&env, &["status"], "").expect(0);
 }
 
+/// A damaged data directory is a runtime failure (3), reported on one line that says each
+/// cause once.
+#[test]
+fn damaged_data_dir_is_exit_3_with_each_cause_once() {
+    let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    // sled's log file `db` is a directory: sled cannot open it.
+    std::fs::create_dir_all(env.data_dir().join("db")).unwrap();
+    let out = kr(&env, &["status"], "").expect(3);
+    let line = one_line(&out);
+    assert!(line.starts_with("error: opening data directory "), "{line}");
+    assert_eq!(
+        line.matches("Is a directory").count(),
+        1,
+        "cause repeated: {line}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
 // ------------------------------------------------------------------------------------------
 // 2. Bad config
 
@@ -719,6 +737,7 @@ fn twenty_queued_items_survive_a_sigkilled_process() {
 /// the test filled beforehand, so printing the SyncId blocks; once the kernel reports it blocked
 /// in the pipe write (`/proc/PID/wchan`), the test kills it. The item must be there.
 #[test]
+#[cfg(target_os = "linux")]
 fn queue_sync_killed_while_printing_its_id_loses_nothing() {
     use std::fs::OpenOptions;
     use std::io::Write;
@@ -1383,6 +1402,7 @@ fn help_lists_subcommands_and_exit_codes() {
         "cleanup",
         "authenticate",
         "cached-token",
+        "refresh",
         "queue-sync",
         "queue",
         "start",
@@ -1392,7 +1412,15 @@ fn help_lists_subcommands_and_exit_codes() {
         "session",
         "logout",
         "metrics",
-    ] {
+    ]
+    .into_iter()
+    .map(String::from)
+    // And whatever the clap definitions hold, so a new subcommand is covered too.
+    .chain(
+        <keycloak_resilient::cli::Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string()),
+    ) {
         assert!(
             out.stdout
                 .lines()

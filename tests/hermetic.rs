@@ -384,7 +384,7 @@ fn slow_keycloak_under_the_timeout_still_succeeds() {
     };
     let env = TestEnv::new(&fake.url(), &tuning);
     let client = env.client_with_clock(&manual_clock());
-    fake.set_behavior(Behavior::Slow(Duration::from_millis(1600)));
+    fake.set_behavior(Behavior::Slow(Duration::from_millis(3000)));
     let started = Instant::now();
     let reason = no_cached_login(
         client.authenticate(&user, PASSWORD, PACKAGE),

@@ -37,22 +37,22 @@ pub enum StoreError {
     #[error("data directory {path} is in use by another keycloak-resilient process (is `start` running?)")]
     Locked { path: PathBuf },
     /// The directory could not be created or opened.
-    #[error("data directory {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
+    #[error("data directory {path}: {cause}")]
+    Dir { path: PathBuf, cause: io::Error },
     /// sled reported an error.
     #[error("database error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A record did not decode.
-    #[error("damaged record in tree {tree}: {source}")]
+    #[error("damaged record in tree {tree}: {cause}")]
     Corrupt {
         tree: &'static str,
-        source: codec::CodecError,
+        cause: codec::CodecError,
     },
     /// A record could not be encoded.
-    #[error("could not encode record for tree {tree}: {source}")]
+    #[error("could not encode record for tree {tree}: {cause}")]
     Encode {
         tree: &'static str,
-        source: codec::CodecError,
+        cause: codec::CodecError,
     },
     /// Sealing or unsealing a secret failed.
     #[error(transparent)]
@@ -63,6 +63,14 @@ pub enum StoreError {
     /// A sled transaction was aborted by our own code.
     #[error("{0}")]
     Aborted(String),
+}
+
+// Every error here quotes its cause in its own message, so none also reports it as a `source`
+// (an anyhow chain printed with `{:#}` would say it twice).
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
 }
 
 /// The open database and its trees.
@@ -213,7 +221,7 @@ pub(crate) fn get<T: DeserializeOwned>(
     match tree.get(key)? {
         Some(bytes) => codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| StoreError::Corrupt { tree: name, source }),
+            .map_err(|cause| StoreError::Corrupt { tree: name, cause }),
         None => Ok(None),
     }
 }
@@ -231,7 +239,7 @@ pub(crate) fn put<T: Serialize>(
 
 /// Encodes a record for `tree`.
 pub(crate) fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    codec::encode(value).map_err(|source| StoreError::Encode { tree, source })
+    codec::encode(value).map_err(|cause| StoreError::Encode { tree, cause })
 }
 
 /// Decodes a record read from `tree`.
@@ -239,7 +247,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     tree: &'static str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    codec::decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+    codec::decode(bytes).map_err(|cause| StoreError::Corrupt { tree, cause })
 }
 
 /// The key of a (user, package) pair: usernames compare case-insensitively, as in Keycloak.
@@ -255,9 +263,9 @@ fn is_lock_error(e: &io::Error) -> bool {
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
-    let wrap = |source| StoreError::Dir {
+    let wrap = |cause| StoreError::Dir {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if !path.exists() {
         let mut builder = fs::DirBuilder::new();

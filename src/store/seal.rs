@@ -19,8 +19,8 @@ const NONCE_LEN: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     /// The key file could not be created or read.
-    #[error("key file {path}: {source}")]
-    KeyFile { path: PathBuf, source: io::Error },
+    #[error("key file {path}: {cause}")]
+    KeyFile { path: PathBuf, cause: io::Error },
     /// The key file exists but is not a 32-byte key.
     #[error("key file {path} is not a {KEY_LEN}-byte key (was it truncated or replaced?)")]
     BadKey { path: PathBuf },
@@ -50,7 +50,7 @@ impl Sealer {
         let key = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(&path)?,
-            Err(source) => return Err(SealError::KeyFile { path, source }),
+            Err(cause) => return Err(SealError::KeyFile { path, cause }),
         };
         if key.len() != KEY_LEN {
             return Err(SealError::BadKey { path });
@@ -111,9 +111,9 @@ fn create_key(path: &Path) -> Result<Vec<u8>, SealError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let wrap = |source| SealError::KeyFile {
+    let wrap = |cause| SealError::KeyFile {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut file = options.open(path).map_err(wrap)?;
     file.write_all(&key).map_err(wrap)?;
