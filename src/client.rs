@@ -73,8 +73,8 @@ pub enum AuthError {
         /// Why Keycloak was not used.
         reason: String,
     },
-    /// Keycloak is unavailable and offline mode is off.
-    #[error("Keycloak is unavailable ({reason}) and offline mode is disabled")]
+    /// Keycloak is unavailable, no cached login matches, and offline mode is off.
+    #[error("Keycloak is unavailable ({reason}), no cached login matches, and offline mode is disabled")]
     OfflineDisabled {
         /// Why Keycloak was not used.
         reason: String,
@@ -340,16 +340,21 @@ impl ResilientClient {
     /// probe younger than `health_check_cache_seconds` exists; otherwise one probe.
     pub fn is_available(&self) -> bool {
         let now = self.inner.clock.now();
-        let (would_permit, closed) = {
+        let (would_permit, closed, failures) = {
             let b = self.breaker();
-            (b.would_permit(now), b.state().state == CircuitState::Closed)
+            (b.would_permit(now), b.state().state == CircuitState::Closed, b.state().failure_count)
         };
         if !would_permit {
             return false;
         }
         if closed {
             if let Some(record) = self.last_probe() {
-                if record.is_fresh(now, self.inner.config.resilience.health_check_cache) {
+                // A fresh success is trusted. A fresh failure is trusted only when it was not an
+                // outage (the breaker counted nothing: a misconfiguration); after an outage the
+                // breaker decides, so one lost packet does not take Keycloak away for a whole
+                // cache period below the failure threshold.
+                let fresh = record.is_fresh(now, self.inner.config.resilience.health_check_cache);
+                if fresh && (record.ok || failures == 0) {
                     return record.ok;
                 }
             }
@@ -426,8 +431,10 @@ impl ResilientClient {
         } else {
             self.unavailable_reason()
         };
+        // Degraded mode (a cached token) needs resilience on; offline mode (local auth alone,
+        // which the login layer falls back to on `NoCachedLogin`) also needs allow_offline_mode.
         let r = &self.inner.config.resilience;
-        if !r.enabled || !r.allow_offline_mode {
+        if !r.enabled {
             return Err(AuthError::OfflineDisabled { reason });
         }
         match self.inner.tokens.authenticate(username, package, password, already_verified)? {
@@ -435,7 +442,8 @@ impl ResilientClient {
                 log::info!("Keycloak unavailable ({reason}); cached token used for {username}/{package}");
                 Ok(token)
             }
-            None => Err(AuthError::NoCachedLogin { reason }),
+            None if r.allow_offline_mode => Err(AuthError::NoCachedLogin { reason }),
+            None => Err(AuthError::OfflineDisabled { reason }),
         }
     }
 
@@ -521,7 +529,7 @@ impl ResilientClient {
         let r = &self.inner.config.resilience;
         let mode = if available {
             Mode::Normal
-        } else if cached_tokens > 0 && r.enabled && r.allow_offline_mode {
+        } else if cached_tokens > 0 && r.enabled {
             Mode::Degraded
         } else {
             Mode::Offline

@@ -217,7 +217,8 @@ pub struct Resilience {
     pub cooldown: Duration,
     /// How long a cached token can stand in for Keycloak.
     pub token_grace_period: Duration,
-    /// Whether cached/local logins may succeed while Keycloak is unreachable.
+    /// Whether local-only logins may succeed while Keycloak is unreachable and no cached
+    /// token matches (cached tokens are used either way).
     pub allow_offline_mode: bool,
     /// How long a health probe result is trusted.
     pub health_check_cache: Duration,

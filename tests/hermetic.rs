@@ -9,10 +9,12 @@ mod scenarios;
 
 use common::fake_keycloak::{Behavior, FakeKeycloak};
 use common::{unique_user, TestEnv, Tuning, PACKAGE};
+use keycloak_resilient::auth::DIVERGENCE_COUNTER;
 use keycloak_resilient::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
+use keycloak_resilient::sessions::AuthMode;
 use keycloak_resilient::sync_queue::SyncStatus;
-use keycloak_resilient::{AuthError, AuthToken, Mode, ResilientClient};
+use keycloak_resilient::{Auth, AuthError, AuthToken, Mode, PasswdMode, ResilientClient};
 use scenarios::{manual_clock, past_cooldown};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -759,4 +761,195 @@ fn queue_is_durable_and_crash_left_items_are_recovered() {
         fake.password_of(&user).as_deref(),
         Some("After-Crash-Password-1")
     );
+}
+
+/// Keycloak keeps usernames lowercase and matches them case-insensitively; the cache and the
+/// queue must too. A change for a user Keycloak does not know fails for good, with the reason.
+#[test]
+fn usernames_ignore_case_and_unknown_users_fail_their_items() {
+    let (fake, user) = fake_with_user("case");
+    let tuning = Tuning::default();
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    let shouted = user.to_uppercase();
+
+    let online = client
+        .authenticate(&shouted, PASSWORD, PACKAGE)
+        .expect("online, upper case");
+    fake.set_behavior(Behavior::Refuse);
+    let offline = client
+        .authenticate(&user, PASSWORD, PACKAGE)
+        .expect("offline, lower case");
+    assert!(offline.cached);
+    assert_eq!(offline.access_token, online.access_token);
+    fake.set_behavior(Behavior::Normal);
+    past_cooldown(&clock, &tuning);
+
+    let id = client
+        .queue_sync(
+            &shouted,
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Case-Password-22"}),
+            1,
+        )
+        .unwrap();
+    let ghost = client
+        .queue_sync(
+            &unique_user("ghost"),
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Ghost-Password-1"}),
+            1,
+        )
+        .unwrap();
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!((report.completed, report.failed), (1, 1), "{report:?}");
+    assert_eq!(
+        client.queue().get(id).unwrap().unwrap().status,
+        SyncStatus::Completed
+    );
+    assert_eq!(fake.password_of(&user).as_deref(), Some("Case-Password-22"));
+    let ghost = client.queue().get(ghost).unwrap().unwrap();
+    assert_eq!(ghost.status, SyncStatus::Failed);
+    assert!(
+        ghost
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not found"),
+        "{ghost:?}"
+    );
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+}
+
+/// When the cooldown ends, concurrent callers do not stampede a recovering Keycloak: one trial
+/// goes out, everyone else is answered "unavailable" without I/O until it decides.
+#[test]
+fn half_open_lets_exactly_one_trial_through_concurrent_callers() {
+    let (fake, _user) = fake_with_user("trial");
+    let tuning = Tuning {
+        failure_threshold: 1,
+        timeout_seconds: 2,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    fake.set_behavior(Behavior::Refuse);
+    assert!(!client.is_available());
+    assert_eq!(client.circuit().0, CircuitState::Open);
+
+    fake.set_behavior(Behavior::Hang);
+    past_cooldown(&clock, &tuning);
+    let n = fake.request_count();
+    let trial_client = client.clone();
+    let trial = std::thread::spawn(move || trial_client.is_available());
+    let waited = Instant::now();
+    while fake.request_count() == n && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fake.request_count(), n + 1, "the trial reached the server");
+    for _ in 0..5 {
+        assert!(!client.is_available(), "a trial is in flight: others wait");
+    }
+    assert_eq!(
+        fake.request_count(),
+        n + 1,
+        "no second request while the trial is in flight"
+    );
+    assert!(!trial.join().unwrap(), "the hung trial fails");
+    assert_eq!(
+        client.circuit().0,
+        CircuitState::Open,
+        "and re-opens the circuit"
+    );
+}
+
+/// Between Keycloak's return and the next sync, Keycloak still has the old password: a login
+/// with the new one is local only, explained by the queued change (not counted as a
+/// divergence); after the sync it is a Keycloak login again. A real divergence is counted.
+#[test]
+fn login_between_return_and_sync_is_local_and_explained() {
+    let (fake, user) = fake_with_user("between");
+    let tuning = Tuning::default();
+    let env = TestEnv::new(&fake.url(), &tuning);
+    let clock = manual_clock();
+    let auth = Auth::new(env.client_with_clock(&clock));
+    auth.users().add(&user, PACKAGE, PASSWORD).unwrap();
+    let new = "Between-Password-22";
+
+    fake.set_behavior(Behavior::Refuse);
+    let changed = auth.change_password(&user, PACKAGE, PASSWORD, new).unwrap();
+    assert_eq!(changed.mode, PasswdMode::Queued);
+    fake.set_behavior(Behavior::Normal);
+    past_cooldown(&clock, &tuning);
+
+    let divergences = || auth.client().store().counter(DIVERGENCE_COUNTER).unwrap();
+    let before = divergences();
+    let login = auth.login(&user, PACKAGE, new).unwrap();
+    assert!(login.success, "{login:?}");
+    assert_eq!(login.auth_mode, Some(AuthMode::Local));
+    assert_eq!(
+        login.keycloak_status, "online",
+        "Keycloak took part (and refused)"
+    );
+    assert_eq!(divergences(), before, "explained by the queued change");
+
+    assert_eq!(auth.client().process_sync_queue(10).unwrap().completed, 1);
+    let login = auth.login(&user, PACKAGE, new).unwrap();
+    assert_eq!(login.auth_mode, Some(AuthMode::Keycloak), "{login:?}");
+
+    // Someone changes the password in Keycloak behind our back: a real divergence.
+    fake.add_user(&user, "Changed-In-Keycloak-1", true);
+    let login = auth.login(&user, PACKAGE, new).unwrap();
+    assert_eq!(login.auth_mode, Some(AuthMode::Local), "{login:?}");
+    assert_eq!(divergences(), before + 1);
+}
+
+#[test]
+fn a_failed_probe_below_the_threshold_does_not_hide_a_recovered_keycloak() {
+    let kc = fake();
+    let tuning = Tuning {
+        failure_threshold: 3,
+        health_check_cache_seconds: 30,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&kc.url(), &tuning);
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    kc.set_behavior(Behavior::Refuse);
+    assert!(!client.is_available());
+    assert_eq!(client.circuit(), (CircuitState::Closed, 1));
+    // Back within the cache period: one failure below the threshold is the breaker's to judge,
+    // so the next question probes again instead of trusting the cached failure.
+    kc.set_behavior(Behavior::Normal);
+    assert!(client.is_available());
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0));
+    // A fresh success is trusted: no further request within the cache period.
+    let seen = kc.request_count();
+    assert!(client.is_available());
+    assert_eq!(kc.request_count(), seen);
+}
+
+#[test]
+fn a_misconfigured_realm_is_cached_as_unavailable_without_counting() {
+    let kc = fake();
+    let tuning = Tuning {
+        health_check_cache_seconds: 30,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&kc.url(), &tuning);
+    let yaml = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace("realm: resilient-test", "realm: no-such-realm");
+    std::fs::write(env.config_path(), yaml).unwrap();
+    let client = env.client_with_clock(&manual_clock());
+    assert!(!client.is_available());
+    assert_eq!(client.circuit(), (CircuitState::Closed, 0), "Keycloak answered");
+    assert!(client.unavailable_reason().contains("no-such-realm"), "{}", client.unavailable_reason());
+    let seen = kc.request_count();
+    assert!(!client.is_available());
+    assert_eq!(kc.request_count(), seen, "the cached answer stands for the cache period");
 }

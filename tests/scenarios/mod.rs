@@ -813,7 +813,9 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
 // ---------------------------------------------------------------------------------------------
 // 12
 
-/// With offline mode off, an outage refuses logins instead of falling back on the cache.
+/// With offline mode off, an outage refuses a login that has no cached token to fall back on,
+/// instead of letting local authentication alone through. (Whether a *cached* token may still
+/// be used with offline mode off is deliberately not pinned here.)
 pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     let tuning = Tuning {
         allow_offline_mode: false,
@@ -825,23 +827,31 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     let password = "No-Offline-Password-1";
     let user = keycloak_user(server, "nooffline", password);
     auth.users().add(&user, PACKAGE, password).unwrap();
+    // The account works in Keycloak, but this client has no cached login for it.
+    assert!(server.login_works(&user, password));
+    assert!(auth
+        .client()
+        .tokens()
+        .entry(&user, PACKAGE)
+        .unwrap()
+        .is_none());
 
-    let online = auth.login(&user, PACKAGE, password).unwrap();
+    // A second user logs in while Keycloak is up, so a cached token exists for them.
+    let cached_password = "Cached-Allowed-Password-1";
+    let cached_user = keycloak_user(server, "nooffline-cached", cached_password);
+    auth.users().add(&cached_user, PACKAGE, cached_password).unwrap();
+    let online = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak), "{online:?}");
-    assert!(
-        auth.client()
-            .tokens()
-            .entry(&user, PACKAGE)
-            .unwrap()
-            .is_some(),
-        "a cache exists"
-    );
 
     server.go_down();
     match auth.client().authenticate(&user, password, PACKAGE) {
         Err(AuthError::OfflineDisabled { .. }) => {}
         other => panic!("expected OfflineDisabled, got {other:?}"),
     }
+    // Offline mode off forbids local-only logins, not degraded ones: the cached token serves.
+    let degraded = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
+    assert!(degraded.success, "{degraded:?}");
+    assert_eq!(degraded.auth_mode, Some(AuthMode::Cached));
     let refused = auth.login(&user, PACKAGE, password).unwrap();
     assert!(!refused.success, "{refused:?}");
     assert_eq!(refused.reason, Some(FailReason::KeycloakUnavailable));
