@@ -192,6 +192,22 @@ enum Secret {
     Plain(String),
 }
 
+impl Secret {
+    /// One of the two columns (JSON keys) `password_hash` and `password`, never both.
+    fn from_columns(hash: Option<String>, plain: Option<String>) -> Result<Secret, RowError> {
+        match (hash, plain) {
+            (Some(h), None) => Ok(Secret::Hash(h)),
+            (None, Some(p)) => Ok(Secret::Plain(p)),
+            (Some(_), Some(_)) => Err(RowError::Bad(
+                "give either `password_hash` or `password`, not both".to_string(),
+            )),
+            (None, None) => Err(RowError::Bad(
+                "`password_hash` (or `password`) is missing or empty".to_string(),
+            )),
+        }
+    }
+}
+
 impl LocalUsers {
     /// The store over `store`, with failed logins limited by `policy`.
     pub fn new(store: Arc<Store>, clock: SharedClock, policy: LockoutPolicy) -> Self {
@@ -718,20 +734,7 @@ fn parse_json_row(line: &str) -> Result<Row, RowError> {
     };
     let username = required("username")?;
     let package = required("package")?;
-    let secret = match (string("password_hash")?, string("password")?) {
-        (Some(h), None) => Secret::Hash(h),
-        (None, Some(p)) => Secret::Plain(p),
-        (Some(_), Some(_)) => {
-            return Err(RowError::Bad(
-                "give either `password_hash` or `password`, not both".to_string(),
-            ))
-        }
-        (None, None) => {
-            return Err(RowError::Bad(
-                "field `password_hash` (or `password`) is missing".to_string(),
-            ))
-        }
-    };
+    let secret = Secret::from_columns(string("password_hash")?, string("password")?)?;
     let enabled = match obj.get("enabled") {
         None | Some(serde_json::Value::Null) => true,
         Some(serde_json::Value::Bool(b)) => *b,
@@ -854,20 +857,7 @@ impl CsvHeader {
             .map(&mut take_field)
             .filter(|h| !h.trim().is_empty());
         let plain = self.plain.map(&mut take_field).filter(|p| !p.is_empty());
-        let secret = match (hash, plain) {
-            (Some(h), None) => Secret::Hash(h.trim().to_string()),
-            (None, Some(p)) => Secret::Plain(p),
-            (Some(_), Some(_)) => {
-                return Err(RowError::Bad(
-                    "give either password_hash or password, not both".to_string(),
-                ))
-            }
-            (None, None) => {
-                return Err(RowError::Bad(
-                    "password_hash (or password) is empty".to_string(),
-                ))
-            }
-        };
+        let secret = Secret::from_columns(hash.map(|h| h.trim().to_string()), plain)?;
         let enabled = match self.enabled.map(&mut take_field) {
             None => true,
             Some(v) => match v.trim().to_ascii_lowercase().as_str() {
