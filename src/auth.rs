@@ -48,8 +48,8 @@ impl FailReason {
     }
 }
 
-/// The result of `login`.
-#[derive(Debug, Clone, Serialize)]
+/// The result of `login`. `Debug` leaves out the access token.
+#[derive(Clone, Serialize)]
 pub struct LoginResult {
     /// True when a session was created.
     pub success: bool,
@@ -66,6 +66,19 @@ pub struct LoginResult {
     /// The Keycloak access token, when there is one (not printed unless asked for).
     #[serde(skip)]
     pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for LoginResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResult")
+            .field("success", &self.success)
+            .field("session_id", &self.session_id)
+            .field("auth_mode", &self.auth_mode)
+            .field("keycloak_status", &self.keycloak_status)
+            .field("reason", &self.reason)
+            .field("locked_until", &self.locked_until)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the new password reached Keycloak.
@@ -197,7 +210,7 @@ impl Auth {
             Ok(t) if t.cached => (AuthMode::Cached, false, Some(t.access_token)),
             Ok(t) => (AuthMode::Keycloak, true, Some(t.access_token)),
             Err(AuthError::Rejected(r)) => {
-                self.note_divergence(username, package, &r)?;
+                self.note_divergence(username, package, &r);
                 (AuthMode::Local, true, None)
             }
             Err(AuthError::NoCachedLogin { reason } | AuthError::Unavailable { reason }) => {
@@ -213,7 +226,12 @@ impl Auth {
                 (AuthMode::Local, false, None)
             }
             Err(AuthError::NoRefreshToken) => (AuthMode::Local, false, None),
-            Err(AuthError::Store(e)) => return Err(e.into()),
+            // Local auth has vouched for the user: a damaged cache entry or an unreadable key
+            // must not lock them out. Say so loudly and go on locally.
+            Err(AuthError::Store(e)) => {
+                log::error!("login {username}/{package}: token cache unusable ({e}); local login only");
+                (AuthMode::Local, false, None)
+            }
         };
         let session: Session = self.sessions.create(username, package, mode)?;
         self.events.record(mode)?;
@@ -228,23 +246,32 @@ impl Auth {
         })
     }
 
-    /// Keycloak refused a password local auth accepted: explained by a queued change, or a
-    /// divergence worth counting and logging.
-    fn note_divergence(&self, username: &str, package: &str, r: &Rejection) -> Result<(), LoginError> {
+    /// Keycloak refused a user local auth accepted. A wrong password is a divergence worth
+    /// counting — unless a queued change explains it; any other refusal (account disabled or
+    /// not set up in Keycloak) is logged: local auth stays primary. Never fails the login.
+    fn note_divergence(&self, username: &str, package: &str, r: &Rejection) {
+        if *r != Rejection::InvalidCredentials {
+            log::warn!("login {username}/{package}: Keycloak refuses the account ({r}); local login only");
+            return;
+        }
         let explained = self
             .client
             .queue()
             .has_pending_password_change(username, package)
-            .map_err(|e| LoginError::Store(StoreError::Aborted(e.to_string())))?;
+            .unwrap_or_else(|e| {
+                log::error!("sync queue unreadable: {e}");
+                false
+            });
         if explained {
             log::info!("login {username}/{package}: Keycloak still has the old password; a queued change will fix it");
-        } else {
-            self.client.store().bump_counter(DIVERGENCE_COUNTER, 1)?;
-            log::warn!(
-                "login {username}/{package}: local password accepted but Keycloak refused ({r}): the two have diverged"
-            );
+            return;
         }
-        Ok(())
+        if let Err(e) = self.client.store().bump_counter(DIVERGENCE_COUNTER, 1) {
+            log::error!("could not count a password divergence: {e}");
+        }
+        log::warn!(
+            "login {username}/{package}: local password accepted but Keycloak refused it: the two have diverged"
+        );
     }
 
     /// Verifies `old` locally, sets `new` locally, then in Keycloak or the queue.
@@ -260,7 +287,7 @@ impl Auth {
         let queue = self.client.queue();
         let data = || SyncData::PasswordChange(PasswordChange { password: new.to_string() });
 
-        if !self.client.is_available() {
+        if !self.client.should_try_keycloak() {
             let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
             return Ok(PasswdResult { mode: PasswdMode::Queued, sync_id: Some(id), keycloak_error: None });
         }
@@ -278,7 +305,7 @@ impl Auth {
                 queue.complete(id)?;
                 Ok(PasswdResult { mode: PasswdMode::Synchronized, sync_id: None, keycloak_error: None })
             }
-            Err(CallError::Keycloak(KcError::Rejected(r))) => {
+            Err(CallError::Keycloak(KcError::Rejected(r))) if !matches!(r, Rejection::Transient { .. }) => {
                 let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
                 queue.fail(id, &r.to_string())?;
                 log::warn!("passwd {username}/{package}: local password changed, Keycloak refused: {r}");

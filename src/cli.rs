@@ -61,11 +61,11 @@ pub enum Command {
     },
     /// Remove old cached tokens and finished sync items.
     Cleanup {
-        /// Remove cached tokens obtained more than H hours ago.
-        #[arg(long, value_name = "H", default_value_t = 48)]
+        /// Remove cached tokens obtained more than H hours ago (0 to 876000).
+        #[arg(long, value_name = "H", default_value_t = 48, value_parser = clap::value_parser!(u64).range(0..=876_000))]
         token_hours: u64,
-        /// Remove completed/superseded sync items finished more than D days ago.
-        #[arg(long, value_name = "D", default_value_t = 7)]
+        /// Remove completed/superseded sync items finished more than D days ago (0 to 36500).
+        #[arg(long, value_name = "D", default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=36_500))]
         sync_days: u64,
     },
     /// Get a token for a user: from Keycloak, or from the cache while Keycloak is away (password on stdin).

@@ -25,7 +25,7 @@ use crate::backoff::Backoff;
 use crate::breaker::{Breaker, BreakerState, CircuitState, Permit};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::health::{self, ProbeRecord};
+use crate::health::{self, ProbeRecord, Verdict};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::replay::{self, SyncReport};
 use crate::store::{Store, StoreError};
@@ -294,12 +294,12 @@ impl ResilientClient {
         let result = f(&self.inner.keycloak);
         let now = self.inner.clock.now();
         let mut b = self.breaker();
-        let before = b.state().state;
+        let before = b.state().clone();
         match &result {
             Err(KcError::Unavailable(reason)) => {
                 b.on_failure(now);
-                self.record_probe(false, Some(reason.clone()));
-                if before != CircuitState::Open && b.state().state == CircuitState::Open {
+                self.record_probe(false, true, Some(reason.clone()));
+                if before.state != CircuitState::Open && b.state().state == CircuitState::Open {
                     log::warn!(
                         "circuit opened after {} consecutive failures: {reason}",
                         b.state().failure_count
@@ -308,22 +308,31 @@ impl ResilientClient {
             }
             _ => {
                 b.on_success();
-                if before != CircuitState::Closed {
+                if before.state != CircuitState::Closed {
                     log::info!("Keycloak is back: circuit closed");
                 }
                 if let Err(KcError::Misconfigured(m)) = &result {
                     log::warn!("Keycloak misconfigured: {m}");
                 }
+                // Keycloak answered: that is as good as a probe (written only when it changes
+                // what the record says, to keep the login path free of needless writes).
+                let ttl = self.inner.config.resilience.health_check_cache;
+                if ProbeRecord::verdict(self.last_probe().as_ref(), now, ttl) != Verdict::Up {
+                    self.record_probe(true, false, None);
+                }
             }
         }
-        self.persist_breaker(b.state());
+        if &before != b.state() {
+            self.persist_breaker(b.state());
+        }
         result.map_err(CallError::Keycloak)
     }
 
-    fn record_probe(&self, ok: bool, reason: Option<String>) {
+    fn record_probe(&self, ok: bool, outage: bool, reason: Option<String>) {
         let record = ProbeRecord {
             at: self.inner.clock.now(),
             ok,
+            outage,
             reason,
         };
         if let Err(e) = self.inner.store.put_meta(health::META_KEY, &record) {
@@ -331,50 +340,64 @@ impl ResilientClient {
         }
     }
 
-    /// The last probe record, if any.
+    /// The last probe record, if any (an unreadable one counts as none, and is logged).
     pub fn last_probe(&self) -> Option<ProbeRecord> {
-        self.inner.store.get_meta(health::META_KEY).ok().flatten()
+        self.inner.store.get_meta(health::META_KEY).unwrap_or_else(|e| {
+            log::error!("health record unreadable, probing again: {e}");
+            None
+        })
     }
 
-    /// Is Keycloak usable now? No I/O while the circuit is open and cooling down, nor while a
-    /// probe younger than `health_check_cache_seconds` exists; otherwise one probe.
-    pub fn is_available(&self) -> bool {
+    /// What the breaker and the health record say, without I/O: `Some(false)` when a call must
+    /// not be tried (circuit open and cooling down, or a fresh misconfiguration), `Some(true)`
+    /// after a fresh success, `None` when only asking Keycloak tells.
+    fn known_availability(&self) -> Option<bool> {
         let now = self.inner.clock.now();
-        let (would_permit, closed, failures) = {
+        let (would_permit, closed) = {
             let b = self.breaker();
-            (b.would_permit(now), b.state().state == CircuitState::Closed, b.state().failure_count)
+            (b.would_permit(now), b.state().state == CircuitState::Closed)
         };
         if !would_permit {
-            return false;
+            return Some(false);
         }
-        if closed {
-            if let Some(record) = self.last_probe() {
-                // A fresh success is trusted. A fresh failure is trusted only when it was not an
-                // outage (the breaker counted nothing: a misconfiguration); after an outage the
-                // breaker decides, so one lost packet does not take Keycloak away for a whole
-                // cache period below the failure threshold.
-                let fresh = record.is_fresh(now, self.inner.config.resilience.health_check_cache);
-                if fresh && (record.ok || failures == 0) {
-                    return record.ok;
-                }
-            }
+        if !closed {
+            return None; // the next call is the half-open trial
         }
-        self.probe()
+        let ttl = self.inner.config.resilience.health_check_cache;
+        match ProbeRecord::verdict(self.last_probe().as_ref(), now, ttl) {
+            Verdict::Up => Some(true),
+            Verdict::Misconfigured => Some(false),
+            Verdict::Unknown => None,
+        }
+    }
+
+    /// Whether a login or password change should try Keycloak now. Unlike
+    /// [`ResilientClient::is_available`] it never probes: when nothing fresh is known, the real
+    /// call itself tells (and is recorded as a probe), so a login costs one round trip, not two.
+    pub fn should_try_keycloak(&self) -> bool {
+        self.known_availability().unwrap_or(true)
+    }
+
+    /// Is Keycloak usable now? Without I/O while the circuit is open and cooling down, after a
+    /// success younger than `health_check_cache_seconds`, or after a misconfiguration that young;
+    /// otherwise one probe (a failed probe below the failure threshold is not trusted for the
+    /// cache period: the breaker judges outages).
+    pub fn is_available(&self) -> bool {
+        match self.known_availability() {
+            Some(known) => known,
+            None => self.probe(),
+        }
     }
 
     /// Probes Keycloak now (through the breaker) and records the result.
     pub fn probe(&self) -> bool {
         let realm = self.inner.config.keycloak.realm.clone();
         match self.call(|kc| kc.probe(&realm)) {
-            Ok(()) => {
-                self.record_probe(true, None);
-                true
-            }
-            Err(CallError::CircuitOpen { .. }) => false,
-            // Unavailable was recorded by `call`.
-            Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
+            Ok(()) => true,
+            // Unavailability was recorded by `call`.
+            Err(CallError::CircuitOpen { .. }) | Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
             Err(CallError::Keycloak(e)) => {
-                self.record_probe(false, Some(e.to_string()));
+                self.record_probe(false, false, Some(e.to_string()));
                 false
             }
         }
@@ -416,11 +439,22 @@ impl ResilientClient {
         already_verified: Option<&str>,
     ) -> Result<AuthToken, AuthError> {
         let pkg = self.inner.config.package(package);
-        let reason = if self.is_available() {
+        let reason = if self.should_try_keycloak() {
             match self.call(|kc| kc.password_grant(&pkg, username, password)) {
                 Ok(tokens) => return Ok(self.inner.tokens.put(username, package, &tokens, verifier)?),
                 Err(CallError::Keycloak(KcError::Rejected(r))) => {
-                    if self.inner.tokens.remove(username, package)? {
+                    // The password changed centrally (or the account went away): the cached
+                    // token must stop working offline too — unless a queued change of ours
+                    // explains why Keycloak still has the old password.
+                    let explained = self
+                        .inner
+                        .queue
+                        .has_pending_password_change(username, package)
+                        .unwrap_or_else(|e| {
+                            log::error!("sync queue unreadable: {e}");
+                            false
+                        });
+                    if !explained && self.inner.tokens.remove(username, package)? {
                         log::info!("dropped cached token of {username}/{package}: Keycloak refused ({r})");
                     }
                     return Err(AuthError::Rejected(r));
@@ -432,12 +466,14 @@ impl ResilientClient {
             self.unavailable_reason()
         };
         // Degraded mode (a cached token) needs resilience on; offline mode (local auth alone,
-        // which the login layer falls back to on `NoCachedLogin`) also needs allow_offline_mode.
+        // which the login layer falls back to on `NoCachedLogin`) needs allow_offline_mode.
         let r = &self.inner.config.resilience;
-        if !r.enabled {
-            return Err(AuthError::OfflineDisabled { reason });
-        }
-        match self.inner.tokens.authenticate(username, package, password, already_verified)? {
+        let cached = if r.enabled {
+            self.inner.tokens.authenticate(username, package, password, already_verified)?
+        } else {
+            None
+        };
+        match cached {
             Some(token) => {
                 log::info!("Keycloak unavailable ({reason}); cached token used for {username}/{package}");
                 Ok(token)
@@ -455,7 +491,7 @@ impl ResilientClient {
             .tokens
             .refresh_token(username, package)?
             .ok_or(AuthError::NoRefreshToken)?;
-        if !self.is_available() {
+        if !self.should_try_keycloak() {
             return Err(AuthError::Unavailable { reason: self.unavailable_reason() });
         }
         let pkg = self.inner.config.package(package);
@@ -508,9 +544,13 @@ impl ResilientClient {
         self.inner.queue.cleanup(std::time::Duration::from_secs(days.saturating_mul(86400)))
     }
 
-    /// Why the queue is blocked, if it is.
+    /// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
+    /// so nothing is replayed past a state we cannot read).
     pub fn queue_blocked(&self) -> Option<String> {
-        self.inner.store.get_meta::<String>(replay::BLOCKED_KEY).ok().flatten()
+        self.inner.store.get_meta::<String>(replay::BLOCKED_KEY).unwrap_or_else(|e| {
+            log::error!("queue block record unreadable: {e}");
+            Some(format!("block record unreadable: {e}"))
+        })
     }
 
     /// The circuit as a status display shows it, and the consecutive failure count.

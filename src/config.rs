@@ -353,13 +353,11 @@ impl Config {
                 cooldown,
                 1,
             )?,
-            token_grace_period: Duration::from_secs(
-                v.count(
-                    "keycloak.resilience.token_grace_period_hours",
-                    r.token_grace_period_hours,
-                    grace,
-                )? * 3600,
-            ),
+            token_grace_period: v.hours(
+                "keycloak.resilience.token_grace_period_hours",
+                r.token_grace_period_hours,
+                grace,
+            )?,
             allow_offline_mode: r.allow_offline_mode.unwrap_or(true),
             health_check_cache: v.seconds(
                 "keycloak.resilience.health_check_cache_seconds",
@@ -497,6 +495,16 @@ impl Validator<'_> {
         }
     }
 
+    /// Hours from 1 to ten years' worth.
+    fn hours(&self, key: &str, value: Option<i64>, default: u64) -> Result<Duration, ConfigError> {
+        const MAX: i64 = 10 * 366 * 24;
+        match value {
+            None => Ok(Duration::from_secs(default * 3600)),
+            Some(n) if (1..=MAX).contains(&n) => Ok(Duration::from_secs(n as u64 * 3600)),
+            Some(n) => Err(self.invalid(key, format!("must be between 1 and {MAX} hours, got {n}"))),
+        }
+    }
+
     fn seconds(&self, key: &str, value: Option<i64>, default: u64, min: i64) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(Duration::from_secs(default)),
@@ -576,6 +584,7 @@ mod tests {
             (MINIMAL.replace("http://localhost:8080/", "not a url"), "keycloak.server_url"),
             (MINIMAL.replace("  realm: demo\n", ""), "realm"),
             (format!("{MINIMAL}service:\n  batch_size: 0\n"), "service.batch_size"),
+            (format!("{MINIMAL}  resilience:\n    token_grace_period_hours: 4294967295\n"), "token_grace_period_hours"),
             ("keycloak: [1, 2".to_string(), "config.yaml"),
         ];
         for (yaml, key) in cases {

@@ -287,7 +287,8 @@ impl KeycloakClient {
             )),
             other => other,
         })?;
-        let lifetime = Duration::from_secs(tokens.expires_in.max(0) as u64);
+        // At most a day, whatever the server says: the token is re-fetched well before then.
+        let lifetime = Duration::from_secs(tokens.expires_in.clamp(0, 86_400) as u64);
         let token = Secret::new(tokens.access_token);
         self.lock_tokens().insert(
             realm.to_string(),

@@ -115,9 +115,8 @@ impl TokenCache {
                 .as_deref()
                 .map(|r| sealer.seal_str(r))
                 .transpose()?,
-            expires_at: now + Duration::seconds(tokens.expires_in.max(0)),
-            refresh_expires_at: (tokens.refresh_expires_in > 0)
-                .then(|| now + Duration::seconds(tokens.refresh_expires_in)),
+            expires_at: after(now, tokens.expires_in),
+            refresh_expires_at: (tokens.refresh_expires_in > 0).then(|| after(now, tokens.refresh_expires_in)),
             cached_at: now,
             last_used: None,
             use_count: 0,
@@ -268,7 +267,10 @@ impl TokenCache {
 
     /// Removes entries obtained from Keycloak more than `max_age` ago; returns how many.
     pub fn cleanup(&self, max_age: std::time::Duration) -> Result<usize, StoreError> {
-        let cutoff = self.clock.now() - Duration::from_std(max_age).unwrap_or(Duration::MAX);
+        let cutoff = Duration::from_std(max_age)
+            .ok()
+            .and_then(|age| self.clock.now().checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut removed = 0;
         for item in self.store.token_cache.iter() {
             let (key, bytes) = item?;
@@ -287,8 +289,19 @@ impl TokenCache {
     }
 
     fn in_grace(&self, entry: &CachedToken) -> bool {
-        self.clock.now() < entry.cached_at + self.grace
+        entry
+            .cached_at
+            .checked_add_signed(self.grace)
+            .is_none_or(|end| self.clock.now() < end)
     }
+}
+
+/// `now` plus Keycloak's `expires_in` seconds, whatever number Keycloak (or something posing
+/// as it) sent: negative counts as 0, absurdly large as ten years.
+fn after(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    const TEN_YEARS: i64 = 10 * 366 * 24 * 3600;
+    now.checked_add_signed(Duration::seconds(seconds.clamp(0, TEN_YEARS)))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -355,6 +368,19 @@ mod tests {
         assert!(cache.set_verifier("u", "p", &new_phc).unwrap());
         assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
         assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+    }
+
+    #[test]
+    fn absurd_lifetimes_and_ages_do_not_panic() {
+        let (cache, _) = setup();
+        let mut t = tokens("x");
+        t.expires_in = i64::MAX;
+        t.refresh_expires_in = i64::MIN;
+        cache.put("u", "p", &t, Verifier::Password("pw")).unwrap();
+        assert!(cache.get("u", "p").unwrap().is_some());
+        assert_eq!(cache.cleanup(std::time::Duration::MAX).unwrap(), 0);
+        let forever = TokenCache::new(cache.store.clone(), cache.clock.clone(), std::time::Duration::MAX);
+        assert!(forever.get("u", "p").unwrap().is_some());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! |---|---|---|
 //! | `token_cache` | `lower(user) 0x00 package` | [`crate::token_cache::CachedToken`] |
 //! | `sync_items` | sync id (16 bytes) | [`crate::sync_queue::SyncItem`] |
-//! | `sync_order` | `priority u32 BE ‖ due µs i64 BE (sign-flipped) ‖ seq u64 BE` | sync id — pending items only |
+//! | `sync_order` | `priority u32 BE ‖ queued µs i64 BE (sign-flipped) ‖ seq u64 BE` | sync id — pending items due now |
 //! | `sync_by_user` | `lower(user) 0x00 package 0x00 sync id` | empty — pending items only |
 //! | `sync_inflight` | sync id | empty — items claimed by a running cycle |
+//! | `sync_delayed` | `due µs i64 BE (sign-flipped) ‖ seq u64 BE` | sync id — pending items backing off |
 //! | `local_users` | `lower(user) 0x00 package` | [`crate::local_users::LocalUser`] |
 //! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
 //! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
@@ -83,6 +84,7 @@ pub struct Store {
     pub(crate) sync_order: sled::Tree,
     pub(crate) sync_by_user: sled::Tree,
     pub(crate) sync_inflight: sled::Tree,
+    pub(crate) sync_delayed: sled::Tree,
     pub(crate) local_users: sled::Tree,
     pub(crate) sessions: sled::Tree,
     pub(crate) auth_events: sled::Tree,
@@ -99,6 +101,9 @@ impl Store {
     /// Opens (creating if needed, mode 0700) the database directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         create_private_dir(path)?;
+        // sled writes `conf` when it creates a database: its presence means there is data that
+        // the existing key sealed.
+        let is_new = !path.join("conf").exists();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
@@ -109,7 +114,7 @@ impl Store {
                 },
                 other => StoreError::Sled(other),
             })?;
-        let sealer = Sealer::load_or_create(path)?;
+        let sealer = Sealer::load_or_create(path, is_new)?;
         Self::from_db(db, sealer, path.to_path_buf())
     }
 
@@ -126,6 +131,7 @@ impl Store {
             sync_order: db.open_tree("sync_order")?,
             sync_by_user: db.open_tree("sync_by_user")?,
             sync_inflight: db.open_tree("sync_inflight")?,
+            sync_delayed: db.open_tree("sync_delayed")?,
             local_users: db.open_tree("local_users")?,
             sessions: db.open_tree("sessions")?,
             auth_events: db.open_tree("auth_events")?,
@@ -278,6 +284,18 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
         builder.create(path).map_err(wrap)?;
     } else if !path.is_dir() {
         return Err(wrap(io::Error::other("exists and is not a directory")));
+    } else {
+        // An existing directory may have been created by hand with a wide mode: the database
+        // holds password hashes, so it is owner-only whatever made it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path).map_err(wrap)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(wrap)?;
+                log::warn!("data directory {} was readable by others; set to 0700", path.display());
+            }
+        }
     }
     Ok(())
 }
@@ -302,6 +320,27 @@ mod tests {
         drop(_first);
         let again = Store::open(&path).unwrap();
         assert_eq!(again.get_meta::<u32>("layout_version").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn an_existing_database_without_its_key_is_refused_and_a_wide_dir_is_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        drop(Store::open(&path).unwrap());
+        fs::remove_file(path.join("secret.key")).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("is missing but the database beside it exists"), "{err}");
+        assert!(!path.join("secret.key").exists(), "no new key was made");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let fresh = dir.path().join("wide");
+            fs::create_dir(&fresh).unwrap();
+            fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755)).unwrap();
+            drop(Store::open(&fresh).unwrap());
+            let mode = fs::metadata(&fresh).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum SealError {
     /// The key file could not be created or read.
     #[error("key file {path}: {cause}")]
     KeyFile { path: PathBuf, cause: io::Error },
+    /// The database exists but its key file does not.
+    #[error("key file {path} is missing but the database beside it exists: restore the key from the backup the database came from (without it, cached tokens and queued passwords cannot be read)")]
+    Missing { path: PathBuf },
     /// The key file exists but is not a 32-byte key.
     #[error("key file {path} is not a {KEY_LEN}-byte key (was it truncated or replaced?)")]
     BadKey { path: PathBuf },
@@ -44,12 +47,15 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Loads `dir/secret.key`, creating it (0600) with a fresh random key if it does not exist.
-    pub fn load_or_create(dir: &Path) -> Result<Sealer, SealError> {
+    /// Loads `dir/secret.key`, creating it (0600) with a fresh random key if it does not exist
+    /// and `may_create` (a new database). For an existing database a missing key is an error: a
+    /// new key would make every sealed token and queued password unreadable.
+    pub fn load_or_create(dir: &Path, may_create: bool) -> Result<Sealer, SealError> {
         let path = dir.join(KEY_FILE);
         let key = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && may_create => create_key(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SealError::Missing { path }),
             Err(cause) => return Err(SealError::KeyFile { path, cause }),
         };
         if key.len() != KEY_LEN {
@@ -142,9 +148,10 @@ mod tests {
     #[test]
     fn key_file_is_created_owner_only_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Sealer::load_or_create(dir.path()).unwrap();
+        assert!(matches!(Sealer::load_or_create(dir.path(), false), Err(SealError::Missing { .. })));
+        let a = Sealer::load_or_create(dir.path(), true).unwrap();
         let sealed = a.seal_str("x").unwrap();
-        let b = Sealer::load_or_create(dir.path()).unwrap();
+        let b = Sealer::load_or_create(dir.path(), false).unwrap();
         assert_eq!(b.open_string(&sealed).unwrap(), "x");
         #[cfg(unix)]
         {
@@ -157,7 +164,7 @@ mod tests {
         }
         fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(matches!(
-            Sealer::load_or_create(dir.path()),
+            Sealer::load_or_create(dir.path(), true),
             Err(SealError::BadKey { .. })
         ));
     }
