@@ -186,6 +186,24 @@ impl Auth {
         &self.events
     }
 
+    /// Disables a local user and ends what they hold: sessions and the cached Keycloak token
+    /// (which would otherwise still log them in offline through another front end).
+    pub fn disable_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
+        self.users.set_enabled(username, package, false)?;
+        self.revoke(username, package)
+    }
+
+    /// Removes a local user, their sessions and their cached token.
+    pub fn remove_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
+        self.users.remove(username, package)?;
+        self.revoke(username, package)
+    }
+
+    fn revoke(&self, username: &str, package: &str) -> Result<usize, LoginError> {
+        self.client.tokens().remove(username, package)?;
+        Ok(self.sessions.remove_user(username, package)?)
+    }
+
     /// Logins in the last hour by mode.
     pub fn modes_last_hour(&self) -> Result<ModeCounts, StoreError> {
         self.events.since(chrono::Duration::hours(1))

@@ -119,11 +119,13 @@ pub enum UserCommand {
     Add(UserArgs),
     /// List local users.
     List,
-    /// Disable a user: logins are refused.
+    /// Disable a user: logins are refused; their sessions and cached token are dropped.
     Disable(UserArgs),
     /// Enable a user again.
     Enable(UserArgs),
-    /// Remove a user.
+    /// Lift a lock left by failed logins before it expires.
+    Unlock(UserArgs),
+    /// Remove a user, their sessions and cached token.
     Remove(UserArgs),
     /// Import users from JSON lines (.jsonl/.ndjson/.json) or CSV (.csv) with existing hashes.
     Import {

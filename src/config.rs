@@ -156,6 +156,7 @@ struct RawService {
     sync_interval_seconds: Option<i64>,
     batch_size: Option<i64>,
     cleanup_interval_seconds: Option<i64>,
+    metrics_textfile: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -233,12 +234,16 @@ pub struct ServiceConfig {
     pub batch_size: usize,
     /// Pause between cleanups.
     pub cleanup_interval: Duration,
+    /// Where `start` writes the Prometheus metrics after every cycle (node_exporter's textfile
+    /// collector), resolved against the config file's folder; the CLI's `metrics` cannot open
+    /// the database while `start` holds it.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Local authentication policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// Failed logins within the window that lock an account.
+    /// Failed logins within the window that lock an account (0: never lock).
     pub max_failed_logins: u32,
     /// The window failures are counted in.
     pub failure_window: Duration,
@@ -384,11 +389,18 @@ impl Config {
                 3600,
                 1,
             )?,
+            metrics_textfile: s
+                .metrics_textfile
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| base.join(p)),
         };
 
         let a = raw.auth;
         let auth = AuthConfig {
-            max_failed_logins: v.count("auth.max_failed_logins", a.max_failed_logins, 5)? as u32,
+            max_failed_logins: match a.max_failed_logins {
+                Some(0) => 0, // locking off
+                other => v.count("auth.max_failed_logins", other, 5)? as u32,
+            },
             failure_window: v.seconds("auth.failure_window_seconds", a.failure_window_seconds, 300, 1)?,
             lockout: v.seconds("auth.lockout_seconds", a.lockout_seconds, 300, 1)?,
             session_ttl: v.seconds("auth.session_ttl_seconds", a.session_ttl_seconds, 8 * 3600, 1)?,

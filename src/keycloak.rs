@@ -304,35 +304,33 @@ impl KeycloakClient {
         self.admin_tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs an admin call; on a 401 (token revoked or expired early) gets a new token once.
+    /// Runs an admin call; on a 401 (token revoked or expired early) gets a new token and tries
+    /// once more.
     fn admin_call(
         &self,
         realm: &str,
         call: impl Fn(&str) -> reqwest::blocking::RequestBuilder,
     ) -> Result<Response, KcError> {
-        for fresh in [false, true] {
-            let token = self.admin_token(realm)?;
-            let resp = call(token.expose()).send().map_err(transport)?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !fresh {
-                self.lock_tokens().remove(realm);
-                continue;
-            }
-            return match resp.status() {
-                StatusCode::UNAUTHORIZED => Err(KcError::Misconfigured(format!(
-                    "admin client {} token refused by the admin API",
-                    self.config.admin_client_id
-                ))),
-                StatusCode::FORBIDDEN => Err(KcError::Misconfigured(format!(
-                    "admin client {} lacks realm-management manage-users/view-users",
-                    self.config.admin_client_id
-                ))),
-                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Err(
-                    KcError::Unavailable(format!("admin API: HTTP {}", s.as_u16())),
-                ),
-                _ => Ok(resp),
-            };
+        let send = |token: Secret| call(token.expose()).send().map_err(transport);
+        let mut resp = send(self.admin_token(realm)?)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.lock_tokens().remove(realm);
+            resp = send(self.admin_token(realm)?)?;
         }
-        unreachable_admin()
+        match resp.status() {
+            StatusCode::UNAUTHORIZED => Err(KcError::Misconfigured(format!(
+                "admin client {} token refused by the admin API",
+                self.config.admin_client_id
+            ))),
+            StatusCode::FORBIDDEN => Err(KcError::Misconfigured(format!(
+                "admin client {} lacks realm-management manage-users/view-users",
+                self.config.admin_client_id
+            ))),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(KcError::Unavailable(format!("admin API: HTTP {}", s.as_u16())))
+            }
+            _ => Ok(resp),
+        }
     }
 
     /// The realm-management roles the admin service account's token carries (read from the
@@ -416,10 +414,6 @@ fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
     Some(roles.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
 }
 
-fn unreachable_admin() -> Result<Response, KcError> {
-    Err(KcError::Misconfigured("admin token refused twice".into()))
-}
-
 fn realm_missing(realm: &str, body: &ErrorBody) -> KcError {
     KcError::Misconfigured(format!("realm {realm}: {}", body.reason()))
 }
@@ -460,10 +454,11 @@ fn transport(e: reqwest::Error) -> KcError {
         "request failed"
     };
     // reqwest's message carries the URL (no secrets: they travel in bodies and headers).
-    KcError::Unavailable(format!("{what}: {}", without_secrets(&e)))
+    KcError::Unavailable(format!("{what}: {}", error_text(&e)))
 }
 
-fn without_secrets(e: &reqwest::Error) -> String {
+/// reqwest's error with its causes on one line (URLs only: secrets travel in bodies and headers).
+fn error_text(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -479,7 +474,7 @@ fn json_body<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, KcErro
     let status = resp.status().as_u16();
     let text = resp
         .text()
-        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", without_secrets(&e))))?;
+        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", error_text(&e))))?;
     serde_json::from_str(&text)
         .map_err(|_| KcError::Unavailable(format!("HTTP {status} answer is not Keycloak's JSON")))
 }
@@ -492,7 +487,7 @@ fn error_body(resp: Response) -> Result<ErrorBody, KcError> {
     }
     let text = resp
         .text()
-        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", without_secrets(&e))))?;
+        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", error_text(&e))))?;
     if text.len() > MAX_ERROR_BODY {
         return Err(KcError::Unavailable(format!("HTTP {} with an oversized body", status.as_u16())));
     }

@@ -416,13 +416,15 @@ impl LocalUsers {
             return Ok(Verification::Invalid);
         };
         let now = self.clock.now();
-        if let Some(until) = found.lockout.is_locked(now) {
-            password::verify_dummy(password);
-            return Ok(Verification::Locked { until });
-        }
+        // Always one full verify, so the time says nothing. A locked or disabled account is
+        // named only to someone who knows its password: anyone else gets the answer an unknown
+        // user gets (and a locked account's failures are not counted again).
         let right = password::verify(password, &found.hash);
+        if let Some(until) = found.lockout.is_locked(now) {
+            return Ok(if right { Verification::Locked { until } } else { Verification::Invalid });
+        }
         if !found.enabled {
-            return Ok(Verification::Disabled);
+            return Ok(if right { Verification::Disabled } else { Verification::Invalid });
         }
         if !right {
             let policy = self.policy;
@@ -1042,7 +1044,8 @@ mod tests {
         );
         assert_eq!(
             users.verify("bob", "web", "wrong").unwrap(),
-            Verification::Disabled
+            Verification::Invalid,
+            "a disabled account is named only to someone who knows its password"
         );
         users.set_enabled("Bob", "web", true).unwrap();
         assert!(is_ok(&users.verify("bob", "web", "right").unwrap()));
@@ -1078,6 +1081,11 @@ mod tests {
         assert_eq!(
             users.locked().unwrap(),
             vec![("carol".to_string(), "web".to_string(), until)]
+        );
+        assert_eq!(
+            users.verify("carol", "web", "wrong").unwrap(),
+            Verification::Invalid,
+            "a lock is named only to someone who knows the password"
         );
         clock.advance(chrono::Duration::minutes(29));
         assert_eq!(

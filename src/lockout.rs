@@ -25,12 +25,12 @@ pub struct LockoutPolicy {
 }
 
 impl Default for LockoutPolicy {
-    /// 5 failures within 15 minutes lock the account for 15 minutes.
+    /// 5 failures within 5 minutes lock the account for 5 minutes (config.yaml's defaults).
     fn default() -> Self {
         LockoutPolicy {
             max_failures: 5,
-            window: Duration::from_secs(15 * 60),
-            lockout: Duration::from_secs(15 * 60),
+            window: Duration::from_secs(5 * 60),
+            lockout: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -62,59 +62,91 @@ pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write)
             .spawn(move || health_loop(&client, &stop, every, came_back_tx))?
     };
 
-    let auth = Auth::new(client.clone());
-    let mut next_sync = Instant::now();
-    let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
-    let mut result = Ok(());
-    while !stop.load(Ordering::SeqCst) {
-        let mut due = Instant::now() >= next_sync;
-        if came_back.try_recv().is_ok() {
-            writeln!(out, "Keycloak is back: syncing now")?;
-            due = true;
-        }
-        if due {
-            next_sync = Instant::now() + cfg.service.sync_interval;
-            let stop_flag = stop.clone();
-            match client.process_sync_queue_until(cfg.service.batch_size, &move || stop_flag.load(Ordering::SeqCst)) {
-                Ok(r) if r.processed > 0 || r.released > 0 => writeln!(
-                    out,
-                    "sync: {} processed ({} completed, {} failed, {} retried){}",
-                    r.processed,
-                    r.completed,
-                    r.failed,
-                    r.retried,
-                    r.stopped.map(|s| format!("; stopped: {s}")).unwrap_or_default()
-                )?,
-                Ok(_) => {}
-                Err(e) => {
-                    result = Err(anyhow::Error::new(e).context("sync cycle"));
-                    break;
-                }
-            }
-            out.flush()?;
-        }
-        if Instant::now() >= next_cleanup {
-            next_cleanup = Instant::now() + cfg.service.cleanup_interval;
-            let tokens = client.cleanup_expired_tokens(CLEANUP_TOKEN_HOURS)?;
-            let syncs = client.cleanup_completed_syncs(CLEANUP_SYNC_DAYS)?;
-            let sessions = auth.sessions().cleanup()?;
-            auth.events().cleanup()?;
-            if tokens + syncs + sessions > 0 {
-                writeln!(
-                    out,
-                    "cleanup: removed {tokens} cached token(s), {syncs} finished sync item(s), {sessions} expired session(s)"
-                )?;
-            }
-        }
-        std::thread::sleep(TICK);
-    }
+    let result = main_loop(client, &stop, &came_back, out);
     stop.store(true, Ordering::SeqCst);
     if health.join().is_err() {
         log::error!("health thread panicked");
     }
     client.store().flush()?;
-    writeln!(out, "stopped")?;
+    say(out, format_args!("stopped"));
     result
+}
+
+/// Writes one event line. stdout going away (a closed pipe, a full disk behind a redirect) must
+/// not stop the service: the line is dropped and logging carries on.
+fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) {
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        log::debug!("could not write to stdout: {line}");
+    }
+}
+
+fn main_loop(
+    client: &ResilientClient,
+    stop: &Arc<AtomicBool>,
+    came_back: &mpsc::Receiver<()>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cfg = client.config();
+    let auth = Auth::new(client.clone());
+    let mut next_sync = Instant::now();
+    let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
+    while !stop.load(Ordering::SeqCst) {
+        let mut due = Instant::now() >= next_sync;
+        if came_back.try_recv().is_ok() {
+            say(out, format_args!("Keycloak is back: syncing now"));
+            due = true;
+        }
+        if due {
+            next_sync = Instant::now() + cfg.service.sync_interval;
+            let stop_flag = stop.clone();
+            // A failed cycle (a storage error) is logged and tried again next interval: the
+            // service keeps logins and the health probe going.
+            match client.process_sync_queue_until(cfg.service.batch_size, &move || stop_flag.load(Ordering::SeqCst)) {
+                Ok(r) if r.processed > 0 || r.released > 0 => say(
+                    out,
+                    format_args!(
+                        "sync: {} processed ({} completed, {} failed, {} retried){}",
+                        r.processed,
+                        r.completed,
+                        r.failed,
+                        r.retried,
+                        r.stopped.map(|s| format!("; stopped: {s}")).unwrap_or_default()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!("sync cycle failed: {e}"),
+            }
+            if let Some(path) = &cfg.service.metrics_textfile {
+                match crate::metrics::render(&auth).and_then(|text| crate::metrics::write_textfile(path, &text)) {
+                    Ok(()) => {}
+                    Err(e) => log::error!("metrics textfile: {e:#}"),
+                }
+            }
+        }
+        if Instant::now() >= next_cleanup {
+            next_cleanup = Instant::now() + cfg.service.cleanup_interval;
+            match cleanup(client, &auth) {
+                Ok((tokens, syncs, sessions)) if tokens + syncs + sessions > 0 => say(
+                    out,
+                    format_args!(
+                        "cleanup: removed {tokens} cached token(s), {syncs} finished sync item(s), {sessions} expired session(s)"
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!("cleanup failed: {e:#}"),
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    Ok(())
+}
+
+fn cleanup(client: &ResilientClient, auth: &Auth) -> anyhow::Result<(usize, usize, usize)> {
+    let tokens = client.cleanup_expired_tokens(CLEANUP_TOKEN_HOURS)?;
+    let syncs = client.cleanup_completed_syncs(CLEANUP_SYNC_DAYS)?;
+    let sessions = auth.sessions().cleanup()?;
+    auth.events().cleanup()?;
+    Ok((tokens, syncs, sessions))
 }
 
 fn health_loop(client: &ResilientClient, stop: &AtomicBool, every: Duration, came_back: mpsc::Sender<()>) {

@@ -104,6 +104,21 @@ impl Sessions {
         Ok(existed)
     }
 
+    /// Ends every session of (user, package); returns how many.
+    pub fn remove_user(&self, username: &str, package: &str) -> Result<usize, StoreError> {
+        let key = store::user_key(username, package);
+        let mut n = 0;
+        for item in self.store.sessions.iter() {
+            let (id, bytes) = item?;
+            let s: Session = store::decode(TREE, &bytes)?;
+            if store::user_key(&s.username, &s.package) == key && self.store.sessions.remove(id)?.is_some() {
+                n += 1;
+            }
+        }
+        self.store.flush()?;
+        Ok(n)
+    }
+
     /// Sessions not yet expired.
     pub fn active_count(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
@@ -148,9 +163,14 @@ mod tests {
         assert_eq!(s.active_count().unwrap(), 2);
         assert!(s.remove(b.id).unwrap());
         assert!(!s.remove(b.id).unwrap());
+        let c = s.create("Carol", "web", AuthMode::Local).unwrap();
+        s.create("carol", "api", AuthMode::Local).unwrap();
+        assert_eq!(s.remove_user("CAROL", "web").unwrap(), 1);
+        assert!(s.get(c.id).unwrap().is_none());
+        assert_eq!(s.active_count().unwrap(), 2);
         clock.advance(Duration::seconds(61));
         assert!(s.get(a.id).unwrap().is_none());
         assert_eq!(s.active_count().unwrap(), 0);
-        assert_eq!(s.cleanup().unwrap(), 1);
+        assert_eq!(s.cleanup().unwrap(), 2);
     }
 }

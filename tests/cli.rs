@@ -1461,3 +1461,110 @@ fn help_lists_subcommands_and_exit_codes() {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// start writes the metrics textfile (the `metrics` command cannot open a database `start` holds)
+
+#[test]
+fn start_writes_the_metrics_textfile_every_cycle() {
+    let t = Tuning {
+        extra: "service:\n  sync_interval_seconds: 1\n  metrics_textfile: metrics/kr.prom\n".into(),
+        ..Tuning::default()
+    };
+    let (_fake, env) = fake_and_env(&t);
+    let dir = env.dir.path().join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("kr.prom");
+    let mut svc = Service::start(&env);
+    svc.wait_for("stop with Ctrl-C or SIGTERM", Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no metrics textfile within 15 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("keycloak_resilient_keycloak_available 1"), "{text}");
+    assert!(text.contains("keycloak_resilient_sync_pending 0"), "{text}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "kr.prom")
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    svc.sigterm();
+    assert!(svc.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn disabling_a_user_ends_their_sessions_and_unlock_lifts_a_lock() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    env.cmd()
+        .args(["user", "add", "--user", "alice", "--package", PACKAGE])
+        .write_stdin("Alice-Password-1\n")
+        .assert()
+        .code(0);
+    let out = env
+        .cmd()
+        .args(["--json", "login", "--user", "alice", "--package", PACKAGE])
+        .write_stdin("Alice-Password-1\n")
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let session = v["session_id"].as_str().unwrap().to_string();
+    assert_eq!(v["auth_mode"], "keycloak");
+    env.cmd()
+        .args(["cached-token", "--user", "alice", "--package", PACKAGE])
+        .assert()
+        .code(0);
+    let out = env
+        .cmd()
+        .args(["user", "disable", "--user", "alice", "--package", PACKAGE])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("1 session(s) ended"));
+    env.cmd().args(["session", "show", &session]).assert().code(1);
+    env.cmd()
+        .args(["cached-token", "--user", "alice", "--package", PACKAGE])
+        .assert()
+        .code(1);
+    env.cmd()
+        .args(["user", "enable", "--user", "alice", "--package", PACKAGE])
+        .assert()
+        .code(0);
+    for _ in 0..5 {
+        env.cmd()
+            .args(["login", "--user", "alice", "--package", PACKAGE])
+            .write_stdin("wrong-password\n")
+            .assert()
+            .code(1);
+    }
+    let err = env
+        .cmd()
+        .args(["login", "--user", "alice", "--package", PACKAGE])
+        .write_stdin("Alice-Password-1\n")
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&err).contains("account_locked"));
+    env.cmd()
+        .args(["user", "unlock", "--user", "alice", "--package", PACKAGE])
+        .assert()
+        .code(0);
+    env.cmd()
+        .args(["login", "--user", "alice", "--package", PACKAGE])
+        .write_stdin("Alice-Password-1\n")
+        .assert()
+        .code(0);
+    env.cmd()
+        .args(["user", "unlock", "--user", "nobody", "--package", PACKAGE])
+        .assert()
+        .code(2);
+}

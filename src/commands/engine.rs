@@ -1,10 +1,9 @@
 //! The engine's commands: status, test, sync-now, cleanup, authenticate, cached-token,
 //! queue-sync, queue, start.
 
-use super::{input, print_json, rfc3339, EXIT_OK, EXIT_REFUSED};
-use crate::auth::Auth;
+use super::{input, open_client as open, print_json, rfc3339, EXIT_OK, EXIT_REFUSED};
 use crate::cli::UserArgs;
-use crate::client::{AuthError, ResilientClient};
+use crate::client::AuthError;
 use crate::config::Config;
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::token_cache::AuthToken;
@@ -15,10 +14,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-fn open(config: Config) -> anyhow::Result<ResilientClient> {
-    let path = config.storage_path.clone();
-    ResilientClient::new(config).with_context(|| format!("opening data directory {}", path.display()))
-}
 
 /// The status block, engine part plus the local-auth part.
 #[derive(Serialize)]
@@ -31,7 +26,7 @@ struct FullStatus {
 }
 
 pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let auth = Auth::new(open(config)?);
+    let auth = super::open_auth(config)?;
     let s = auth.client().get_status()?;
     let full = FullStatus {
         active_sessions: auth.sessions().active_count()?,
@@ -97,6 +92,7 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
     let mut packages = vec![("(default)".to_string(), config.package(""))];
     packages.extend(config.keycloak.packages.keys().map(|name| (name.clone(), config.package(name))));
     let mut realms: Vec<String> = packages.iter().map(|(_, p)| p.realm.clone()).collect();
+    realms.sort();
     realms.dedup();
     for realm in &realms {
         let probe = kc.probe(realm);
@@ -177,7 +173,7 @@ pub fn sync_now(config: Config, batch: Option<u32>, json: bool, out: &mut dyn Wr
 }
 
 pub fn cleanup(config: Config, token_hours: u64, sync_days: u64, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let auth = Auth::new(open(config)?);
+    let auth = super::open_auth(config)?;
     let client = auth.client();
     let tokens = client.cleanup_expired_tokens(token_hours)?;
     let syncs = client.cleanup_completed_syncs(sync_days)?;

@@ -1,21 +1,14 @@
 //! The local-authentication commands: login, passwd, user …, session show, logout, metrics.
 
-use super::{input, print_json, rfc3339, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
-use crate::auth::{Auth, PasswdError, PasswdMode};
+use super::{input, open_auth as open, print_json, rfc3339, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use crate::auth::{PasswdError, PasswdMode};
 use crate::cli::{UserArgs, UserCommand};
-use crate::client::ResilientClient;
 use crate::config::Config;
 use crate::local_users::ImportFormat;
-use anyhow::Context;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 
-fn open(config: Config) -> anyhow::Result<Auth> {
-    let path = config.storage_path.clone();
-    let client = ResilientClient::new(config).with_context(|| format!("opening data directory {}", path.display()))?;
-    Ok(Auth::new(client))
-}
 
 pub fn login(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
     let password = input::passwords(&["password"])?.remove(0);
@@ -157,16 +150,20 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
             }
         }
         UserCommand::Disable(who) => {
-            users.set_enabled(&who.user, &who.package, false)?;
-            writeln!(out, "disabled {}/{}", who.user, who.package)?;
+            let ended = auth.disable_user(&who.user, &who.package)?;
+            writeln!(out, "disabled {}/{} ({ended} session(s) ended)", who.user, who.package)?;
+        }
+        UserCommand::Unlock(who) => {
+            users.unlock(&who.user, &who.package)?;
+            writeln!(out, "unlocked {}/{}", who.user, who.package)?;
         }
         UserCommand::Enable(who) => {
             users.set_enabled(&who.user, &who.package, true)?;
             writeln!(out, "enabled {}/{}", who.user, who.package)?;
         }
         UserCommand::Remove(who) => {
-            users.remove(&who.user, &who.package)?;
-            writeln!(out, "removed {}/{}", who.user, who.package)?;
+            let ended = auth.remove_user(&who.user, &who.package)?;
+            writeln!(out, "removed {}/{} ({ended} session(s) ended)", who.user, who.package)?;
         }
         UserCommand::Add(_) | UserCommand::Import { .. } => {}
     }

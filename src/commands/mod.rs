@@ -7,8 +7,12 @@ mod engine;
 mod input;
 mod local;
 
+use crate::auth::Auth;
 use crate::cli::{Cli, Command};
+use crate::client::ResilientClient;
+use anyhow::Context;
 use crate::config::{Config, ConfigError};
+use crate::auth::{LoginError, PasswdError};
 use crate::local_users::UserError;
 use crate::sync_queue::QueueError;
 use std::io::Write;
@@ -33,6 +37,17 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
         config.storage_path = dir.clone();
     }
     Ok(config)
+}
+
+/// Opens the database and builds the engine.
+fn open_client(config: Config) -> anyhow::Result<ResilientClient> {
+    let path = config.storage_path.clone();
+    ResilientClient::new(config).with_context(|| format!("opening data directory {}", path.display()))
+}
+
+/// [`open_client`] with the local-authentication layer on top.
+fn open_auth(config: Config) -> anyhow::Result<Auth> {
+    Ok(Auth::new(open_client(config)?))
 }
 
 /// Runs the parsed command; returns the exit code.
@@ -70,7 +85,18 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
                 return EXIT_INPUT;
             }
         }
-        if let Some(u) = cause.downcast_ref::<UserError>() {
+        // A transparent wrapper hides its inner error from the chain: look inside.
+        let user_error = cause
+            .downcast_ref::<UserError>()
+            .or_else(|| match cause.downcast_ref::<LoginError>() {
+                Some(LoginError::User(u)) => Some(u),
+                _ => None,
+            })
+            .or_else(|| match cause.downcast_ref::<PasswdError>() {
+                Some(PasswdError::User(u)) => Some(u),
+                _ => None,
+            });
+        if let Some(u) = user_error {
             if matches!(u, UserError::Exists { .. } | UserError::NotFound { .. } | UserError::BadInput(_)) {
                 return EXIT_INPUT;
             }
