@@ -52,29 +52,60 @@ fn rss_kib() -> Option<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    println!("| {:<62} | {:>13} | {:>13} | {:>6} |", "A vs B", "A", "B", "A/B");
-    println!("|{}|{}|{}|{}|", "-".repeat(64), "-".repeat(15), "-".repeat(15), "-".repeat(8));
+    println!(
+        "| {:<62} | {:>13} | {:>13} | {:>6} |",
+        "A vs B", "A", "B", "A/B"
+    );
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(64),
+        "-".repeat(15),
+        "-".repeat(15),
+        "-".repeat(8)
+    );
 
     // Local verification: known, unknown, locked.
     let store = Arc::new(Store::temporary()?);
-    let policy = LockoutPolicy { max_failures: 3, window: Duration::from_secs(3600), lockout: Duration::from_secs(3600) };
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        window: Duration::from_secs(3600),
+        lockout: Duration::from_secs(3600),
+    };
     let users = LocalUsers::new(store.clone(), clock(), policy);
     users.add("known", "web", "right-password")?;
     users.add("locked", "web", "right-password")?;
     for _ in 0..3 {
         users.verify("locked", "web", "wrong")?;
     }
-    assert!(matches!(users.verify("locked", "web", "right-password")?, Verification::Locked { .. }));
+    assert!(matches!(
+        users.verify("locked", "web", "right-password")?,
+        Verification::Locked { .. }
+    ));
     // Locking off here, so that "known" keeps answering "invalid" rather than "locked".
-    let no_lock = LocalUsers::new(store.clone(), clock(), LockoutPolicy { max_failures: 0, ..policy });
+    let no_lock = LocalUsers::new(
+        store.clone(),
+        clock(),
+        LockoutPolicy {
+            max_failures: 0,
+            ..policy
+        },
+    );
     row(
         "local verify: unknown user vs known user (wrong password)",
-        interleaved(20, || drop(no_lock.verify("nobody", "web", "wrong")), || drop(no_lock.verify("known", "web", "wrong"))),
+        interleaved(
+            20,
+            || drop(no_lock.verify("nobody", "web", "wrong")),
+            || drop(no_lock.verify("known", "web", "wrong")),
+        ),
     );
     no_lock.verify("known", "web", "right-password")?;
     row(
         "local verify: locked user vs known user (right password)",
-        interleaved(20, || drop(users.verify("locked", "web", "right-password")), || drop(users.verify("known", "web", "right-password"))),
+        interleaved(
+            20,
+            || drop(users.verify("locked", "web", "right-password")),
+            || drop(users.verify("known", "web", "right-password")),
+        ),
     );
 
     // Offline login: local verify + cached token lookup vs a bare local verify.
@@ -101,10 +132,22 @@ fn main() -> anyhow::Result<()> {
     let small = SyncQueue::new(Arc::new(Store::open(&qdir.path().join("small"))?), clock());
     let data = serde_json::json!({"password": "Bench-Password-1"});
     for i in 0..10_000u32 {
-        big.enqueue(&format!("user{i}"), "web", "password_change", &data, 1 + i % 9)?;
+        big.enqueue(
+            &format!("user{i}"),
+            "web",
+            "password_change",
+            &data,
+            1 + i % 9,
+        )?;
     }
     for i in 0..100u32 {
-        small.enqueue(&format!("user{i}"), "web", "password_change", &data, 1 + i % 9)?;
+        small.enqueue(
+            &format!("user{i}"),
+            "web",
+            "password_change",
+            &data,
+            1 + i % 9,
+        )?;
     }
     let claim = |q: &SyncQueue| {
         let got = q.claim(100).expect("claim");
@@ -112,24 +155,58 @@ fn main() -> anyhow::Result<()> {
             q.release(c.item.sync_id, None).expect("release");
         }
     };
-    row("claim+release 100: queue of 10 000 vs queue of 100", interleaved(10, || claim(&big), || claim(&small)));
+    row(
+        "claim+release 100: queue of 10 000 vs queue of 100",
+        interleaved(10, || claim(&big), || claim(&small)),
+    );
     // Let sled settle after the bulk load (its background flusher and segment cleaner), so the
     // row measures enqueue rather than the tail of the load.
     for _ in 0..5 {
-        drop(big.enqueue(&format!("warm-{}", uuid::Uuid::new_v4()), "web", "password_change", &data, 5));
-        drop(small.enqueue(&format!("warm-{}", uuid::Uuid::new_v4()), "web", "password_change", &data, 5));
+        drop(big.enqueue(
+            &format!("warm-{}", uuid::Uuid::new_v4()),
+            "web",
+            "password_change",
+            &data,
+            5,
+        ));
+        drop(small.enqueue(
+            &format!("warm-{}", uuid::Uuid::new_v4()),
+            "web",
+            "password_change",
+            &data,
+            5,
+        ));
     }
     std::thread::sleep(Duration::from_secs(1));
     row(
         "enqueue (flushed) into 10 000 vs into 100",
         interleaved(
             50,
-            || drop(big.enqueue(&format!("extra-{}", uuid::Uuid::new_v4()), "web", "password_change", &data, 5)),
-            || drop(small.enqueue(&format!("extra-{}", uuid::Uuid::new_v4()), "web", "password_change", &data, 5)),
+            || {
+                drop(big.enqueue(
+                    &format!("extra-{}", uuid::Uuid::new_v4()),
+                    "web",
+                    "password_change",
+                    &data,
+                    5,
+                ))
+            },
+            || {
+                drop(small.enqueue(
+                    &format!("extra-{}", uuid::Uuid::new_v4()),
+                    "web",
+                    "password_change",
+                    &data,
+                    5,
+                ))
+            },
         ),
     );
     if let Some(rss) = rss_kib() {
-        println!("\nprocess RSS at the end (10 000+ queued items, 16 MiB sled cache): {} MiB", rss / 1024);
+        println!(
+            "\nprocess RSS at the end (10 000+ queued items, 16 MiB sled cache): {} MiB",
+            rss / 1024
+        );
     }
     Ok(())
 }

@@ -6,8 +6,8 @@
 //! locally, the local password always changes, and Keycloak is updated through the admin API
 //! when it is usable, else the change waits in the queue at priority 1.
 
-use crate::client::{AuthError, CallError, ResilientClient};
 use crate::auth_events::{AuthEvents, ModeCounts};
+use crate::client::{AuthError, CallError, ResilientClient};
 use crate::keycloak::{KcError, Rejection};
 use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
@@ -210,12 +210,19 @@ impl Auth {
     }
 
     /// Local auth first; then Keycloak, else the cached token, else local only.
-    pub fn login(&self, username: &str, package: &str, password: &str) -> Result<LoginResult, LoginError> {
+    pub fn login(
+        &self,
+        username: &str,
+        package: &str,
+        password: &str,
+    ) -> Result<LoginResult, LoginError> {
         let hash = match self.users.verify(username, package, password)? {
             Verification::Ok { hash } => hash,
             Verification::Invalid => return Ok(failed(FailReason::InvalidCredentials, None)),
             Verification::Disabled => return Ok(failed(FailReason::AccountDisabled, None)),
-            Verification::Locked { until } => return Ok(failed(FailReason::AccountLocked, Some(until))),
+            Verification::Locked { until } => {
+                return Ok(failed(FailReason::AccountLocked, Some(until)))
+            }
         };
         let outcome = self.client.authenticate_with(
             username,
@@ -247,7 +254,9 @@ impl Auth {
             // Local auth has vouched for the user: a damaged cache entry or an unreadable key
             // must not lock them out. Say so loudly and go on locally.
             Err(AuthError::Store(e)) => {
-                log::error!("login {username}/{package}: token cache unusable ({e}); local login only");
+                log::error!(
+                    "login {username}/{package}: token cache unusable ({e}); local login only"
+                );
                 (AuthMode::Local, false, None)
             }
         };
@@ -269,7 +278,9 @@ impl Auth {
     /// not set up in Keycloak) is logged: local auth stays primary. Never fails the login.
     fn note_divergence(&self, username: &str, package: &str, r: &Rejection) {
         if *r != Rejection::InvalidCredentials {
-            log::warn!("login {username}/{package}: Keycloak refuses the account ({r}); local login only");
+            log::warn!(
+                "login {username}/{package}: Keycloak refuses the account ({r}); local login only"
+            );
             return;
         }
         let explained = self
@@ -293,7 +304,13 @@ impl Auth {
     }
 
     /// Verifies `old` locally, sets `new` locally, then in Keycloak or the queue.
-    pub fn change_password(&self, username: &str, package: &str, old: &str, new: &str) -> Result<PasswdResult, PasswdError> {
+    pub fn change_password(
+        &self,
+        username: &str,
+        package: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<PasswdResult, PasswdError> {
         match self.users.verify(username, package, old)? {
             Verification::Ok { .. } => {}
             Verification::Invalid => return Err(PasswdError::InvalidCredentials),
@@ -301,40 +318,75 @@ impl Auth {
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
         }
         let new_hash = self.users.set_password(username, package, new)?;
-        self.client.tokens().set_verifier(username, package, &new_hash)?;
+        self.client
+            .tokens()
+            .set_verifier(username, package, &new_hash)?;
         let queue = self.client.queue();
-        let data = || SyncData::PasswordChange(PasswordChange { password: new.to_string() });
+        let data = || {
+            SyncData::PasswordChange(PasswordChange {
+                password: new.to_string(),
+            })
+        };
 
         if !self.client.should_try_keycloak() {
             let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
-            return Ok(PasswdResult { mode: PasswdMode::Queued, sync_id: Some(id), keycloak_error: None });
+            return Ok(PasswdResult {
+                mode: PasswdMode::Queued,
+                sync_id: Some(id),
+                keycloak_error: None,
+            });
         }
         let realm = self.client.config().package(package).realm;
         let outcome = self
             .client
             .call(|kc| kc.find_user(&realm, username))
-            .and_then(|user| user.ok_or(CallError::Keycloak(KcError::Rejected(Rejection::UserNotFound))))
-            .and_then(|user| self.client.call(|kc| kc.reset_password(&realm, &user.id, new)));
+            .and_then(|user| {
+                user.ok_or(CallError::Keycloak(KcError::Rejected(
+                    Rejection::UserNotFound,
+                )))
+            })
+            .and_then(|user| {
+                self.client
+                    .call(|kc| kc.reset_password(&realm, &user.id, new))
+            });
         match outcome {
             Ok(()) => {
                 // Any older queued change is now obsolete: record this one as done so it
                 // supersedes them (the last password wins).
                 let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
                 queue.complete(id)?;
-                Ok(PasswdResult { mode: PasswdMode::Synchronized, sync_id: None, keycloak_error: None })
+                Ok(PasswdResult {
+                    mode: PasswdMode::Synchronized,
+                    sync_id: None,
+                    keycloak_error: None,
+                })
             }
-            Err(CallError::Keycloak(KcError::Rejected(r))) if !matches!(r, Rejection::Transient { .. }) => {
+            Err(CallError::Keycloak(KcError::Rejected(r)))
+                if !matches!(r, Rejection::Transient { .. }) =>
+            {
                 let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
                 queue.fail(id, &r.to_string())?;
-                log::warn!("passwd {username}/{package}: local password changed, Keycloak refused: {r}");
-                Ok(PasswdResult { mode: PasswdMode::Rejected, sync_id: Some(id), keycloak_error: Some(r.to_string()) })
+                log::warn!(
+                    "passwd {username}/{package}: local password changed, Keycloak refused: {r}"
+                );
+                Ok(PasswdResult {
+                    mode: PasswdMode::Rejected,
+                    sync_id: Some(id),
+                    keycloak_error: Some(r.to_string()),
+                })
             }
             Err(e) => {
                 if let CallError::Keycloak(KcError::Misconfigured(m)) = &e {
-                    log::warn!("passwd {username}/{package}: Keycloak misconfigured ({m}); change queued");
+                    log::warn!(
+                        "passwd {username}/{package}: Keycloak misconfigured ({m}); change queued"
+                    );
                 }
                 let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
-                Ok(PasswdResult { mode: PasswdMode::Queued, sync_id: Some(id), keycloak_error: None })
+                Ok(PasswdResult {
+                    mode: PasswdMode::Queued,
+                    sync_id: Some(id),
+                    keycloak_error: None,
+                })
             }
         }
     }

@@ -63,7 +63,8 @@ impl AuthEvents {
     pub fn record(&self, mode: AuthMode) -> Result<(), StoreError> {
         let k = key(self.clock.now(), self.store.next_id()?);
         store::put(&self.store.auth_events, TREE, &k, &AuthEvent { mode })?;
-        self.store.bump_counter(&format!("logins_{}", mode.as_str()), 1)?;
+        self.store
+            .bump_counter(&format!("logins_{}", mode.as_str()), 1)?;
         Ok(())
     }
 
@@ -82,7 +83,10 @@ impl AuthEvents {
     pub fn totals(&self) -> Result<ModeCounts, StoreError> {
         let mut counts = ModeCounts::default();
         for mode in AuthMode::ALL {
-            counts.add(mode, self.store.counter(&format!("logins_{}", mode.as_str()))?);
+            counts.add(
+                mode,
+                self.store.counter(&format!("logins_{}", mode.as_str()))?,
+            );
         }
         Ok(counts)
     }
@@ -109,16 +113,33 @@ mod tests {
     #[test]
     fn counts_by_window_and_keeps_lifetime_totals() {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
-        let e = AuthEvents::new(Arc::new(Store::temporary().unwrap()), Arc::new(clock.clone()));
+        let e = AuthEvents::new(
+            Arc::new(Store::temporary().unwrap()),
+            Arc::new(clock.clone()),
+        );
         e.record(AuthMode::Local).unwrap();
         clock.advance(Duration::minutes(90));
         e.record(AuthMode::Keycloak).unwrap();
         e.record(AuthMode::Cached).unwrap();
         e.record(AuthMode::Cached).unwrap();
-        assert_eq!(e.since(Duration::hours(1)).unwrap(), ModeCounts { keycloak: 1, cached: 2, local: 0 });
+        assert_eq!(
+            e.since(Duration::hours(1)).unwrap(),
+            ModeCounts {
+                keycloak: 1,
+                cached: 2,
+                local: 0
+            }
+        );
         clock.advance(Duration::hours(25));
         assert_eq!(e.cleanup().unwrap(), 4);
         assert_eq!(e.since(Duration::hours(1)).unwrap(), ModeCounts::default());
-        assert_eq!(e.totals().unwrap(), ModeCounts { keycloak: 1, cached: 2, local: 1 });
+        assert_eq!(
+            e.totals().unwrap(),
+            ModeCounts {
+                keycloak: 1,
+                cached: 2,
+                local: 1
+            }
+        );
     }
 }

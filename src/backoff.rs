@@ -65,7 +65,11 @@ mod tests {
         let steps = [10, 20, 40, 80, 100, 100];
         for (d, step) in delays.iter().zip(steps) {
             let step = Duration::from_secs(step);
-            assert!(*d >= step / 2 && *d <= step, "{d:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                *d >= step / 2 && *d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
         }
     }
 

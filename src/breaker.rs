@@ -186,7 +186,11 @@ mod tests {
     }
 
     fn breaker(threshold: u32) -> Breaker {
-        Breaker::new(threshold, std::time::Duration::from_secs(60), BreakerState::default())
+        Breaker::new(
+            threshold,
+            std::time::Duration::from_secs(60),
+            BreakerState::default(),
+        )
     }
 
     #[test]
@@ -204,7 +208,12 @@ mod tests {
         // open: rejected until the cooldown is over, and nothing changes meanwhile
         let later = now + Duration::seconds(59);
         assert!(!b.would_permit(later));
-        assert_eq!(b.permit(later), Permit::Rejected { retry_at: now + Duration::seconds(60) });
+        assert_eq!(
+            b.permit(later),
+            Permit::Rejected {
+                retry_at: now + Duration::seconds(60)
+            }
+        );
         assert_eq!(b.state().state, CircuitState::Open);
         assert_eq!(b.observed_state(later), CircuitState::Open);
 
@@ -214,7 +223,10 @@ mod tests {
         assert!(b.would_permit(after));
         assert_eq!(b.permit(after), Permit::Trial);
         assert_eq!(b.state().state, CircuitState::HalfOpen);
-        assert!(!b.permit(after).is_allowed(), "second call during the trial");
+        assert!(
+            !b.permit(after).is_allowed(),
+            "second call during the trial"
+        );
 
         // trial fails: open again, new cooldown from now
         b.on_failure(after);

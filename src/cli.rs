@@ -22,7 +22,12 @@ otherwise). Secrets never appear in logs.";
 #[command(name = "keycloak-resilient", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, value_name = "FILE", default_value = "./config.yaml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "./config.yaml"
+    )]
     pub config: PathBuf,
     /// The sled data directory (overrides storage.path of the config file).
     #[arg(long, global = true, value_name = "DIR")]

@@ -56,7 +56,10 @@ pub enum CallError {
 impl CallError {
     /// True when Keycloak is down or not asked because it was down.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, CallError::CircuitOpen { .. } | CallError::Keycloak(KcError::Unavailable(_)))
+        matches!(
+            self,
+            CallError::CircuitOpen { .. } | CallError::Keycloak(KcError::Unavailable(_))
+        )
     }
 }
 
@@ -68,13 +71,17 @@ pub enum AuthError {
     Rejected(Rejection),
     /// Keycloak is unavailable and no cached login matches (same answer for an unknown user
     /// and a wrong password).
-    #[error("Keycloak is unavailable ({reason}) and no cached login matches this user and password")]
+    #[error(
+        "Keycloak is unavailable ({reason}) and no cached login matches this user and password"
+    )]
     NoCachedLogin {
         /// Why Keycloak was not used.
         reason: String,
     },
     /// Keycloak is unavailable, no cached login matches, and offline mode is off.
-    #[error("Keycloak is unavailable ({reason}), no cached login matches, and offline mode is disabled")]
+    #[error(
+        "Keycloak is unavailable ({reason}), no cached login matches, and offline mode is disabled"
+    )]
     OfflineDisabled {
         /// Why Keycloak was not used.
         reason: String,
@@ -213,7 +220,11 @@ impl ResilientClient {
         let keycloak = KeycloakClient::new(&config.keycloak)?;
         let state: BreakerState = store.get_meta(BREAKER_KEY)?.unwrap_or_default();
         let r = &config.resilience;
-        let threshold = if r.enabled { r.failure_threshold } else { u32::MAX };
+        let threshold = if r.enabled {
+            r.failure_threshold
+        } else {
+            u32::MAX
+        };
         let breaker = Breaker::new(threshold, r.cooldown, state);
         let tokens = TokenCache::new(store.clone(), clock.clone(), r.token_grace_period);
         let queue = SyncQueue::new(store.clone(), clock.clone());
@@ -275,7 +286,10 @@ impl ResilientClient {
 
     /// Runs one Keycloak call behind the breaker: no I/O while the circuit is open, outcome
     /// classified and recorded (only unavailability counts as a failure).
-    pub fn call<T>(&self, f: impl FnOnce(&KeycloakClient) -> Result<T, KcError>) -> Result<T, CallError> {
+    pub fn call<T>(
+        &self,
+        f: impl FnOnce(&KeycloakClient) -> Result<T, KcError>,
+    ) -> Result<T, CallError> {
         let now = self.inner.clock.now();
         {
             let mut b = self.breaker();
@@ -342,10 +356,13 @@ impl ResilientClient {
 
     /// The last probe record, if any (an unreadable one counts as none, and is logged).
     pub fn last_probe(&self) -> Option<ProbeRecord> {
-        self.inner.store.get_meta(health::META_KEY).unwrap_or_else(|e| {
-            log::error!("health record unreadable, probing again: {e}");
-            None
-        })
+        self.inner
+            .store
+            .get_meta(health::META_KEY)
+            .unwrap_or_else(|e| {
+                log::error!("health record unreadable, probing again: {e}");
+                None
+            })
     }
 
     /// What the breaker and the health record say, without I/O: `Some(false)` when a call must
@@ -395,7 +412,8 @@ impl ResilientClient {
         match self.call(|kc| kc.probe(&realm)) {
             Ok(()) => true,
             // Unavailability was recorded by `call`.
-            Err(CallError::CircuitOpen { .. }) | Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
+            Err(CallError::CircuitOpen { .. })
+            | Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
             Err(CallError::Keycloak(e)) => {
                 self.record_probe(false, false, Some(e.to_string()));
                 false
@@ -408,9 +426,15 @@ impl ResilientClient {
         let now = self.inner.clock.now();
         let b = self.breaker();
         if !b.would_permit(now) {
-            let retry = b.state().opened_at.map(|t| t + chrono::Duration::from_std(self.inner.config.resilience.cooldown).unwrap_or_default());
+            let retry = b.state().opened_at.map(|t| {
+                t + chrono::Duration::from_std(self.inner.config.resilience.cooldown)
+                    .unwrap_or_default()
+            });
             return match retry {
-                Some(t) => format!("circuit open until {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                Some(t) => format!(
+                    "circuit open until {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
                 None => "circuit open".into(),
             };
         }
@@ -423,8 +447,19 @@ impl ResilientClient {
     /// Authenticates at Keycloak (password grant) when available; otherwise, when offline mode
     /// is allowed, hands out the cached token if the password matches its verifier and it is
     /// inside the grace period.
-    pub fn authenticate(&self, username: &str, password: &str, package: &str) -> Result<AuthToken, AuthError> {
-        self.authenticate_with(username, password, package, Verifier::Password(password), None)
+    pub fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        package: &str,
+    ) -> Result<AuthToken, AuthError> {
+        self.authenticate_with(
+            username,
+            password,
+            package,
+            Verifier::Password(password),
+            None,
+        )
     }
 
     /// [`ResilientClient::authenticate`] for callers that already verified the password against
@@ -441,7 +476,12 @@ impl ResilientClient {
         let pkg = self.inner.config.package(package);
         let reason = if self.should_try_keycloak() {
             match self.call(|kc| kc.password_grant(&pkg, username, password)) {
-                Ok(tokens) => return Ok(self.inner.tokens.put(username, package, &tokens, verifier)?),
+                Ok(tokens) => {
+                    return Ok(self
+                        .inner
+                        .tokens
+                        .put(username, package, &tokens, verifier)?)
+                }
                 Err(CallError::Keycloak(KcError::Rejected(r))) => {
                     // The password changed centrally (or the account went away): the cached
                     // token must stop working offline too — unless a queued change of ours
@@ -455,11 +495,15 @@ impl ResilientClient {
                             false
                         });
                     if !explained && self.inner.tokens.remove(username, package)? {
-                        log::info!("dropped cached token of {username}/{package}: Keycloak refused ({r})");
+                        log::info!(
+                            "dropped cached token of {username}/{package}: Keycloak refused ({r})"
+                        );
                     }
                     return Err(AuthError::Rejected(r));
                 }
-                Err(CallError::Keycloak(KcError::Misconfigured(m))) => return Err(AuthError::Misconfigured(m)),
+                Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
+                    return Err(AuthError::Misconfigured(m))
+                }
                 Err(e) => e.to_string(),
             }
         } else {
@@ -469,13 +513,17 @@ impl ResilientClient {
         // which the login layer falls back to on `NoCachedLogin`) needs allow_offline_mode.
         let r = &self.inner.config.resilience;
         let cached = if r.enabled {
-            self.inner.tokens.authenticate(username, package, password, already_verified)?
+            self.inner
+                .tokens
+                .authenticate(username, package, password, already_verified)?
         } else {
             None
         };
         match cached {
             Some(token) => {
-                log::info!("Keycloak unavailable ({reason}); cached token used for {username}/{package}");
+                log::info!(
+                    "Keycloak unavailable ({reason}); cached token used for {username}/{package}"
+                );
                 Ok(token)
             }
             None if r.allow_offline_mode => Err(AuthError::NoCachedLogin { reason }),
@@ -492,7 +540,9 @@ impl ResilientClient {
             .refresh_token(username, package)?
             .ok_or(AuthError::NoRefreshToken)?;
         if !self.should_try_keycloak() {
-            return Err(AuthError::Unavailable { reason: self.unavailable_reason() });
+            return Err(AuthError::Unavailable {
+                reason: self.unavailable_reason(),
+            });
         }
         let pkg = self.inner.config.package(package);
         match self.call(|kc| kc.refresh(&pkg, &refresh_token)) {
@@ -503,12 +553,18 @@ impl ResilientClient {
                 .ok_or(AuthError::NoRefreshToken),
             Err(CallError::Keycloak(KcError::Rejected(r))) => Err(AuthError::Rejected(r)),
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => Err(AuthError::Misconfigured(m)),
-            Err(e) => Err(AuthError::Unavailable { reason: e.to_string() }),
+            Err(e) => Err(AuthError::Unavailable {
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// The cached token of (user, package) inside the grace period; marks it used.
-    pub fn get_cached_token(&self, username: &str, package: &str) -> Result<Option<AuthToken>, StoreError> {
+    pub fn get_cached_token(
+        &self,
+        username: &str,
+        package: &str,
+    ) -> Result<Option<AuthToken>, StoreError> {
         self.inner.tokens.get(username, package)
     }
 
@@ -521,7 +577,9 @@ impl ResilientClient {
         sync_data: &serde_json::Value,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
-        self.inner.queue.enqueue(username, package, sync_type, sync_data, priority)
+        self.inner
+            .queue
+            .enqueue(username, package, sync_type, sync_data, priority)
     }
 
     /// Replays up to `batch_size` queued changes; see [`crate::replay`].
@@ -530,27 +588,38 @@ impl ResilientClient {
     }
 
     /// [`ResilientClient::process_sync_queue`] that stops between items once `stop()` is true.
-    pub fn process_sync_queue_until(&self, batch_size: usize, stop: &dyn Fn() -> bool) -> Result<SyncReport, ClientError> {
+    pub fn process_sync_queue_until(
+        &self,
+        batch_size: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<SyncReport, ClientError> {
         replay::run(self, batch_size, stop)
     }
 
     /// Removes cached tokens obtained more than `hours` ago.
     pub fn cleanup_expired_tokens(&self, hours: u64) -> Result<usize, StoreError> {
-        self.inner.tokens.cleanup(std::time::Duration::from_secs(hours.saturating_mul(3600)))
+        self.inner
+            .tokens
+            .cleanup(std::time::Duration::from_secs(hours.saturating_mul(3600)))
     }
 
     /// Removes completed and superseded sync items finished more than `days` ago.
     pub fn cleanup_completed_syncs(&self, days: u64) -> Result<usize, QueueError> {
-        self.inner.queue.cleanup(std::time::Duration::from_secs(days.saturating_mul(86400)))
+        self.inner
+            .queue
+            .cleanup(std::time::Duration::from_secs(days.saturating_mul(86400)))
     }
 
     /// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
     /// so nothing is replayed past a state we cannot read).
     pub fn queue_blocked(&self) -> Option<String> {
-        self.inner.store.get_meta::<String>(replay::BLOCKED_KEY).unwrap_or_else(|e| {
-            log::error!("queue block record unreadable: {e}");
-            Some(format!("block record unreadable: {e}"))
-        })
+        self.inner
+            .store
+            .get_meta::<String>(replay::BLOCKED_KEY)
+            .unwrap_or_else(|e| {
+                log::error!("queue block record unreadable: {e}");
+                Some(format!("block record unreadable: {e}"))
+            })
     }
 
     /// The circuit as a status display shows it, and the consecutive failure count.

@@ -381,7 +381,12 @@ impl Config {
 
         let s = raw.service;
         let service = ServiceConfig {
-            sync_interval: v.seconds("service.sync_interval_seconds", s.sync_interval_seconds, 60, 1)?,
+            sync_interval: v.seconds(
+                "service.sync_interval_seconds",
+                s.sync_interval_seconds,
+                60,
+                1,
+            )?,
             batch_size: v.count("service.batch_size", s.batch_size, 100)? as usize,
             cleanup_interval: v.seconds(
                 "service.cleanup_interval_seconds",
@@ -401,9 +406,19 @@ impl Config {
                 Some(0) => 0, // locking off
                 other => v.count("auth.max_failed_logins", other, 5)? as u32,
             },
-            failure_window: v.seconds("auth.failure_window_seconds", a.failure_window_seconds, 300, 1)?,
+            failure_window: v.seconds(
+                "auth.failure_window_seconds",
+                a.failure_window_seconds,
+                300,
+                1,
+            )?,
             lockout: v.seconds("auth.lockout_seconds", a.lockout_seconds, 300, 1)?,
-            session_ttl: v.seconds("auth.session_ttl_seconds", a.session_ttl_seconds, 8 * 3600, 1)?,
+            session_ttl: v.seconds(
+                "auth.session_ttl_seconds",
+                a.session_ttl_seconds,
+                8 * 3600,
+                1,
+            )?,
         };
 
         Ok(Config {
@@ -480,7 +495,10 @@ impl Validator<'_> {
         let parsed = reqwest::Url::parse(value.trim())
             .map_err(|e| self.invalid(key, format!("not a URL ({e}): {value:?}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(self.invalid(key, format!("must be an http:// or https:// URL, got {value:?}")));
+            return Err(self.invalid(
+                key,
+                format!("must be an http:// or https:// URL, got {value:?}"),
+            ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(self.invalid(key, "must not carry a query or fragment"));
@@ -494,7 +512,10 @@ impl Validator<'_> {
             return Err(self.invalid(key, "must not be empty"));
         }
         if value.contains('/') || value.chars().any(char::is_control) {
-            return Err(self.invalid(key, format!("must not contain '/' or control characters: {value:?}")));
+            return Err(self.invalid(
+                key,
+                format!("must not contain '/' or control characters: {value:?}"),
+            ));
         }
         Ok(value.to_string())
     }
@@ -503,7 +524,10 @@ impl Validator<'_> {
         match value {
             None => Ok(default),
             Some(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u64),
-            Some(n) => Err(self.invalid(key, format!("must be a whole number from 1 to {}, got {n}", u32::MAX))),
+            Some(n) => Err(self.invalid(
+                key,
+                format!("must be a whole number from 1 to {}, got {n}", u32::MAX),
+            )),
         }
     }
 
@@ -513,15 +537,29 @@ impl Validator<'_> {
         match value {
             None => Ok(Duration::from_secs(default * 3600)),
             Some(n) if (1..=MAX).contains(&n) => Ok(Duration::from_secs(n as u64 * 3600)),
-            Some(n) => Err(self.invalid(key, format!("must be between 1 and {MAX} hours, got {n}"))),
+            Some(n) => {
+                Err(self.invalid(key, format!("must be between 1 and {MAX} hours, got {n}")))
+            }
         }
     }
 
-    fn seconds(&self, key: &str, value: Option<i64>, default: u64, min: i64) -> Result<Duration, ConfigError> {
+    fn seconds(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: i64,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(Duration::from_secs(default)),
             Some(n) if n >= min && n <= 366 * 24 * 3600 => Ok(Duration::from_secs(n as u64)),
-            Some(n) => Err(self.invalid(key, format!("must be between {min} and {} seconds, got {n}", 366 * 24 * 3600))),
+            Some(n) => Err(self.invalid(
+                key,
+                format!(
+                    "must be between {min} and {} seconds, got {n}",
+                    366 * 24 * 3600
+                ),
+            )),
         }
     }
 }
@@ -534,7 +572,8 @@ mod tests {
         Config::parse(yaml, Path::new("/etc/kr/config.yaml"), &|_| None)
     }
 
-    const MINIMAL: &str = "keycloak:\n  server_url: http://localhost:8080/\n  realm: demo\n  client_id: webapp\n";
+    const MINIMAL: &str =
+        "keycloak:\n  server_url: http://localhost:8080/\n  realm: demo\n  client_id: webapp\n";
 
     #[test]
     fn minimal_file_gets_balanced_defaults() {
@@ -542,7 +581,10 @@ mod tests {
         assert_eq!(c.keycloak.server_url, "http://localhost:8080");
         assert_eq!(c.resilience.failure_threshold, 3);
         assert_eq!(c.resilience.cooldown, Duration::from_secs(60));
-        assert_eq!(c.resilience.token_grace_period, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            c.resilience.token_grace_period,
+            Duration::from_secs(24 * 3600)
+        );
         assert_eq!(c.storage_path, Path::new("/etc/kr/./data"));
         assert_eq!(c.keycloak.admin_client_id, "keycloak-resilient-sync");
         assert_eq!(c.service.batch_size, 100);
@@ -551,16 +593,29 @@ mod tests {
 
     #[test]
     fn presets_apply_and_explicit_keys_win() {
-        let c = parse(&format!("{MINIMAL}  resilience:\n    preset: high_availability\n")).unwrap();
+        let c = parse(&format!(
+            "{MINIMAL}  resilience:\n    preset: high_availability\n"
+        ))
+        .unwrap();
         assert_eq!(
-            (c.resilience.failure_threshold, c.resilience.cooldown.as_secs(), c.resilience.token_grace_period.as_secs()),
+            (
+                c.resilience.failure_threshold,
+                c.resilience.cooldown.as_secs(),
+                c.resilience.token_grace_period.as_secs()
+            ),
             (1, 30, 48 * 3600)
         );
         let c = parse(&format!(
             "{MINIMAL}  resilience:\n    preset: keycloak_first\n    cooldown_seconds: 7\n"
         ))
         .unwrap();
-        assert_eq!((c.resilience.failure_threshold, c.resilience.cooldown.as_secs()), (5, 7));
+        assert_eq!(
+            (
+                c.resilience.failure_threshold,
+                c.resilience.cooldown.as_secs()
+            ),
+            (5, 7)
+        );
     }
 
     #[test]
@@ -587,21 +642,48 @@ mod tests {
     #[test]
     fn bad_values_name_the_file_and_key() {
         let cases = [
-            (format!("{MINIMAL}  resilience:\n    failure_threshold: 0\n"), "keycloak.resilience.failure_threshold"),
-            (format!("{MINIMAL}  resilience:\n    cooldown_seconds: -5\n"), "keycloak.resilience.cooldown_seconds"),
+            (
+                format!("{MINIMAL}  resilience:\n    failure_threshold: 0\n"),
+                "keycloak.resilience.failure_threshold",
+            ),
+            (
+                format!("{MINIMAL}  resilience:\n    cooldown_seconds: -5\n"),
+                "keycloak.resilience.cooldown_seconds",
+            ),
             (format!("{MINIMAL}  resilience:\n    bogus: 1\n"), "bogus"),
-            (format!("{MINIMAL}  resilience:\n    failure_threshold: three\n"), "failure_threshold"),
-            (format!("{MINIMAL}  resilience:\n    preset: turbo\n"), "turbo"),
-            (MINIMAL.replace("http://localhost:8080/", "ftp://x"), "keycloak.server_url"),
-            (MINIMAL.replace("http://localhost:8080/", "not a url"), "keycloak.server_url"),
+            (
+                format!("{MINIMAL}  resilience:\n    failure_threshold: three\n"),
+                "failure_threshold",
+            ),
+            (
+                format!("{MINIMAL}  resilience:\n    preset: turbo\n"),
+                "turbo",
+            ),
+            (
+                MINIMAL.replace("http://localhost:8080/", "ftp://x"),
+                "keycloak.server_url",
+            ),
+            (
+                MINIMAL.replace("http://localhost:8080/", "not a url"),
+                "keycloak.server_url",
+            ),
             (MINIMAL.replace("  realm: demo\n", ""), "realm"),
-            (format!("{MINIMAL}service:\n  batch_size: 0\n"), "service.batch_size"),
-            (format!("{MINIMAL}  resilience:\n    token_grace_period_hours: 4294967295\n"), "token_grace_period_hours"),
+            (
+                format!("{MINIMAL}service:\n  batch_size: 0\n"),
+                "service.batch_size",
+            ),
+            (
+                format!("{MINIMAL}  resilience:\n    token_grace_period_hours: 4294967295\n"),
+                "token_grace_period_hours",
+            ),
             ("keycloak: [1, 2".to_string(), "config.yaml"),
         ];
         for (yaml, key) in cases {
             let err = parse(&yaml).unwrap_err().to_string();
-            assert!(err.starts_with("config file /etc/kr/config.yaml: "), "{err}");
+            assert!(
+                err.starts_with("config file /etc/kr/config.yaml: "),
+                "{err}"
+            );
             assert!(err.contains(key), "{key} not in {err}");
             assert!(!err.contains('\n'), "multi-line: {err}");
         }
@@ -618,8 +700,13 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = Config::load(Path::new("/nonexistent/kr.yaml")).unwrap_err().to_string();
-        assert_eq!(err, "config file /nonexistent/kr.yaml: not found (pass --config FILE)");
+        let err = Config::load(Path::new("/nonexistent/kr.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file /nonexistent/kr.yaml: not found (pass --config FILE)"
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub enum Verdict {
 
 impl ProbeRecord {
     /// The verdict at `now` for a record trusted for `ttl`.
-    pub fn verdict(record: Option<&ProbeRecord>, now: DateTime<Utc>, ttl: std::time::Duration) -> Verdict {
+    pub fn verdict(
+        record: Option<&ProbeRecord>,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Verdict {
         match record {
             Some(r) if r.is_fresh(now, ttl) && r.ok => Verdict::Up,
             Some(r) if r.is_fresh(now, ttl) && !r.outage => Verdict::Misconfigured,
@@ -66,11 +70,19 @@ mod tests {
     #[test]
     fn freshness_follows_the_ttl_and_ignores_records_from_the_future() {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let r = ProbeRecord { at: t, ok: true, outage: false, reason: None };
+        let r = ProbeRecord {
+            at: t,
+            ok: true,
+            outage: false,
+            reason: None,
+        };
         let ttl = std::time::Duration::from_secs(30);
         assert!(r.is_fresh(t + Duration::seconds(29), ttl));
         assert!(!r.is_fresh(t + Duration::seconds(30), ttl));
-        assert!(!r.is_fresh(t - Duration::seconds(1), ttl), "clock went back: probe again");
+        assert!(
+            !r.is_fresh(t - Duration::seconds(1), ttl),
+            "clock went back: probe again"
+        );
         assert!(!r.is_fresh(t, std::time::Duration::ZERO));
     }
 
@@ -78,13 +90,30 @@ mod tests {
     fn only_fresh_successes_and_misconfigurations_are_trusted() {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let ttl = std::time::Duration::from_secs(30);
-        let rec = |ok, outage| ProbeRecord { at: t, ok, outage, reason: None };
+        let rec = |ok, outage| ProbeRecord {
+            at: t,
+            ok,
+            outage,
+            reason: None,
+        };
         let soon = t + Duration::seconds(5);
-        assert_eq!(ProbeRecord::verdict(Some(&rec(true, false)), soon, ttl), Verdict::Up);
-        assert_eq!(ProbeRecord::verdict(Some(&rec(false, false)), soon, ttl), Verdict::Misconfigured);
-        assert_eq!(ProbeRecord::verdict(Some(&rec(false, true)), soon, ttl), Verdict::Unknown);
+        assert_eq!(
+            ProbeRecord::verdict(Some(&rec(true, false)), soon, ttl),
+            Verdict::Up
+        );
+        assert_eq!(
+            ProbeRecord::verdict(Some(&rec(false, false)), soon, ttl),
+            Verdict::Misconfigured
+        );
+        assert_eq!(
+            ProbeRecord::verdict(Some(&rec(false, true)), soon, ttl),
+            Verdict::Unknown
+        );
         assert_eq!(ProbeRecord::verdict(None, soon, ttl), Verdict::Unknown);
         let late = t + Duration::seconds(31);
-        assert_eq!(ProbeRecord::verdict(Some(&rec(true, false)), late, ttl), Verdict::Unknown);
+        assert_eq!(
+            ProbeRecord::verdict(Some(&rec(true, false)), late, ttl),
+            Verdict::Unknown
+        );
     }
 }

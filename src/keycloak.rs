@@ -211,7 +211,11 @@ impl KeycloakClient {
         let body = error_body(resp)?;
         Err(match status {
             StatusCode::NOT_FOUND => realm_missing(realm, &body),
-            _ => KcError::Misconfigured(format!("discovery: HTTP {}: {}", status.as_u16(), body.reason())),
+            _ => KcError::Misconfigured(format!(
+                "discovery: HTTP {}: {}",
+                status.as_u16(),
+                body.reason()
+            )),
         })
     }
 
@@ -236,7 +240,11 @@ impl KeycloakClient {
     }
 
     /// The refresh grant.
-    pub fn refresh(&self, package: &PackageConfig, refresh_token: &str) -> Result<TokenSet, KcError> {
+    pub fn refresh(
+        &self,
+        package: &PackageConfig,
+        refresh_token: &str,
+    ) -> Result<TokenSet, KcError> {
         let mut form = vec![
             ("grant_type", "refresh_token"),
             ("client_id", package.client_id.as_str()),
@@ -281,10 +289,9 @@ impl KeycloakClient {
                 "admin client {} refused: {r}",
                 self.config.admin_client_id
             )),
-            KcError::Misconfigured(m) => KcError::Misconfigured(format!(
-                "admin client {}: {m}",
-                self.config.admin_client_id
-            )),
+            KcError::Misconfigured(m) => {
+                KcError::Misconfigured(format!("admin client {}: {m}", self.config.admin_client_id))
+            }
             other => other,
         })?;
         // At most a day, whatever the server says: the token is re-fetched well before then.
@@ -298,6 +305,13 @@ impl KeycloakClient {
             },
         );
         Ok(token)
+    }
+
+    /// Drops every cached admin token, so that the next admin call logs in again. A token
+    /// carries the roles of its moment: once Keycloak refused our admin client, a cached one
+    /// says nothing about whether an operator has fixed it since.
+    pub fn forget_admin_tokens(&self) {
+        self.lock_tokens().clear();
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, AdminToken>> {
@@ -326,9 +340,9 @@ impl KeycloakClient {
                 "admin client {} lacks realm-management manage-users/view-users",
                 self.config.admin_client_id
             ))),
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                Err(KcError::Unavailable(format!("admin API: HTTP {}", s.as_u16())))
-            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Err(
+                KcError::Unavailable(format!("admin API: HTTP {}", s.as_u16())),
+            ),
             _ => Ok(resp),
         }
     }
@@ -361,16 +375,23 @@ impl KeycloakClient {
             }));
         }
         let users: Vec<KcUser> = json_body(resp)?;
-        Ok(users
-            .into_iter()
-            .find(|u| u.username.eq_ignore_ascii_case(username) || u.username == username.to_lowercase()))
+        Ok(users.into_iter().find(|u| {
+            u.username.eq_ignore_ascii_case(username) || u.username == username.to_lowercase()
+        }))
     }
 
     /// Sets a user's password (not temporary) through the admin API.
-    pub fn reset_password(&self, realm: &str, user_id: &str, password: &str) -> Result<(), KcError> {
+    pub fn reset_password(
+        &self,
+        realm: &str,
+        user_id: &str,
+        password: &str,
+    ) -> Result<(), KcError> {
         let url = format!("{}/users/{}/reset-password", self.admin_url(realm), user_id);
         let body = serde_json::json!({"type": "password", "value": password, "temporary": false});
-        let resp = self.admin_call(realm, |token| self.http.put(&url).json(&body).bearer_auth(token))?;
+        let resp = self.admin_call(realm, |token| {
+            self.http.put(&url).json(&body).bearer_auth(token)
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -411,7 +432,12 @@ fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
         .get("realm-management")?
         .get("roles")?
         .as_array()?;
-    Some(roles.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+    Some(
+        roles
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 fn realm_missing(realm: &str, body: &ErrorBody) -> KcError {
@@ -434,7 +460,10 @@ fn classify_token_error(status: StatusCode, body: &ErrorBody, realm: &str) -> Kc
         } else {
             Rejection::InvalidCredentials
         }),
-        "invalid_client" | "unauthorized_client" | "unsupported_grant_type" | "invalid_scope"
+        "invalid_client"
+        | "unauthorized_client"
+        | "unsupported_grant_type"
+        | "invalid_scope"
         | "invalid_request" => KcError::Misconfigured(format!("{}: {}", body.error, body.reason())),
         _ if status == StatusCode::NOT_FOUND => realm_missing(realm, body),
         _ => KcError::Rejected(Rejection::Other {
@@ -489,13 +518,19 @@ fn error_body(resp: Response) -> Result<ErrorBody, KcError> {
         .text()
         .map_err(|e| KcError::Unavailable(format!("reading answer: {}", error_text(&e))))?;
     if text.len() > MAX_ERROR_BODY {
-        return Err(KcError::Unavailable(format!("HTTP {} with an oversized body", status.as_u16())));
+        return Err(KcError::Unavailable(format!(
+            "HTTP {} with an oversized body",
+            status.as_u16()
+        )));
     }
     if text.trim().is_empty() {
         return Ok(ErrorBody::default());
     }
     serde_json::from_str(&text).map_err(|_| {
-        KcError::Unavailable(format!("HTTP {} answer is not Keycloak's JSON", status.as_u16()))
+        KcError::Unavailable(format!(
+            "HTTP {} answer is not Keycloak's JSON",
+            status.as_u16()
+        ))
     })
 }
 
@@ -518,12 +553,20 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
         };
         let claims = serde_json::json!({"resource_access": {"realm-management": {"roles": ["view-users", "manage-users"]}}});
-        let jwt = format!("{}.{}.sig", enc(serde_json::json!({"alg": "RS256"})), enc(claims));
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({"alg": "RS256"})),
+            enc(claims)
+        );
         assert_eq!(
             realm_management_roles(&jwt),
             Some(vec!["view-users".to_string(), "manage-users".to_string()])
         );
-        let none = format!("{}.{}.sig", enc(serde_json::json!({})), enc(serde_json::json!({"sub": "x"})));
+        let none = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({})),
+            enc(serde_json::json!({"sub": "x"}))
+        );
         assert_eq!(realm_management_roles(&none), None);
         assert_eq!(realm_management_roles("not a jwt"), None);
     }
@@ -532,7 +575,11 @@ mod tests {
     fn wrong_password_is_a_rejection_with_either_status() {
         for status in [StatusCode::UNAUTHORIZED, StatusCode::BAD_REQUEST] {
             assert_eq!(
-                classify_token_error(status, &body("invalid_grant", "Invalid user credentials"), "r"),
+                classify_token_error(
+                    status,
+                    &body("invalid_grant", "Invalid user credentials"),
+                    "r"
+                ),
                 KcError::Rejected(Rejection::InvalidCredentials)
             );
         }
@@ -546,7 +593,11 @@ mod tests {
             KcError::Rejected(Rejection::AccountDisabled)
         );
         assert_eq!(
-            classify_token_error(s, &body("invalid_grant", "Account is not fully set up"), "r"),
+            classify_token_error(
+                s,
+                &body("invalid_grant", "Account is not fully set up"),
+                "r"
+            ),
             KcError::Rejected(Rejection::AccountNotSetUp)
         );
         assert_eq!(
@@ -554,11 +605,25 @@ mod tests {
             KcError::Rejected(Rejection::InvalidRefreshToken)
         );
         assert!(matches!(
-            classify_token_error(StatusCode::UNAUTHORIZED, &body("unauthorized_client", "Invalid client or Invalid client credentials"), "r"),
+            classify_token_error(
+                StatusCode::UNAUTHORIZED,
+                &body(
+                    "unauthorized_client",
+                    "Invalid client or Invalid client credentials"
+                ),
+                "r"
+            ),
             KcError::Misconfigured(_)
         ));
         assert!(matches!(
-            classify_token_error(s, &body("unauthorized_client", "Client not allowed for direct access grants"), "r"),
+            classify_token_error(
+                s,
+                &body(
+                    "unauthorized_client",
+                    "Client not allowed for direct access grants"
+                ),
+                "r"
+            ),
             KcError::Misconfigured(_)
         ));
         assert!(matches!(

@@ -421,10 +421,18 @@ impl LocalUsers {
         // user gets (and a locked account's failures are not counted again).
         let right = password::verify(password, &found.hash);
         if let Some(until) = found.lockout.is_locked(now) {
-            return Ok(if right { Verification::Locked { until } } else { Verification::Invalid });
+            return Ok(if right {
+                Verification::Locked { until }
+            } else {
+                Verification::Invalid
+            });
         }
         if !found.enabled {
-            return Ok(if right { Verification::Disabled } else { Verification::Invalid });
+            return Ok(if right {
+                Verification::Disabled
+            } else {
+                Verification::Invalid
+            });
         }
         if !right {
             let policy = self.policy;

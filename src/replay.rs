@@ -9,17 +9,25 @@
 //! - Keycloak unreachable (or circuit open) → the item and the rest of the batch go back to
 //!   `pending` untouched: an outage never moves anything toward `failed`;
 //! - admin credentials refused → the queue is *blocked* (the reason is kept for `status`), items
-//!   untouched; each later cycle checks the admin login first and unblocks when it works.
+//!   untouched, cached admin tokens forgotten; each later cycle first makes a real admin request
+//!   (a user lookup, with a new admin token) and unblocks only when Keycloak accepts it.
+//!
+//! Whatever ends a cycle — the last item, a stop request, an outage, or an error of our own
+//! (the database) — every claimed item not yet finished goes back to `pending` before `run`
+//! returns: nothing is left `processing` until the next start.
 
 use crate::client::{CallError, ClientError, ResilientClient};
-use crate::keycloak::{KcError, Rejection};
-use crate::sync_queue::{Claimed, SyncData};
+use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::sync_queue::{Claimed, SyncData, SyncStatus};
 use serde::Serialize;
 
 /// Meta key holding the reason the queue is blocked.
 pub const BLOCKED_KEY: &str = "queue_blocked";
 /// Keycloak-answered passing errors an item may collect before it fails for good.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// The username the blocked-queue check looks up: a read-only admin request needing the same
+/// rights as a sync. Found or not, an answer proves the admin client works again.
+const UNBLOCK_PROBE_USER: &str = "keycloak-resilient-unblock-check";
 
 /// What a cycle did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -32,28 +40,52 @@ pub struct SyncReport {
     pub failed: usize,
     /// Refused for a passing reason; will be retried.
     pub retried: usize,
-    /// Claimed but put back untouched (outage, block, shutdown).
+    /// Claimed but put back untouched (outage, block, shutdown, error).
     pub released: usize,
     /// Why the cycle did nothing or stopped early.
     pub stopped: Option<String>,
 }
 
+/// Where the walk through the claimed items ended early: the index of the first item not dealt
+/// with, and the reason to record on the items put back.
+type EarlyEnd = Option<(usize, Option<&'static str>)>;
+
 /// Runs one cycle of at most `batch` items; `stop` is checked between items.
-pub fn run(client: &ResilientClient, batch: usize, stop: &dyn Fn() -> bool) -> Result<SyncReport, ClientError> {
+///
+/// # Errors
+///
+/// A database error ([`ClientError`]); the claimed items not yet finished are put back to
+/// `pending` first (failures to do so are logged).
+pub fn run(
+    client: &ResilientClient,
+    batch: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<SyncReport, ClientError> {
     let mut report = SyncReport::default();
     let queue = client.queue();
-    if queue.pending_count() == 0 {
+    if !queue.has_due()? {
         return Ok(report);
     }
     if !client.is_available() {
-        report.stopped = Some(format!("Keycloak unavailable: {}", client.unavailable_reason()));
+        report.stopped = Some(format!(
+            "Keycloak unavailable: {}",
+            client.unavailable_reason()
+        ));
         return Ok(report);
     }
     if let Some(reason) = client.queue_blocked() {
         let realm = client.config().keycloak.realm.clone();
-        match client.call(|kc| kc.admin_token(&realm).map(|_| ())) {
+        // A real admin request with a new token: a cached token (taken before the block, or
+        // before an operator's fix) would prove nothing.
+        let check = client.call(|kc| {
+            kc.forget_admin_tokens();
+            forgetting_on_refusal(kc, kc.find_user(&realm, UNBLOCK_PROBE_USER)).map(|_| ())
+        });
+        match check {
             Ok(()) => {
-                log::info!("admin credentials accepted again: sync queue unblocked (was: {reason})");
+                log::info!(
+                    "admin credentials accepted again: sync queue unblocked (was: {reason})"
+                );
                 client.store().remove_meta(BLOCKED_KEY)?;
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
@@ -68,19 +100,51 @@ pub fn run(client: &ResilientClient, batch: usize, stop: &dyn Fn() -> bool) -> R
         }
     }
 
-    let mut claimed = queue.claim(batch)?.into_iter();
-    while let Some(item) = claimed.next() {
+    let claimed = queue.claim(batch)?;
+    let outcome = replay_claimed(client, &claimed, &mut report, stop);
+    let put_back = match &outcome {
+        Ok(None) => Ok(()),
+        Ok(Some((from, reason))) => {
+            release_unfinished(client, &claimed[*from..], *reason, &mut report)
+        }
+        Err(e) => {
+            log::error!("sync cycle interrupted: {e}; putting its claimed items back");
+            release_unfinished(client, &claimed, None, &mut report)
+        }
+    };
+    outcome?;
+    put_back?;
+    report.processed = report.completed + report.failed + report.retried;
+    client.store().flush()?;
+    Ok(report)
+}
+
+/// Replays the claimed items in order until one of them ends the cycle early.
+fn replay_claimed(
+    client: &ResilientClient,
+    claimed: &[Claimed],
+    report: &mut SyncReport,
+    stop: &dyn Fn() -> bool,
+) -> Result<EarlyEnd, ClientError> {
+    let queue = client.queue();
+    for (i, item) in claimed.iter().enumerate() {
         if stop() {
             report.stopped = Some("shutting down".into());
-            release(client, item, claimed, &mut report, None)?;
-            break;
+            return Ok(Some((i, None)));
         }
         let id = item.item.sync_id;
-        let what = format!("{} for {}/{}", item.item.sync_type.as_str(), item.item.username, item.item.package);
-        match apply(client, &item) {
+        let what = format!(
+            "{} for {}/{}",
+            item.item.sync_type.as_str(),
+            item.item.username,
+            item.item.package
+        );
+        match apply(client, item) {
             Ok(()) => {
                 queue.complete(id)?;
-                client.store().bump_counter(crate::metrics::SYNC_COMPLETED_COUNTER, 1)?;
+                client
+                    .store()
+                    .bump_counter(crate::metrics::SYNC_COMPLETED_COUNTER, 1)?;
                 log::info!("sync {id}: {what} applied in Keycloak");
                 report.completed += 1;
             }
@@ -88,19 +152,26 @@ pub fn run(client: &ResilientClient, batch: usize, stop: &dyn Fn() -> bool) -> R
                 let attempts = item.item.attempts + 1;
                 if attempts >= MAX_ATTEMPTS {
                     queue.fail(id, &format!("{r} (after {attempts} attempts)"))?;
-                    client.store().bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
+                    client
+                        .store()
+                        .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
                     log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
                     report.failed += 1;
                 } else {
                     let delay = client.backoff_delay(attempts);
                     queue.retry(id, &r.to_string(), delay)?;
-                    log::info!("sync {id}: {what} refused for now ({r}); retry in {}s", delay.as_secs());
+                    log::info!(
+                        "sync {id}: {what} refused for now ({r}); retry in {}s",
+                        delay.as_secs()
+                    );
                     report.retried += 1;
                 }
             }
             Err(CallError::Keycloak(KcError::Rejected(r))) => {
                 queue.fail(id, &r.to_string())?;
-                client.store().bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
+                client
+                    .store()
+                    .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
                 log::warn!("sync {id}: {what} failed: {r}");
                 report.failed += 1;
             }
@@ -108,19 +179,15 @@ pub fn run(client: &ResilientClient, batch: usize, stop: &dyn Fn() -> bool) -> R
                 log::error!("sync queue blocked: {m}");
                 client.store().put_meta(BLOCKED_KEY, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
-                release(client, item, claimed, &mut report, Some("queue blocked"))?;
-                break;
+                return Ok(Some((i, Some("queue blocked"))));
             }
             Err(e) => {
                 report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                release(client, item, claimed, &mut report, Some("Keycloak unavailable"))?;
-                break;
+                return Ok(Some((i, Some("Keycloak unavailable"))));
             }
         }
     }
-    report.processed = report.completed + report.failed + report.retried;
-    client.store().flush()?;
-    Ok(report)
+    Ok(None)
 }
 
 fn apply(client: &ResilientClient, item: &Claimed) -> Result<(), CallError> {
@@ -128,23 +195,141 @@ fn apply(client: &ResilientClient, item: &Claimed) -> Result<(), CallError> {
     match &item.data {
         SyncData::PasswordChange(pc) => {
             let user = client
-                .call(|kc| kc.find_user(&realm, &item.item.username))?
-                .ok_or(CallError::Keycloak(KcError::Rejected(Rejection::UserNotFound)))?;
-            client.call(|kc| kc.reset_password(&realm, &user.id, &pc.password))
+                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item.username)))?
+                .ok_or(CallError::Keycloak(KcError::Rejected(
+                    Rejection::UserNotFound,
+                )))?;
+            client.call(|kc| {
+                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, &pc.password))
+            })
         }
     }
 }
 
-fn release(
-    client: &ResilientClient,
-    first: Claimed,
-    rest: impl Iterator<Item = Claimed>,
-    report: &mut SyncReport,
-    reason: Option<&str>,
-) -> Result<(), ClientError> {
-    for item in std::iter::once(first).chain(rest) {
-        client.queue().release(item.item.sync_id, reason)?;
-        report.released += 1;
+/// Passes `result` on; when Keycloak refused our admin client (the queue is about to be
+/// blocked) the cached admin tokens are forgotten first, so that the next check logs in anew.
+fn forgetting_on_refusal<T>(kc: &KeycloakClient, result: Result<T, KcError>) -> Result<T, KcError> {
+    if let Err(KcError::Misconfigured(_)) = &result {
+        kc.forget_admin_tokens();
     }
-    Ok(())
+    result
+}
+
+/// Puts the items that are still `processing` back to `pending`, attempts untouched (items
+/// already finished are left alone). Best effort: every item is tried, each failure is
+/// logged, and the first one is returned.
+fn release_unfinished(
+    client: &ResilientClient,
+    items: &[Claimed],
+    reason: Option<&str>,
+    report: &mut SyncReport,
+) -> Result<(), ClientError> {
+    let queue = client.queue();
+    let mut first_error = None;
+    for item in items {
+        let id = item.item.sync_id;
+        let released = queue.get(id).and_then(|current| match current {
+            Some(current) if current.status == SyncStatus::Processing => {
+                queue.release(id, reason).map(|()| true)
+            }
+            _ => Ok(false),
+        });
+        match released {
+            Ok(true) => report.released += 1,
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("sync {id}: could not put it back to pending: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+    use crate::health::{ProbeRecord, META_KEY};
+    use crate::store::Store;
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+    use std::cell::Cell;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// A client whose Keycloak refuses every connection at once, with a fresh successful
+    /// probe on record so that a cycle starts without asking.
+    fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "keycloak:\n  server_url: http://127.0.0.1:{port}\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n  resilience:\n    failure_threshold: 100\n    health_check_cache_seconds: 3600\n"
+        );
+        let config =
+            Config::parse(&yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap();
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        let up = ProbeRecord {
+            at: clock.now(),
+            ok: true,
+            outage: false,
+            reason: None,
+        };
+        store.put_meta(META_KEY, &up).unwrap();
+        let client = ResilientClient::with_parts(config, store.clone(), Arc::new(clock)).unwrap();
+        (client, store)
+    }
+
+    #[test]
+    fn an_error_mid_cycle_leaves_no_claimed_item_processing() {
+        let (client, store) = client_with_keycloak_gone();
+        let queue = client.queue();
+        let enqueue = |user: &str, priority| {
+            queue
+                .enqueue(
+                    user,
+                    "web",
+                    "password_change",
+                    &json!({"password": "pw-123456"}),
+                    priority,
+                )
+                .unwrap()
+        };
+        let (first, second, third) = (enqueue("a", 1), enqueue("b", 2), enqueue("c", 3));
+        // Once claimed, the first item's record is damaged: putting it back fails.
+        let damaged = Cell::new(false);
+        let stop = || {
+            if !damaged.replace(true) {
+                store
+                    .sync_items
+                    .insert(
+                        first.as_bytes(),
+                        &[crate::store::codec::RECORD_VERSION, 0xff][..],
+                    )
+                    .unwrap();
+            }
+            false
+        };
+        assert!(
+            run(&client, 10, &stop).is_err(),
+            "the failed release is reported"
+        );
+        for id in [second, third] {
+            let item = queue.get(id).unwrap().unwrap();
+            assert_eq!(item.status, SyncStatus::Pending, "{id} was put back");
+            assert_eq!(item.attempts, 0);
+        }
+        assert_eq!(
+            store.sync_inflight.len(),
+            1,
+            "only the damaged item is left"
+        );
+    }
 }

@@ -23,15 +23,39 @@ pub const CLEANUP_SYNC_DAYS: u64 = 7;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs until `stop` becomes true. Writes the banner and one line per event to `out`.
-pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(
+    client: &ResilientClient,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let cfg = client.config().clone();
     let status = client.get_status()?;
-    writeln!(out, "keycloak-resilient {} starting", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "  keycloak:         {} (realm {})", cfg.keycloak.server_url, cfg.keycloak.realm)?;
-    writeln!(out, "  data:             {}", client.store().path().display())?;
-    writeln!(out, "  sync interval:    {}s", cfg.service.sync_interval.as_secs())?;
+    writeln!(
+        out,
+        "keycloak-resilient {} starting",
+        env!("CARGO_PKG_VERSION")
+    )?;
+    writeln!(
+        out,
+        "  keycloak:         {} (realm {})",
+        cfg.keycloak.server_url, cfg.keycloak.realm
+    )?;
+    writeln!(
+        out,
+        "  data:             {}",
+        client.store().path().display()
+    )?;
+    writeln!(
+        out,
+        "  sync interval:    {}s",
+        cfg.service.sync_interval.as_secs()
+    )?;
     writeln!(out, "  batch size:       {}", cfg.service.batch_size)?;
-    writeln!(out, "  cleanup interval: {}s", cfg.service.cleanup_interval.as_secs())?;
+    writeln!(
+        out,
+        "  cleanup interval: {}s",
+        cfg.service.cleanup_interval.as_secs()
+    )?;
     writeln!(
         out,
         "  status:           mode {}, circuit {}, {} pending sync(s), {} cached token(s)",
@@ -46,7 +70,11 @@ pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write)
             "  Keycloak is unavailable ({}): running {}; logins use {}",
             status.unavailable_reason.as_deref().unwrap_or("unknown"),
             status.mode.as_str(),
-            if status.mode.as_str() == "degraded" { "cached tokens and local auth" } else { "local auth only" }
+            if status.mode.as_str() == "degraded" {
+                "cached tokens and local auth"
+            } else {
+                "local auth only"
+            }
         )?;
     }
     writeln!(out, "  stop with Ctrl-C or SIGTERM")?;
@@ -56,7 +84,10 @@ pub fn run(client: &ResilientClient, stop: Arc<AtomicBool>, out: &mut dyn Write)
     let health = {
         let client = client.clone();
         let stop = stop.clone();
-        let every = cfg.resilience.health_check_cache.max(Duration::from_secs(1));
+        let every = cfg
+            .resilience
+            .health_check_cache
+            .max(Duration::from_secs(1));
         std::thread::Builder::new()
             .name("health".into())
             .spawn(move || health_loop(&client, &stop, every, came_back_tx))?
@@ -101,7 +132,9 @@ fn main_loop(
             let stop_flag = stop.clone();
             // A failed cycle (a storage error) is logged and tried again next interval: the
             // service keeps logins and the health probe going.
-            match client.process_sync_queue_until(cfg.service.batch_size, &move || stop_flag.load(Ordering::SeqCst)) {
+            match client.process_sync_queue_until(cfg.service.batch_size, &move || {
+                stop_flag.load(Ordering::SeqCst)
+            }) {
                 Ok(r) if r.processed > 0 || r.released > 0 => say(
                     out,
                     format_args!(
@@ -110,14 +143,18 @@ fn main_loop(
                         r.completed,
                         r.failed,
                         r.retried,
-                        r.stopped.map(|s| format!("; stopped: {s}")).unwrap_or_default()
+                        r.stopped
+                            .map(|s| format!("; stopped: {s}"))
+                            .unwrap_or_default()
                     ),
                 ),
                 Ok(_) => {}
                 Err(e) => log::error!("sync cycle failed: {e}"),
             }
             if let Some(path) = &cfg.service.metrics_textfile {
-                match crate::metrics::render(&auth).and_then(|text| crate::metrics::write_textfile(path, &text)) {
+                match crate::metrics::render(&auth)
+                    .and_then(|text| crate::metrics::write_textfile(path, &text))
+                {
                     Ok(()) => {}
                     Err(e) => log::error!("metrics textfile: {e:#}"),
                 }
@@ -149,7 +186,12 @@ fn cleanup(client: &ResilientClient, auth: &Auth) -> anyhow::Result<(usize, usiz
     Ok((tokens, syncs, sessions))
 }
 
-fn health_loop(client: &ResilientClient, stop: &AtomicBool, every: Duration, came_back: mpsc::Sender<()>) {
+fn health_loop(
+    client: &ResilientClient,
+    stop: &AtomicBool,
+    every: Duration,
+    came_back: mpsc::Sender<()>,
+) {
     let mut was_available = client.is_available();
     let mut next = Instant::now() + every;
     while !stop.load(Ordering::SeqCst) {
@@ -159,7 +201,10 @@ fn health_loop(client: &ResilientClient, stop: &AtomicBool, every: Duration, cam
                 log::info!("Keycloak is reachable again");
                 let _ = came_back.send(());
             } else if !available && was_available {
-                log::warn!("Keycloak became unreachable: {}", client.unavailable_reason());
+                log::warn!(
+                    "Keycloak became unreachable: {}",
+                    client.unavailable_reason()
+                );
             }
             was_available = available;
             next = Instant::now() + every;

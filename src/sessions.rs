@@ -76,7 +76,12 @@ impl Sessions {
     }
 
     /// Creates and stores a session.
-    pub fn create(&self, username: &str, package: &str, auth_mode: AuthMode) -> Result<Session, StoreError> {
+    pub fn create(
+        &self,
+        username: &str,
+        package: &str,
+        auth_mode: AuthMode,
+    ) -> Result<Session, StoreError> {
         let now = self.clock.now();
         let session = Session {
             id: Uuid::new_v4(),
@@ -111,7 +116,9 @@ impl Sessions {
         for item in self.store.sessions.iter() {
             let (id, bytes) = item?;
             let s: Session = store::decode(TREE, &bytes)?;
-            if store::user_key(&s.username, &s.package) == key && self.store.sessions.remove(id)?.is_some() {
+            if store::user_key(&s.username, &s.package) == key
+                && self.store.sessions.remove(id)?.is_some()
+            {
                 n += 1;
             }
         }
@@ -138,7 +145,8 @@ impl Sessions {
         let mut n = 0;
         for item in self.store.sessions.iter() {
             let (key, bytes) = item?;
-            let expired = store::decode::<Session>(TREE, &bytes).map_or(true, |s| s.expires_at <= now);
+            let expired =
+                store::decode::<Session>(TREE, &bytes).map_or(true, |s| s.expires_at <= now);
             if expired && self.store.sessions.remove(key)?.is_some() {
                 n += 1;
             }
@@ -156,7 +164,11 @@ mod tests {
     #[test]
     fn sessions_expire_and_can_be_ended() {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
-        let s = Sessions::new(Arc::new(Store::temporary().unwrap()), Arc::new(clock.clone()), std::time::Duration::from_secs(60));
+        let s = Sessions::new(
+            Arc::new(Store::temporary().unwrap()),
+            Arc::new(clock.clone()),
+            std::time::Duration::from_secs(60),
+        );
         let a = s.create("alice", "web", AuthMode::Cached).unwrap();
         let b = s.create("bob", "web", AuthMode::Local).unwrap();
         assert_eq!(s.get(a.id).unwrap().unwrap().auth_mode, AuthMode::Cached);

@@ -1,17 +1,32 @@
 //! The durable sync queue: changes made while Keycloak was away, replayed in priority order.
 //!
-//! Storage is four sled trees written together in one transaction per change, so an item and
-//! its index entries can never disagree:
+//! Storage is five sled trees written together in one transaction per change, so an item and
+//! its index entries can never disagree. Which index holds an item follows from its record
+//! alone (status, and the `delayed` flag of a pending item):
 //! - `sync_items`: sync id → [`SyncItem`] (the record of the original `sync_queue` table);
 //! - `sync_order`: [`order_key`] (priority, queue time, sequence; big-endian so byte order is
-//!   numeric order) → sync id, for *pending* items only: the next batch is the first keys;
+//!   numeric order) → sync id, for pending items that are *due*: the next batch is the first
+//!   keys, with no due-time check and nothing to skip;
+//! - `sync_delayed`: [`delayed_key`] (due time, sequence) → sync id, for pending items backing
+//!   off after a retry: [`SyncQueue::claim`] first moves the ones now due into `sync_order`
+//!   (a range scan up to now), so an item that is not due is never read by a claim;
 //! - `sync_by_user`: (user, package, id) for pending password changes: superseding is a prefix
 //!   scan, not a queue scan;
 //! - `sync_inflight`: ids claimed by a cycle; a crash leaves them there and [`SyncQueue::recover`]
 //!   puts them back to pending.
 //!
-//! Enqueue flushes before it returns. Sync data is validated against its type at enqueue and
-//! sealed at rest; once an item is finished (completed, superseded, failed) its data is wiped.
+//! Last password wins: of the pending password changes of a (user, package) only the newest
+//! is kept — at enqueue, and again whenever an item in flight comes back to pending (retry,
+//! release, recovery), when a newer one queued meanwhile supersedes it. A claim takes at most
+//! one password change per (user, package) at a time.
+//!
+//! One damaged record stops nothing else: scans (claim, recover, list, counts, cleanup) log it
+//! by id — never its content — and go on; a claim also takes it out of `sync_order`, keeping
+//! the record for an operator.
+//!
+//! Enqueue flushes before it returns (outside the queue lock). Sync data is validated against
+//! its type at enqueue and sealed at rest; once an item is finished (completed, superseded,
+//! failed) its data is wiped.
 
 use crate::clock::SharedClock;
 use crate::store::{self, Store, StoreError};
@@ -19,6 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -117,22 +133,33 @@ pub enum SyncData {
 
 impl SyncData {
     /// Validates JSON `data` against `sync_type`.
-    pub fn from_json(sync_type: SyncType, data: &serde_json::Value) -> Result<SyncData, QueueError> {
+    pub fn from_json(
+        sync_type: SyncType,
+        data: &serde_json::Value,
+    ) -> Result<SyncData, QueueError> {
         match sync_type {
             SyncType::PasswordChange => {
-                let pc: PasswordChange = serde_json::from_value(data.clone()).map_err(|e| {
-                    QueueError::BadData {
-                        sync_type: sync_type.as_str(),
-                        // serde's message names the field, never the value of a string.
-                        reason: e.to_string(),
-                    }
-                })?;
-                if pc.password.is_empty() {
-                    return Err(QueueError::BadData {
-                        sync_type: sync_type.as_str(),
-                        reason: "field `password` must not be empty".into(),
-                    });
+                // Checked by hand rather than through serde: serde's messages quote the value
+                // they choke on, and here the value is a password.
+                let bad = |reason: &str| QueueError::BadData {
+                    sync_type: sync_type.as_str(),
+                    reason: reason.to_string(),
+                };
+                let obj = data
+                    .as_object()
+                    .ok_or_else(|| bad("expected a JSON object like {\"password\": \"…\"}"))?;
+                if obj.keys().any(|k| k.as_str() != "password") {
+                    return Err(bad("unknown field (expected only `password`)"));
                 }
+                let password = match obj.get("password") {
+                    None => return Err(bad("missing field `password`")),
+                    Some(serde_json::Value::String(p)) if p.is_empty() => {
+                        return Err(bad("field `password` must not be empty"))
+                    }
+                    Some(serde_json::Value::String(p)) => p.clone(),
+                    Some(_) => return Err(bad("field `password` must be a string")),
+                };
+                let pc = PasswordChange { password };
                 Ok(SyncData::PasswordChange(pc))
             }
         }
@@ -215,8 +242,13 @@ pub struct SyncItem {
     pub priority: u32,
     /// Not retried before this time (backoff).
     pub next_attempt_at: DateTime<Utc>,
-    /// Tie-breaker for items queued in the same microsecond.
+    /// Tie-breaker for items queued in the same microsecond; also tells which of two changes
+    /// was queued last (it only grows).
     seq: u64,
+    /// A pending item backing off after [`SyncQueue::retry`]: indexed in `sync_delayed` (by
+    /// `next_attempt_at`) instead of `sync_order` until a claim finds it due and promotes it.
+    /// Meaningless unless `status` is pending.
+    delayed: bool,
 }
 
 /// A claimed item with its opened data.
@@ -243,15 +275,28 @@ pub struct QueueCounts {
     pub failed: usize,
 }
 
-/// The ordering key of a pending item: priority, then queue time, then sequence — all
-/// big-endian so sled's byte order is the queue order. Pure; tested without sled.
+/// A time as 8 big-endian bytes that sort in time order (sign bit flipped, so negative
+/// times — never expected — still sort before positive ones).
+fn time_bytes(t: DateTime<Utc>) -> [u8; 8] {
+    ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The ordering key of a pending item that is due: priority, then queue time, then sequence —
+/// all big-endian so sled's byte order is the queue order. Pure; tested without sled.
 pub fn order_key(priority: u32, queued_at: DateTime<Utc>, seq: u64) -> [u8; 20] {
     let mut key = [0u8; 20];
     key[..4].copy_from_slice(&priority.to_be_bytes());
-    // Flip the sign bit so negative times (never expected) still sort before positive ones.
-    let micros = (queued_at.timestamp_micros() as u64) ^ (1 << 63);
-    key[4..12].copy_from_slice(&micros.to_be_bytes());
+    key[4..12].copy_from_slice(&time_bytes(queued_at));
     key[12..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key of a pending item backing off: due time, then sequence, big-endian, so the items
+/// due by a given time are one range scan from the start of `sync_delayed`. Pure.
+pub fn delayed_key(due: DateTime<Utc>, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&time_bytes(due));
+    key[8..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
@@ -267,13 +312,44 @@ fn by_user_key(item: &SyncItem) -> Vec<u8> {
     key
 }
 
+/// A sync id stored as a key or value; `None` when the bytes are not one.
+fn id_of(bytes: &[u8]) -> Option<Uuid> {
+    Uuid::from_slice(bytes).ok()
+}
+
+/// How to name a record in a log line without showing its content.
+fn key_name(key: &[u8]) -> String {
+    match id_of(key) {
+        Some(id) => id.to_string(),
+        None => format!("<malformed key of {} bytes>", key.len()),
+    }
+}
+
+/// True for errors that mean one stored record is unreadable (as opposed to the database
+/// failing): those are logged and skipped by scans so that one bad record stops nothing else.
+fn is_damage(e: &QueueError) -> bool {
+    matches!(
+        e,
+        QueueError::Corrupt(_) | QueueError::Store(StoreError::Corrupt { .. })
+    )
+}
+
+/// Changes to write together: (the record as read, if any; the record to write).
+type Changes = Vec<(Option<SyncItem>, SyncItem)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Whether the queue lock was held when this thread last flushed (see `flush`).
+    static FLUSHED_UNDER_LOCK: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 /// The queue over the store.
 #[derive(Clone)]
 pub struct SyncQueue {
     store: Arc<Store>,
     clock: SharedClock,
     /// Serialises read-modify-write of items within this process (sled's lock keeps other
-    /// processes out of the directory altogether).
+    /// processes out of the directory altogether). Never held across a flush.
     lock: Arc<Mutex<()>>,
 }
 
@@ -291,8 +367,22 @@ impl SyncQueue {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Flushes to disk; called without the queue lock, so that claims and completions of a
+    /// running cycle do not wait on the disk behind an enqueue.
+    fn flush(&self) -> Result<(), QueueError> {
+        #[cfg(test)]
+        FLUSHED_UNDER_LOCK.with(|c| c.set(Some(self.lock.try_lock().is_err())));
+        self.store.flush()?;
+        Ok(())
+    }
+
     /// Validates, seals and stores a change; supersedes older pending password changes of the
     /// same (user, package); flushes to disk before returning the new SyncId.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownType`], [`QueueError::BadData`] or [`QueueError::BadInput`] for
+    /// input the queue refuses; [`QueueError::Store`] when the database fails.
     pub fn enqueue(
         &self,
         username: &str,
@@ -307,6 +397,10 @@ impl SyncQueue {
     }
 
     /// [`SyncQueue::enqueue`] with data that is already typed.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::enqueue`].
     pub fn enqueue_data(
         &self,
         username: &str,
@@ -317,72 +411,127 @@ impl SyncQueue {
         check_name("user", username)?;
         check_name("package", package)?;
         if priority == 0 {
-            return Err(QueueError::BadInput("priority must be 1 or more (1 runs first)".into()));
+            return Err(QueueError::BadInput(
+                "priority must be 1 or more (1 runs first)".into(),
+            ));
         }
         let sync_type = match data {
             SyncData::PasswordChange(_) => SyncType::PasswordChange,
         };
-        let now = self.clock.now();
-        let item = SyncItem {
-            sync_id: Uuid::new_v4(),
-            username: username.to_string(),
-            package: package.to_string(),
-            sync_type,
-            sealed_data: Some(self.store.sealer().seal(&data.to_bytes()).map_err(StoreError::from)?),
-            queued_at: now,
-            processed_at: None,
-            status: SyncStatus::Pending,
-            attempts: 0,
-            last_error: None,
-            priority,
-            next_attempt_at: now,
-            seq: self.store.next_id()?,
+        let sealed = self
+            .store
+            .sealer()
+            .seal(&data.to_bytes())
+            .map_err(StoreError::from)?;
+        let id = {
+            let _g = self.guard();
+            // Time and sequence are taken under the lock, so that the item written last is
+            // also the one with the highest sequence: "newest" means the same thing to every
+            // rule below.
+            let now = self.clock.now();
+            let mut item = SyncItem {
+                sync_id: Uuid::new_v4(),
+                username: username.to_string(),
+                package: package.to_string(),
+                sync_type,
+                sealed_data: Some(sealed),
+                queued_at: now,
+                processed_at: None,
+                status: SyncStatus::Pending,
+                attempts: 0,
+                last_error: None,
+                priority,
+                next_attempt_at: now,
+                seq: self.store.next_id()?,
+                delayed: false,
+            };
+            let mut changes = self.settle_password_changes(&mut item, now)?;
+            changes.push((None, item.clone()));
+            self.write(&changes)?;
+            item.sync_id
         };
-        let _g = self.guard();
-        let mut changes: Vec<(Option<SyncItem>, SyncItem)> = Vec::new();
-        if sync_type == SyncType::PasswordChange {
-            for entry in self.store.sync_by_user.scan_prefix(by_user_prefix(username, package)) {
-                let (key, _) = entry?;
-                let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(|b| Uuid::from_slice(b).ok()) else {
-                    continue;
-                };
-                let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
-                if old.status == SyncStatus::Pending && old.sync_type == SyncType::PasswordChange {
-                    let mut new = old.clone();
-                    new.status = SyncStatus::Superseded;
-                    new.processed_at = Some(now);
-                    new.sealed_data = None;
-                    new.last_error = Some(format!("superseded by {}", item.sync_id));
-                    changes.push((Some(old), new));
-                }
-            }
-        }
-        changes.push((None, item.clone()));
-        self.write(&changes)?;
-        self.store.flush()?;
-        Ok(item.sync_id)
+        self.flush()?;
+        Ok(id)
     }
 
     /// One item by id.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the record is damaged or the database fails.
     pub fn get(&self, id: Uuid) -> Result<Option<SyncItem>, QueueError> {
         Ok(store::get(&self.store.sync_items, TREE, id.as_bytes())?)
     }
 
-    /// Claims up to `batch` due pending items in queue order and marks them `processing`.
+    /// [`SyncQueue::get`] for scans: a damaged record is logged (its id, never its content)
+    /// and read as absent, so that it stops nothing else. Database failures still propagate.
+    fn get_or_skip(&self, id: Uuid) -> Result<Option<SyncItem>, QueueError> {
+        match self.get(id) {
+            Err(e) if is_damage(&e) => {
+                log::error!(
+                    "sync item {id} is damaged and was skipped (record kept for inspection): {e}"
+                );
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Claims up to `batch` pending items in queue order and marks them `processing`.
+    ///
+    /// Backing-off items that have become due are first moved from `sync_delayed` to
+    /// `sync_order` (one transaction each); then the batch is the first keys of `sync_order`,
+    /// which holds due items only. A password change whose (user, package) already has one
+    /// in flight waits for it, so that at most one change per user is in flight and the
+    /// newest one is always the one left to run. A damaged item is taken out of `sync_order`
+    /// (its record kept) and logged; an item whose secret cannot be opened is failed.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
     pub fn claim(&self, batch: usize) -> Result<Vec<Claimed>, QueueError> {
         let now = self.clock.now();
         let _g = self.guard();
+        self.promote_due(now)?;
+        let mut busy = self.users_in_flight()?;
         let mut claimed = Vec::new();
         for entry in self.store.sync_order.iter() {
             if claimed.len() >= batch {
                 break;
             }
-            let (_, id) = entry?;
-            let id = Uuid::from_slice(&id).map_err(|e| QueueError::Corrupt(e.to_string()))?;
-            let Some(item) = self.get(id)? else {
+            let (key, raw_id) = entry?;
+            let Some(id) = id_of(&raw_id) else {
+                log::error!("sync_order entry with a malformed sync id: removed");
+                self.store.sync_order.remove(key)?;
                 continue;
             };
-            if item.next_attempt_at > now {
+            let item = match self.get(id) {
+                Ok(Some(item)) if item.status == SyncStatus::Pending => item,
+                Ok(Some(item)) => {
+                    log::warn!(
+                        "sync item {id} is {} but was in sync_order: entry removed",
+                        item.status.as_str()
+                    );
+                    self.store.sync_order.remove(key)?;
+                    continue;
+                }
+                Ok(None) => {
+                    log::warn!("sync_order pointed at missing sync item {id}: entry removed");
+                    self.store.sync_order.remove(key)?;
+                    continue;
+                }
+                Err(e) if is_damage(&e) => {
+                    log::error!(
+                        "sync item {id} is damaged: taken out of the queue, record kept for inspection: {e}"
+                    );
+                    self.store.sync_order.remove(key)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let user = (item.sync_type == SyncType::PasswordChange)
+                .then(|| store::user_key(&item.username, &item.package));
+            if user.as_ref().is_some_and(|u| busy.contains(u)) {
                 continue;
             }
             let data = match self.open(&item) {
@@ -391,7 +540,12 @@ impl SyncQueue {
                     // An item whose secret cannot be opened can never run: fail it, visibly.
                     log::error!("sync item {id}: {e}; marking failed");
                     let mut failed = item.clone();
-                    finish(&mut failed, SyncStatus::Failed, now, Some(format!("unreadable: {e}")));
+                    finish(
+                        &mut failed,
+                        SyncStatus::Failed,
+                        now,
+                        Some(format!("unreadable: {e}")),
+                    );
                     self.write(&[(Some(item), failed)])?;
                     continue;
                 }
@@ -399,9 +553,57 @@ impl SyncQueue {
             let mut new = item.clone();
             new.status = SyncStatus::Processing;
             self.write(&[(Some(item), new.clone())])?;
+            busy.extend(user);
             claimed.push(Claimed { item: new, data });
         }
         Ok(claimed)
+    }
+
+    /// Moves every backing-off item due by `now` from `sync_delayed` to `sync_order`.
+    /// Caller holds the lock.
+    fn promote_due(&self, now: DateTime<Utc>) -> Result<(), QueueError> {
+        for entry in self.store.sync_delayed.range(..=delayed_key(now, u64::MAX)) {
+            let (key, raw_id) = entry?;
+            let Some(id) = id_of(&raw_id) else {
+                log::error!("sync_delayed entry with a malformed sync id: removed");
+                self.store.sync_delayed.remove(key)?;
+                continue;
+            };
+            match self.get_or_skip(id)? {
+                Some(item) if item.status == SyncStatus::Pending && item.delayed => {
+                    let mut new = item.clone();
+                    new.delayed = false;
+                    self.write(&[(Some(item), new)])?;
+                }
+                _ => {
+                    log::warn!(
+                        "sync_delayed entry for sync item {id} that is not backing off: removed"
+                    );
+                    self.store.sync_delayed.remove(key)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The (user, package) keys of password changes in flight. Empty — and free — unless a
+    /// cycle is running or a crash left items behind.
+    fn users_in_flight(&self) -> Result<HashSet<Vec<u8>>, QueueError> {
+        let mut users = HashSet::new();
+        for key in self.store.sync_inflight.iter().keys() {
+            let key = key?;
+            let Some(id) = id_of(&key) else {
+                continue;
+            };
+            if let Some(item) = self.get_or_skip(id)? {
+                if item.status == SyncStatus::Processing
+                    && item.sync_type == SyncType::PasswordChange
+                {
+                    users.insert(store::user_key(&item.username, &item.package));
+                }
+            }
+        }
+        Ok(users)
     }
 
     fn open(&self, item: &SyncItem) -> Result<SyncData, QueueError> {
@@ -414,11 +616,21 @@ impl SyncQueue {
     }
 
     /// Keycloak applied the change.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::NotFound`] for an unknown id; [`QueueError::Store`] otherwise.
     pub fn complete(&self, id: Uuid) -> Result<(), QueueError> {
-        self.transition(id, |item, now| finish(item, SyncStatus::Completed, now, None::<String>))
+        self.transition(id, |item, now| {
+            finish(item, SyncStatus::Completed, now, None::<String>)
+        })
     }
 
     /// Keycloak refused the change for good.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::complete`].
     pub fn fail(&self, id: Uuid, reason: &str) -> Result<(), QueueError> {
         self.transition(id, |item, now| {
             item.attempts = item.attempts.saturating_add(1);
@@ -426,17 +638,37 @@ impl SyncQueue {
         })
     }
 
-    /// Keycloak refused for a passing reason: count the attempt, retry after `delay`.
-    pub fn retry(&self, id: Uuid, reason: &str, delay: std::time::Duration) -> Result<(), QueueError> {
+    /// Keycloak refused for a passing reason: count the attempt, retry after `delay`. The item
+    /// waits in `sync_delayed`, where claims do not look at it until it is due. A password
+    /// change for which a newer one is pending is superseded instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::complete`].
+    pub fn retry(
+        &self,
+        id: Uuid,
+        reason: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
         self.transition(id, |item, now| {
+            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
             item.attempts = item.attempts.saturating_add(1);
             item.status = SyncStatus::Pending;
             item.last_error = Some(reason.to_string());
-            item.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            item.next_attempt_at = now
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            item.delayed = true;
         })
     }
 
     /// Keycloak was not reached (or the queue is blocked): back to pending, attempts untouched.
+    /// A password change for which a newer one is pending is superseded instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::complete`].
     pub fn release(&self, id: Uuid, reason: Option<&str>) -> Result<(), QueueError> {
         self.transition(id, |item, _| {
             item.status = SyncStatus::Pending;
@@ -446,141 +678,330 @@ impl SyncQueue {
         })
     }
 
-    fn transition(&self, id: Uuid, change: impl FnOnce(&mut SyncItem, DateTime<Utc>)) -> Result<(), QueueError> {
+    fn transition(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
+    ) -> Result<(), QueueError> {
         let now = self.clock.now();
         let _g = self.guard();
         let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
-        let mut new = old.clone();
-        change(&mut new, now);
-        self.write(&[(Some(old), new)])
+        self.change_locked(old, now, change)
     }
 
-    /// Puts items left `processing` by a crash back to `pending`; returns how many.
+    /// Applies `change` to `old` and writes it, with the superseding that "last password
+    /// wins" asks for when it becomes pending. Caller holds the lock.
+    fn change_locked(
+        &self,
+        old: SyncItem,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
+    ) -> Result<(), QueueError> {
+        let mut new = old.clone();
+        change(&mut new, now);
+        let mut changes = self.settle_password_changes(&mut new, now)?;
+        changes.insert(0, (Some(old), new));
+        self.write(&changes)
+    }
+
+    /// Last password wins: when `item`, a password change, is about to be pending, of it and
+    /// the pending password changes of its (user, package) only the newest (highest sequence)
+    /// stays pending; the others are finished as `superseded`, their secret wiped.
+    ///
+    /// At enqueue `item` is the newest and supersedes the rest. When an item in flight comes
+    /// back (retry, release, recovery after a crash), a pending sibling was queued while it
+    /// was in flight, so it is newer and the item coming back is the one superseded. `item`
+    /// is changed in place; the changes to its siblings are returned. Caller holds the lock.
+    fn settle_password_changes(
+        &self,
+        item: &mut SyncItem,
+        now: DateTime<Utc>,
+    ) -> Result<Changes, QueueError> {
+        if item.status != SyncStatus::Pending || item.sync_type != SyncType::PasswordChange {
+            return Ok(Vec::new());
+        }
+        let mut siblings = Vec::new();
+        for entry in self
+            .store
+            .sync_by_user
+            .scan_prefix(by_user_prefix(&item.username, &item.package))
+        {
+            let (key, _) = entry?;
+            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
+                log::error!("sync_by_user entry with a malformed sync id: skipped");
+                continue;
+            };
+            if id == item.sync_id {
+                continue;
+            }
+            if let Some(other) = self.get_or_skip(id)? {
+                if other.status == SyncStatus::Pending
+                    && other.sync_type == SyncType::PasswordChange
+                {
+                    siblings.push(other);
+                }
+            }
+        }
+        let newest = siblings
+            .iter()
+            .map(|s| (s.seq, s.sync_id))
+            .fold((item.seq, item.sync_id), |a, b| a.max(b))
+            .1;
+        let reason = format!("superseded by {newest}");
+        let mut changes = Vec::new();
+        for old in siblings.into_iter().filter(|s| s.sync_id != newest) {
+            let mut new = old.clone();
+            finish(&mut new, SyncStatus::Superseded, now, Some(reason.as_str()));
+            changes.push((Some(old), new));
+        }
+        if item.sync_id != newest {
+            log::info!(
+                "sync item {} is superseded by the newer password change {newest}",
+                item.sync_id
+            );
+            finish(item, SyncStatus::Superseded, now, Some(reason.as_str()));
+        }
+        Ok(changes)
+    }
+
+    /// Puts items left `processing` by a crash back to `pending` (or superseded, when a newer
+    /// password change for the same user is pending); returns how many. A damaged record is
+    /// logged and its in-flight entry dropped (the record is kept), so it stops nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
     pub fn recover(&self) -> Result<usize, QueueError> {
-        let ids: Vec<Uuid> = self
+        let keys: Vec<sled::IVec> = self
             .store
             .sync_inflight
             .iter()
             .keys()
-            .map(|k| Uuid::from_slice(&k?).map_err(|e| QueueError::Corrupt(e.to_string())))
-            .collect::<Result<_, QueueError>>()?;
-        for id in &ids {
-            log::warn!("sync item {id} was left processing (crash?); back to pending");
-            self.release(*id, None)?;
+            .collect::<Result<_, sled::Error>>()?;
+        let mut recovered = 0;
+        for key in keys {
+            let now = self.clock.now();
+            let _g = self.guard();
+            let Some(id) = id_of(&key) else {
+                log::error!("sync_inflight entry with a malformed sync id: removed");
+                self.store.sync_inflight.remove(key)?;
+                continue;
+            };
+            match self.get_or_skip(id)? {
+                Some(old) if old.status == SyncStatus::Processing => {
+                    log::warn!("sync item {id} was left processing (crash?); back to pending");
+                    self.change_locked(old, now, |item, _| item.status = SyncStatus::Pending)?;
+                    recovered += 1;
+                }
+                Some(old) => {
+                    log::warn!(
+                        "sync item {id} is {} but was in flight: reindexed",
+                        old.status.as_str()
+                    );
+                    self.write(&[(Some(old.clone()), old)])?;
+                }
+                None => {
+                    log::warn!(
+                        "sync_inflight entry for sync item {id} dropped: record missing or damaged"
+                    );
+                    self.store.sync_inflight.remove(key)?;
+                }
+            }
         }
-        if !ids.is_empty() {
-            self.store.flush()?;
+        if recovered > 0 {
+            self.flush()?;
         }
-        Ok(ids.len())
+        Ok(recovered)
     }
 
     /// Items in queue order (pending first, by priority and time), then the rest by time.
+    /// Damaged records are logged and left out.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
     pub fn list(&self) -> Result<Vec<SyncItem>, QueueError> {
         let mut items = Vec::new();
-        for entry in self.store.sync_items.iter() {
-            let (_, bytes) = entry?;
-            items.push(store::decode::<SyncItem>(TREE, &bytes)?);
-        }
-        items.sort_by_key(|i| (i.status != SyncStatus::Pending, order_key(i.priority, i.queued_at, i.seq)));
+        self.for_each_item(|item| items.push(item))?;
+        items.sort_by_key(|i| {
+            (
+                i.status != SyncStatus::Pending,
+                order_key(i.priority, i.queued_at, i.seq),
+            )
+        });
         Ok(items)
     }
 
-    /// Pending password changes for (user, package): a pending one explains why Keycloak still
-    /// has the old password.
-    pub fn has_pending_password_change(&self, username: &str, package: &str) -> Result<bool, QueueError> {
-        let pending = self.store.sync_by_user.scan_prefix(by_user_prefix(username, package)).next().transpose()?.is_some();
-        let inflight = if pending {
-            false
-        } else {
-            self.store.sync_inflight.iter().keys().any(|k| {
-                k.ok()
-                    .and_then(|k| Uuid::from_slice(&k).ok())
-                    .and_then(|id| self.get(id).ok().flatten())
-                    .is_some_and(|i| {
-                        i.sync_type == SyncType::PasswordChange
-                            && store::user_key(&i.username, &i.package) == store::user_key(username, package)
-                    })
-            })
-        };
-        Ok(pending || inflight)
-    }
-
-    /// Number of pending items (cheap: the order index holds only those).
-    pub fn pending_count(&self) -> usize {
-        self.store.sync_order.len()
-    }
-
-    /// Counts per status (scans the items).
-    pub fn counts(&self) -> Result<QueueCounts, QueueError> {
-        let mut c = QueueCounts::default();
+    /// Calls `f` with every readable item; damaged records are logged (id only) and skipped.
+    fn for_each_item(&self, mut f: impl FnMut(SyncItem)) -> Result<(), QueueError> {
         for entry in self.store.sync_items.iter() {
-            let (_, bytes) = entry?;
-            let item: SyncItem = store::decode(TREE, &bytes)?;
-            match item.status {
-                SyncStatus::Pending => c.pending += 1,
-                SyncStatus::Processing => c.processing += 1,
-                SyncStatus::Completed => c.completed += 1,
-                SyncStatus::Superseded => c.superseded += 1,
-                SyncStatus::Failed => c.failed += 1,
+            let (key, bytes) = entry?;
+            match store::decode::<SyncItem>(TREE, &bytes) {
+                Ok(item) => f(item),
+                Err(e) => log::error!(
+                    "sync item {} is damaged and was skipped: {e}",
+                    key_name(&key)
+                ),
             }
         }
+        Ok(())
+    }
+
+    /// Pending password changes for (user, package), or one in flight: either explains why
+    /// Keycloak still has the old password.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails or an item in flight is damaged (then
+    /// the answer is unknown), [`QueueError::Corrupt`] for a malformed in-flight entry.
+    pub fn has_pending_password_change(
+        &self,
+        username: &str,
+        package: &str,
+    ) -> Result<bool, QueueError> {
+        let prefix = by_user_prefix(username, package);
+        if self
+            .store
+            .sync_by_user
+            .scan_prefix(prefix)
+            .next()
+            .transpose()?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let wanted = store::user_key(username, package);
+        for key in self.store.sync_inflight.iter().keys() {
+            let key = key?;
+            let id = id_of(&key)
+                .ok_or_else(|| QueueError::Corrupt("malformed sync id in sync_inflight".into()))?;
+            if let Some(item) = self.get(id)? {
+                if item.sync_type == SyncType::PasswordChange
+                    && store::user_key(&item.username, &item.package) == wanted
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Number of pending items, due now or backing off (counts the two index trees).
+    pub fn pending_count(&self) -> usize {
+        self.store.sync_order.len() + self.store.sync_delayed.len()
+    }
+
+    /// Whether a claim now would find anything: a due item, or a backing-off one now due.
+    /// Cheap (looks at the first key of each index), so a cycle with nothing to do costs no
+    /// Keycloak call.
+    pub(crate) fn has_due(&self) -> Result<bool, QueueError> {
+        if !self.store.sync_order.is_empty() {
+            return Ok(true);
+        }
+        let due_by = delayed_key(self.clock.now(), u64::MAX);
+        Ok(self
+            .store
+            .sync_delayed
+            .first()?
+            .is_some_and(|(key, _)| key.as_ref() <= &due_by[..]))
+    }
+
+    /// Counts per status (scans the items; damaged records are logged and not counted).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn counts(&self) -> Result<QueueCounts, QueueError> {
+        let mut c = QueueCounts::default();
+        self.for_each_item(|item| match item.status {
+            SyncStatus::Pending => c.pending += 1,
+            SyncStatus::Processing => c.processing += 1,
+            SyncStatus::Completed => c.completed += 1,
+            SyncStatus::Superseded => c.superseded += 1,
+            SyncStatus::Failed => c.failed += 1,
+        })?;
         Ok(c)
     }
 
     /// Removes completed and superseded items finished more than `max_age` ago. Failed items
-    /// stay until an operator has seen them (`queue` lists them with their reason).
+    /// stay until an operator has seen them (`queue` lists them with their reason); so do
+    /// damaged records (logged).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
     pub fn cleanup(&self, max_age: std::time::Duration) -> Result<usize, QueueError> {
-        let cutoff = self.clock.now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let cutoff = self
+            .clock
+            .now()
+            .checked_sub_signed(max_age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let _g = self.guard();
-        let mut removed = 0;
-        for entry in self.store.sync_items.iter() {
-            let (key, bytes) = entry?;
-            let item: SyncItem = store::decode(TREE, &bytes)?;
+        let mut old = Vec::new();
+        self.for_each_item(|item| {
             let old_enough = item.processed_at.is_some_and(|t| t < cutoff);
             if matches!(item.status, SyncStatus::Completed | SyncStatus::Superseded) && old_enough {
-                self.store.sync_items.remove(key)?;
-                removed += 1;
+                old.push(item.sync_id);
             }
+        })?;
+        for id in &old {
+            self.store.sync_items.remove(id.as_bytes())?;
         }
-        Ok(removed)
+        Ok(old.len())
     }
 
-    /// Writes item changes and their index entries in one transaction.
+    /// Writes item changes and their index entries in one transaction. Index membership is
+    /// derived from the record alone: pending and not delayed → `sync_order`; pending and
+    /// delayed → `sync_delayed`; pending password change → `sync_by_user` as well;
+    /// processing → `sync_inflight`; finished → no index.
     fn write(&self, changes: &[(Option<SyncItem>, SyncItem)]) -> Result<(), QueueError> {
         let mut encoded = Vec::with_capacity(changes.len());
         for (_, new) in changes {
             encoded.push(store::encode(TREE, new)?);
         }
         let s = &self.store;
-        let result: Result<(), TransactionError<()>> =
-            (&s.sync_items, &s.sync_order, &s.sync_by_user, &s.sync_inflight).transaction(
-                |(items, order, by_user, inflight)| {
-                    for ((old, new), bytes) in changes.iter().zip(&encoded) {
-                        if let Some(old) = old {
-                            order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
-                            by_user.remove(by_user_key(old))?;
-                            inflight.remove(old.sync_id.as_bytes())?;
-                        }
-                        items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
-                        match new.status {
-                            SyncStatus::Pending => {
+        let result: Result<(), TransactionError<()>> = (
+            &s.sync_items,
+            &s.sync_order,
+            &s.sync_by_user,
+            &s.sync_inflight,
+            &s.sync_delayed,
+        )
+            .transaction(|(items, order, by_user, inflight, delayed)| {
+                for ((old, new), bytes) in changes.iter().zip(&encoded) {
+                    if let Some(old) = old {
+                        order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
+                        delayed.remove(&delayed_key(old.next_attempt_at, old.seq)[..])?;
+                        by_user.remove(by_user_key(old))?;
+                        inflight.remove(old.sync_id.as_bytes())?;
+                    }
+                    items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
+                    match new.status {
+                        SyncStatus::Pending => {
+                            if new.delayed {
+                                delayed.insert(
+                                    &delayed_key(new.next_attempt_at, new.seq)[..],
+                                    new.sync_id.as_bytes(),
+                                )?;
+                            } else {
                                 order.insert(
                                     &order_key(new.priority, new.queued_at, new.seq)[..],
                                     new.sync_id.as_bytes(),
                                 )?;
-                                if new.sync_type == SyncType::PasswordChange {
-                                    by_user.insert(by_user_key(new), &[][..])?;
-                                }
                             }
-                            SyncStatus::Processing => {
-                                inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                            if new.sync_type == SyncType::PasswordChange {
+                                by_user.insert(by_user_key(new), &[][..])?;
                             }
-                            _ => {}
                         }
+                        SyncStatus::Processing => {
+                            inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                        }
+                        _ => {}
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         result.map_err(|e| match e {
             TransactionError::Storage(e) => QueueError::from(e),
             TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
@@ -588,7 +1009,12 @@ impl SyncQueue {
     }
 }
 
-fn finish(item: &mut SyncItem, status: SyncStatus, now: DateTime<Utc>, reason: Option<impl Into<String>>) {
+fn finish(
+    item: &mut SyncItem,
+    status: SyncStatus,
+    now: DateTime<Utc>,
+    reason: Option<impl Into<String>>,
+) {
     item.status = status;
     item.processed_at = Some(now);
     item.sealed_data = None;
@@ -602,7 +1028,9 @@ fn check_name(what: &str, value: &str) -> Result<(), QueueError> {
         return Err(QueueError::BadInput(format!("{what} must not be empty")));
     }
     if value.contains('\0') || value.chars().any(char::is_control) {
-        return Err(QueueError::BadInput(format!("{what} must not contain control characters")));
+        return Err(QueueError::BadInput(format!(
+            "{what} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -616,7 +1044,10 @@ mod tests {
 
     fn setup() -> (SyncQueue, ManualClock) {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap());
-        let q = SyncQueue::new(Arc::new(Store::temporary().unwrap()), Arc::new(clock.clone()));
+        let q = SyncQueue::new(
+            Arc::new(Store::temporary().unwrap()),
+            Arc::new(clock.clone()),
+        );
         (q, clock)
     }
 
@@ -644,36 +1075,63 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            vec![order_key(1, t, 3), order_key(1, t, 9), order_key(1, later, 2), order_key(2, t, 1), order_key(300, t, 0)]
+            vec![
+                order_key(1, t, 3),
+                order_key(1, t, 9),
+                order_key(1, later, 2),
+                order_key(2, t, 1),
+                order_key(300, t, 0)
+            ]
         );
     }
 
     #[test]
     fn claims_in_priority_order_and_respects_batch_size() {
         let (q, clock) = setup();
-        let low = q.enqueue("u1", "p", "password_change", &pw("a-password"), 9).unwrap();
+        let low = q
+            .enqueue("u1", "p", "password_change", &pw("a-password"), 9)
+            .unwrap();
         clock.advance(Duration::seconds(1));
-        let high = q.enqueue("u2", "p", "password_change", &pw("b-password"), 1).unwrap();
+        let high = q
+            .enqueue("u2", "p", "password_change", &pw("b-password"), 1)
+            .unwrap();
         clock.advance(Duration::seconds(1));
-        let mid = q.enqueue("u3", "p", "password_change", &pw("c-password"), 5).unwrap();
+        let mid = q
+            .enqueue("u3", "p", "password_change", &pw("c-password"), 5)
+            .unwrap();
         let first = q.claim(2).unwrap();
-        assert_eq!(first.iter().map(|c| c.item.sync_id).collect::<Vec<_>>(), vec![high, mid]);
+        assert_eq!(
+            first.iter().map(|c| c.item.sync_id).collect::<Vec<_>>(),
+            vec![high, mid]
+        );
         assert_eq!(first[0].item.status, SyncStatus::Processing);
         let rest = q.claim(10).unwrap();
-        assert_eq!(rest.iter().map(|c| c.item.sync_id).collect::<Vec<_>>(), vec![low]);
+        assert_eq!(
+            rest.iter().map(|c| c.item.sync_id).collect::<Vec<_>>(),
+            vec![low]
+        );
         assert!(q.claim(10).unwrap().is_empty());
     }
 
     #[test]
     fn a_newer_password_change_supersedes_older_pending_ones_whatever_the_priority() {
         let (q, clock) = setup();
-        let old = q.enqueue("Alice", "web", "password_change", &pw("first-pass"), 1).unwrap();
+        let old = q
+            .enqueue("Alice", "web", "password_change", &pw("first-pass"), 1)
+            .unwrap();
         clock.advance(Duration::seconds(1));
-        let other_pkg = q.enqueue("alice", "api", "password_change", &pw("api-pass"), 1).unwrap();
-        let new = q.enqueue("alice", "web", "password_change", &pw("second-pass"), 9).unwrap();
+        let other_pkg = q
+            .enqueue("alice", "api", "password_change", &pw("api-pass"), 1)
+            .unwrap();
+        let new = q
+            .enqueue("alice", "web", "password_change", &pw("second-pass"), 9)
+            .unwrap();
         let old_item = q.get(old).unwrap().unwrap();
         assert_eq!(old_item.status, SyncStatus::Superseded);
-        assert!(old_item.sealed_data.is_none(), "superseded items keep no secret");
+        assert!(
+            old_item.sealed_data.is_none(),
+            "superseded items keep no secret"
+        );
         let claimed = q.claim(10).unwrap();
         let ids: Vec<_> = claimed.iter().map(|c| c.item.sync_id).collect();
         assert_eq!(ids, vec![other_pkg, new]);
@@ -681,28 +1139,66 @@ mod tests {
     }
 
     #[test]
+    fn bad_data_errors_never_quote_the_value() {
+        for data in [
+            json!("hunter2-secret"),
+            json!({"password": 12345678}),
+            json!({"password": ["hunter2-secret"]}),
+            json!({"password": "x", "hunter2-secret": 1}),
+        ] {
+            let err = SyncData::from_json(SyncType::PasswordChange, &data)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_types_and_bad_data_are_refused_at_enqueue() {
         let (q, _) = setup();
-        assert!(matches!(q.enqueue("u", "p", "email_change", &pw("x"), 1), Err(QueueError::UnknownType(_))));
-        for data in [json!({}), json!({"password": 5}), json!({"password": ""}), json!({"password": "x", "extra": 1}), json!("x")] {
-            let err = q.enqueue("u", "p", "password_change", &data, 1).unwrap_err();
+        assert!(matches!(
+            q.enqueue("u", "p", "email_change", &pw("x"), 1),
+            Err(QueueError::UnknownType(_))
+        ));
+        for data in [
+            json!({}),
+            json!({"password": 5}),
+            json!({"password": ""}),
+            json!({"password": "x", "extra": 1}),
+            json!("x"),
+        ] {
+            let err = q
+                .enqueue("u", "p", "password_change", &data, 1)
+                .unwrap_err();
             assert!(matches!(err, QueueError::BadData { .. }), "{data}: {err}");
         }
-        assert!(matches!(q.enqueue("", "p", "password_change", &pw("x"), 1), Err(QueueError::BadInput(_))));
-        assert!(matches!(q.enqueue("u", "p", "password_change", &pw("x"), 0), Err(QueueError::BadInput(_))));
+        assert!(matches!(
+            q.enqueue("", "p", "password_change", &pw("x"), 1),
+            Err(QueueError::BadInput(_))
+        ));
+        assert!(matches!(
+            q.enqueue("u", "p", "password_change", &pw("x"), 0),
+            Err(QueueError::BadInput(_))
+        ));
         assert_eq!(q.pending_count(), 0);
     }
 
     #[test]
     fn retry_backs_off_release_does_not_count_and_finish_wipes_secrets() {
         let (q, clock) = setup();
-        let id = q.enqueue("u", "p", "password_change", &pw("secret-pw"), 1).unwrap();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("secret-pw"), 1)
+            .unwrap();
         let c = q.claim(1).unwrap();
         assert_eq!(c.len(), 1);
         q.release(id, Some("Keycloak unavailable")).unwrap();
         assert_eq!(q.get(id).unwrap().unwrap().attempts, 0);
         q.claim(1).unwrap();
-        q.retry(id, "HTTP 409", std::time::Duration::from_secs(60)).unwrap();
+        q.retry(id, "HTTP 409", std::time::Duration::from_secs(60))
+            .unwrap();
         let item = q.get(id).unwrap().unwrap();
         assert_eq!((item.status, item.attempts), (SyncStatus::Pending, 1));
         assert!(q.claim(1).unwrap().is_empty(), "not due yet");
@@ -711,7 +1207,10 @@ mod tests {
         q.fail(id, "password policy: too short").unwrap();
         let item = q.get(id).unwrap().unwrap();
         assert_eq!(item.status, SyncStatus::Failed);
-        assert_eq!(item.last_error.as_deref(), Some("password policy: too short"));
+        assert_eq!(
+            item.last_error.as_deref(),
+            Some("password policy: too short")
+        );
         assert!(item.sealed_data.is_none());
         assert_eq!(q.pending_count(), 0);
         let raw = q.store.sync_items.get(id.as_bytes()).unwrap().unwrap();
@@ -721,7 +1220,9 @@ mod tests {
     #[test]
     fn processing_items_return_to_pending_on_recover() {
         let (q, _) = setup();
-        let id = q.enqueue("u", "p", "password_change", &pw("pw-123456"), 1).unwrap();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
         q.claim(5).unwrap();
         assert_eq!(q.counts().unwrap().processing, 1);
         // a new queue over the same store = the next process after a crash
@@ -734,13 +1235,21 @@ mod tests {
     #[test]
     fn cleanup_removes_old_finished_items_but_keeps_failed() {
         let (q, clock) = setup();
-        let done = q.enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1).unwrap();
-        let bad = q.enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1).unwrap();
+        let done = q
+            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
+            .unwrap();
+        let bad = q
+            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1)
+            .unwrap();
         q.claim(5).unwrap();
         q.complete(done).unwrap();
         q.fail(bad, "user not found").unwrap();
         clock.advance(Duration::days(8));
-        assert_eq!(q.cleanup(std::time::Duration::from_secs(7 * 86400)).unwrap(), 1);
+        assert_eq!(
+            q.cleanup(std::time::Duration::from_secs(7 * 86400))
+                .unwrap(),
+            1
+        );
         assert!(q.get(done).unwrap().is_none());
         assert!(q.get(bad).unwrap().is_some());
     }
@@ -749,9 +1258,285 @@ mod tests {
     fn pending_password_change_is_visible_per_user() {
         let (q, _) = setup();
         assert!(!q.has_pending_password_change("u", "p").unwrap());
-        q.enqueue("U", "p", "password_change", &pw("pw-123456"), 1).unwrap();
+        q.enqueue("U", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
         assert!(q.has_pending_password_change("u", "p").unwrap());
         q.claim(1).unwrap();
-        assert!(q.has_pending_password_change("u", "p").unwrap(), "in flight counts too");
+        assert!(
+            q.has_pending_password_change("u", "p").unwrap(),
+            "in flight counts too"
+        );
+    }
+
+    fn ids(claimed: &[Claimed]) -> Vec<Uuid> {
+        claimed.iter().map(|c| c.item.sync_id).collect()
+    }
+
+    /// Overwrites an item's record with bytes that do not decode (right version byte).
+    fn damage(q: &SyncQueue, id: Uuid) {
+        q.store
+            .sync_items
+            .insert(id.as_bytes(), &[codec_version(), 0xff][..])
+            .unwrap();
+    }
+
+    fn codec_version() -> u8 {
+        crate::store::codec::RECORD_VERSION
+    }
+
+    fn assert_superseded_by(q: &SyncQueue, id: Uuid, newer: Uuid) {
+        let item = q.get(id).unwrap().unwrap();
+        assert_eq!(item.status, SyncStatus::Superseded);
+        assert!(
+            item.sealed_data.is_none(),
+            "a superseded item keeps no secret"
+        );
+        assert_eq!(item.last_error, Some(format!("superseded by {newer}")));
+        assert!(item.processed_at.is_some());
+    }
+
+    #[test]
+    fn a_change_in_flight_released_beside_a_newer_one_is_superseded() {
+        let (q, clock) = setup();
+        let old = q
+            .enqueue("alice", "web", "password_change", &pw("old-password"), 1)
+            .unwrap();
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![old]);
+        clock.advance(Duration::seconds(1));
+        let new = q
+            .enqueue("Alice", "web", "password_change", &pw("new-password"), 9)
+            .unwrap();
+        q.release(old, Some("Keycloak unavailable")).unwrap();
+        assert_superseded_by(&q, old, new);
+        let claimed = q.claim(10).unwrap();
+        assert_eq!(ids(&claimed), vec![new]);
+        assert_eq!(password_of(&claimed[0]), "new-password");
+        assert_eq!(q.pending_count(), 0);
+    }
+
+    #[test]
+    fn a_change_in_flight_retried_beside_a_newer_one_is_superseded() {
+        let (q, clock) = setup();
+        let old = q
+            .enqueue("alice", "web", "password_change", &pw("old-password"), 1)
+            .unwrap();
+        q.claim(10).unwrap();
+        let new = q
+            .enqueue("alice", "web", "password_change", &pw("new-password"), 5)
+            .unwrap();
+        q.retry(old, "HTTP 409", std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_superseded_by(&q, old, new);
+        assert_eq!(
+            q.get(old).unwrap().unwrap().attempts,
+            1,
+            "the attempt still counts"
+        );
+        assert!(
+            q.store.sync_delayed.is_empty(),
+            "a superseded item is in no index"
+        );
+        clock.advance(Duration::seconds(120));
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![new]);
+        assert!(q.claim(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn recover_supersedes_a_crash_left_change_when_a_newer_one_is_pending() {
+        let (q, _) = setup();
+        let old = q
+            .enqueue("alice", "web", "password_change", &pw("old-password"), 1)
+            .unwrap();
+        let other = q
+            .enqueue("bob", "web", "password_change", &pw("bob-password"), 1)
+            .unwrap();
+        q.claim(10).unwrap();
+        let new = q
+            .enqueue("alice", "web", "password_change", &pw("new-password"), 1)
+            .unwrap();
+        let q2 = SyncQueue::new(q.store.clone(), q.clock.clone());
+        assert_eq!(q2.recover().unwrap(), 2);
+        assert_superseded_by(&q2, old, new);
+        assert_eq!(q2.get(other).unwrap().unwrap().status, SyncStatus::Pending);
+        let claimed = q2.claim(10).unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(ids(&claimed).contains(&new) && ids(&claimed).contains(&other));
+    }
+
+    #[test]
+    fn a_change_waits_while_another_for_the_same_user_is_in_flight() {
+        let (q, _) = setup();
+        let first = q
+            .enqueue("alice", "web", "password_change", &pw("first-pass"), 1)
+            .unwrap();
+        q.claim(10).unwrap();
+        let second = q
+            .enqueue("alice", "web", "password_change", &pw("second-pass"), 1)
+            .unwrap();
+        let bob = q
+            .enqueue("bob", "web", "password_change", &pw("bob-password"), 1)
+            .unwrap();
+        // A second cycle running meanwhile must not take alice's newer change: if it finished
+        // before the first one, the older password would land last.
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![bob]);
+        q.complete(first).unwrap();
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![second]);
+    }
+
+    #[test]
+    fn delayed_keys_sort_by_due_time_then_sequence() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let later = t + Duration::microseconds(1);
+        let mut keys = vec![delayed_key(later, 0), delayed_key(t, 7), delayed_key(t, 2)];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![delayed_key(t, 2), delayed_key(t, 7), delayed_key(later, 0)]
+        );
+        assert!(delayed_key(t, u64::MAX) < delayed_key(later, 0));
+    }
+
+    #[test]
+    fn backed_off_items_wait_outside_the_order_index_until_due() {
+        let (q, clock) = setup();
+        let slow = q
+            .enqueue("u1", "p", "password_change", &pw("slow-password"), 1)
+            .unwrap();
+        q.claim(10).unwrap();
+        q.retry(slow, "HTTP 409", std::time::Duration::from_secs(60))
+            .unwrap();
+        let item = q.get(slow).unwrap().unwrap();
+        assert!(item.delayed && item.status == SyncStatus::Pending);
+        assert!(
+            q.store.sync_order.is_empty(),
+            "claims never walk a backing-off item"
+        );
+        assert_eq!(
+            q.store
+                .sync_delayed
+                .get(delayed_key(item.next_attempt_at, item.seq))
+                .unwrap()
+                .as_deref(),
+            Some(&slow.as_bytes()[..])
+        );
+        assert!(q.has_pending_password_change("u1", "p").unwrap());
+        assert_eq!((q.pending_count(), q.counts().unwrap().pending), (1, 1));
+        assert!(!q.has_due().unwrap());
+
+        clock.advance(Duration::seconds(30));
+        let later = q
+            .enqueue("u2", "p", "password_change", &pw("later-password"), 5)
+            .unwrap();
+        assert!(q.claim(0).unwrap().is_empty());
+        assert_eq!(q.store.sync_delayed.len(), 1, "not due: not promoted");
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![later]);
+
+        clock.advance(Duration::seconds(31));
+        assert!(q.has_due().unwrap());
+        let late = q
+            .enqueue("u3", "p", "password_change", &pw("late-password"), 5)
+            .unwrap();
+        // Once due, the item is promoted and takes its place by priority.
+        let claimed = q.claim(1).unwrap();
+        assert_eq!(ids(&claimed), vec![slow]);
+        assert!(!claimed[0].item.delayed);
+        assert!(q.store.sync_delayed.is_empty());
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![late]);
+    }
+
+    #[test]
+    fn a_huge_backoff_or_age_does_not_panic() {
+        let (q, _) = setup();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        q.claim(1).unwrap();
+        q.retry(id, "HTTP 409", std::time::Duration::MAX).unwrap();
+        assert!(q.claim(1).unwrap().is_empty());
+        assert_eq!(q.cleanup(std::time::Duration::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_damaged_record_is_skipped_and_taken_out_of_the_order() {
+        let (q, clock) = setup();
+        let a = q
+            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
+            .unwrap();
+        let bad = q
+            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 2)
+            .unwrap();
+        let c = q
+            .enqueue("c", "p", "password_change", &pw("pw-cccccc"), 3)
+            .unwrap();
+        damage(&q, bad);
+        assert_eq!(ids(&q.claim(10).unwrap()), vec![a, c]);
+        assert!(
+            q.store.sync_order.is_empty(),
+            "the damaged id is not met again"
+        );
+        assert!(
+            q.store.sync_items.get(bad.as_bytes()).unwrap().is_some(),
+            "raw record kept"
+        );
+        assert!(q.claim(10).unwrap().is_empty());
+        let counts = q.counts().unwrap();
+        assert_eq!((counts.pending, counts.processing), (0, 2));
+        assert_eq!(q.list().unwrap().len(), 2);
+        q.complete(a).unwrap();
+        clock.advance(Duration::days(8));
+        assert_eq!(q.cleanup(std::time::Duration::from_secs(86400)).unwrap(), 1);
+        assert!(q.store.sync_items.get(bad.as_bytes()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_damaged_record_does_not_stop_recovery_or_promotion() {
+        let (q, clock) = setup();
+        let bad = q
+            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
+            .unwrap();
+        let good = q
+            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1)
+            .unwrap();
+        let backing_off = q
+            .enqueue("c", "p", "password_change", &pw("pw-cccccc"), 1)
+            .unwrap();
+        q.claim(10).unwrap();
+        q.retry(backing_off, "HTTP 409", std::time::Duration::from_secs(1))
+            .unwrap();
+        damage(&q, bad);
+        let q2 = SyncQueue::new(q.store.clone(), q.clock.clone());
+        assert_eq!(q2.recover().unwrap(), 1);
+        assert!(q2.store.sync_inflight.is_empty());
+        assert_eq!(q2.get(good).unwrap().unwrap().status, SyncStatus::Pending);
+        damage(&q2, backing_off);
+        clock.advance(Duration::seconds(2));
+        assert_eq!(ids(&q2.claim(10).unwrap()), vec![good]);
+        assert!(q2.store.sync_delayed.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_item_in_flight_is_an_error_not_a_no() {
+        let (q, _) = setup();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        q.claim(1).unwrap();
+        damage(&q, id);
+        assert!(q.has_pending_password_change("u", "p").is_err());
+    }
+
+    #[test]
+    fn enqueue_flushes_outside_the_queue_lock() {
+        let (q, _) = setup();
+        FLUSHED_UNDER_LOCK.with(|c| c.set(None));
+        q.enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        assert_eq!(FLUSHED_UNDER_LOCK.with(|c| c.get()), Some(false));
+        q.claim(1).unwrap();
+        FLUSHED_UNDER_LOCK.with(|c| c.set(None));
+        SyncQueue::new(q.store.clone(), q.clock.clone())
+            .recover()
+            .unwrap();
+        assert_eq!(FLUSHED_UNDER_LOCK.with(|c| c.get()), Some(false));
     }
 }

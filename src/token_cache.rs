@@ -102,7 +102,9 @@ impl TokenCache {
     ) -> Result<AuthToken, StoreError> {
         let now = self.clock.now();
         let verifier = match verifier {
-            Verifier::Password(p) => password::hash(p).map_err(|e| StoreError::Aborted(e.to_string()))?,
+            Verifier::Password(p) => {
+                password::hash(p).map_err(|e| StoreError::Aborted(e.to_string()))?
+            }
             Verifier::Hash(h) => h.to_string(),
         };
         let sealer = self.store.sealer();
@@ -116,13 +118,19 @@ impl TokenCache {
                 .map(|r| sealer.seal_str(r))
                 .transpose()?,
             expires_at: after(now, tokens.expires_in),
-            refresh_expires_at: (tokens.refresh_expires_in > 0).then(|| after(now, tokens.refresh_expires_in)),
+            refresh_expires_at: (tokens.refresh_expires_in > 0)
+                .then(|| after(now, tokens.refresh_expires_in)),
             cached_at: now,
             last_used: None,
             use_count: 0,
             verifier,
         };
-        store::put(&self.store.token_cache, TREE, &user_key(username, package), &entry)?;
+        store::put(
+            &self.store.token_cache,
+            TREE,
+            &user_key(username, package),
+            &entry,
+        )?;
         Ok(AuthToken {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
@@ -187,7 +195,9 @@ impl TokenCache {
             entry.last_used = Some(now);
             entry.use_count = entry.use_count.saturating_add(1);
             found = Some(entry.clone());
-            store::encode(TREE, &entry).ok().or_else(|| Some(bytes.to_vec()))
+            store::encode(TREE, &entry)
+                .ok()
+                .or_else(|| Some(bytes.to_vec()))
         })?;
         if let Some(e) = failure {
             return Err(e);
@@ -208,7 +218,11 @@ impl TokenCache {
     }
 
     /// The unsealed refresh token of the entry, if it has one (regardless of age).
-    pub fn refresh_token(&self, username: &str, package: &str) -> Result<Option<String>, StoreError> {
+    pub fn refresh_token(
+        &self,
+        username: &str,
+        package: &str,
+    ) -> Result<Option<String>, StoreError> {
         let Some(entry) = self.entry(username, package)? else {
             return Ok(None);
         };
@@ -222,16 +236,31 @@ impl TokenCache {
 
     /// Replaces the tokens of an existing entry with a refreshed set, keeping its verifier (the
     /// password did not change); the grace period starts again. None when there is no entry.
-    pub fn replace_tokens(&self, username: &str, package: &str, tokens: &TokenSet) -> Result<Option<AuthToken>, StoreError> {
+    pub fn replace_tokens(
+        &self,
+        username: &str,
+        package: &str,
+        tokens: &TokenSet,
+    ) -> Result<Option<AuthToken>, StoreError> {
         let Some(entry) = self.entry(username, package)? else {
             return Ok(None);
         };
-        Ok(Some(self.put(username, package, tokens, Verifier::Hash(&entry.verifier))?))
+        Ok(Some(self.put(
+            username,
+            package,
+            tokens,
+            Verifier::Hash(&entry.verifier),
+        )?))
     }
 
     /// Replaces the verifier of every entry of `username` in `package` (the password changed
     /// locally and the cached token should follow it).
-    pub fn set_verifier(&self, username: &str, package: &str, phc: &str) -> Result<bool, StoreError> {
+    pub fn set_verifier(
+        &self,
+        username: &str,
+        package: &str,
+        phc: &str,
+    ) -> Result<bool, StoreError> {
         let key = user_key(username, package);
         let Some(mut entry) = self.entry(username, package)? else {
             return Ok(false);
@@ -313,7 +342,11 @@ mod tests {
     fn setup() -> (TokenCache, ManualClock) {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap());
         let store = Arc::new(Store::temporary().unwrap());
-        let cache = TokenCache::new(store, Arc::new(clock.clone()), std::time::Duration::from_secs(24 * 3600));
+        let cache = TokenCache::new(
+            store,
+            Arc::new(clock.clone()),
+            std::time::Duration::from_secs(24 * 3600),
+        );
         (cache, clock)
     }
 
@@ -330,21 +363,45 @@ mod tests {
     #[test]
     fn offline_login_needs_the_same_password_inside_the_grace_period() {
         let (cache, clock) = setup();
-        cache.put("Alice", "web", &tokens("tok-a"), Verifier::Password("pw-1")).unwrap();
-        let got = cache.authenticate("alice", "web", "pw-1", None).unwrap().unwrap();
+        cache
+            .put("Alice", "web", &tokens("tok-a"), Verifier::Password("pw-1"))
+            .unwrap();
+        let got = cache
+            .authenticate("alice", "web", "pw-1", None)
+            .unwrap()
+            .unwrap();
         assert!(got.cached);
         assert_eq!(got.access_token, "tok-a");
-        assert!(cache.authenticate("alice", "web", "pw-2", None).unwrap().is_none());
-        assert!(cache.authenticate("bob", "web", "pw-1", None).unwrap().is_none());
-        assert!(cache.authenticate("alice", "api", "pw-1", None).unwrap().is_none());
+        assert!(cache
+            .authenticate("alice", "web", "pw-2", None)
+            .unwrap()
+            .is_none());
+        assert!(cache
+            .authenticate("bob", "web", "pw-1", None)
+            .unwrap()
+            .is_none());
+        assert!(cache
+            .authenticate("alice", "api", "pw-1", None)
+            .unwrap()
+            .is_none());
         clock.advance(Duration::hours(24));
-        assert!(cache.authenticate("alice", "web", "pw-1", None).unwrap().is_none());
+        assert!(cache
+            .authenticate("alice", "web", "pw-1", None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn handing_out_counts_uses_and_secrets_are_sealed() {
         let (cache, clock) = setup();
-        cache.put("alice", "web", &tokens("tok-secret-xyz"), Verifier::Password("pw")).unwrap();
+        cache
+            .put(
+                "alice",
+                "web",
+                &tokens("tok-secret-xyz"),
+                Verifier::Password("pw"),
+            )
+            .unwrap();
         clock.advance(Duration::minutes(5));
         cache.get("alice", "web").unwrap().unwrap();
         cache.get("ALICE", "web").unwrap().unwrap();
@@ -362,8 +419,13 @@ mod tests {
     fn a_known_hash_skips_the_second_verify_and_verifier_follows_password() {
         let (cache, _) = setup();
         let phc = password::hash("old").unwrap();
-        cache.put("u", "p", &tokens("t"), Verifier::Hash(&phc)).unwrap();
-        assert!(cache.authenticate("u", "p", "old", Some(&phc)).unwrap().is_some());
+        cache
+            .put("u", "p", &tokens("t"), Verifier::Hash(&phc))
+            .unwrap();
+        assert!(cache
+            .authenticate("u", "p", "old", Some(&phc))
+            .unwrap()
+            .is_some());
         let new_phc = password::hash("new").unwrap();
         assert!(cache.set_verifier("u", "p", &new_phc).unwrap());
         assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
@@ -379,19 +441,35 @@ mod tests {
         cache.put("u", "p", &t, Verifier::Password("pw")).unwrap();
         assert!(cache.get("u", "p").unwrap().is_some());
         assert_eq!(cache.cleanup(std::time::Duration::MAX).unwrap(), 0);
-        let forever = TokenCache::new(cache.store.clone(), cache.clock.clone(), std::time::Duration::MAX);
+        let forever = TokenCache::new(
+            cache.store.clone(),
+            cache.clock.clone(),
+            std::time::Duration::MAX,
+        );
         assert!(forever.get("u", "p").unwrap().is_some());
     }
 
     #[test]
     fn counts_and_cleanup_by_age() {
         let (cache, clock) = setup();
-        cache.put("a", "p", &tokens("1"), Verifier::Password("x")).unwrap();
+        cache
+            .put("a", "p", &tokens("1"), Verifier::Password("x"))
+            .unwrap();
         clock.advance(Duration::hours(30));
-        cache.put("b", "p", &tokens("2"), Verifier::Password("x")).unwrap();
+        cache
+            .put("b", "p", &tokens("2"), Verifier::Password("x"))
+            .unwrap();
         assert_eq!(cache.counts().unwrap(), (1, 2));
-        assert_eq!(cache.cleanup(std::time::Duration::from_secs(48 * 3600)).unwrap(), 0);
-        assert_eq!(cache.cleanup(std::time::Duration::from_secs(3600)).unwrap(), 1);
+        assert_eq!(
+            cache
+                .cleanup(std::time::Duration::from_secs(48 * 3600))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            cache.cleanup(std::time::Duration::from_secs(3600)).unwrap(),
+            1
+        );
         assert!(cache.entry("a", "p").unwrap().is_none());
         assert!(cache.remove("b", "p").unwrap());
         assert_eq!(cache.counts().unwrap(), (0, 0));

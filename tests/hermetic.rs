@@ -947,9 +947,81 @@ fn a_misconfigured_realm_is_cached_as_unavailable_without_counting() {
     std::fs::write(env.config_path(), yaml).unwrap();
     let client = env.client_with_clock(&manual_clock());
     assert!(!client.is_available());
-    assert_eq!(client.circuit(), (CircuitState::Closed, 0), "Keycloak answered");
-    assert!(client.unavailable_reason().contains("no-such-realm"), "{}", client.unavailable_reason());
+    assert_eq!(
+        client.circuit(),
+        (CircuitState::Closed, 0),
+        "Keycloak answered"
+    );
+    assert!(
+        client.unavailable_reason().contains("no-such-realm"),
+        "{}",
+        client.unavailable_reason()
+    );
     let seen = kc.request_count();
     assert!(!client.is_available());
-    assert_eq!(kc.request_count(), seen, "the cached answer stands for the cache period");
+    assert_eq!(
+        kc.request_count(),
+        seen,
+        "the cached answer stands for the cache period"
+    );
+}
+
+/// Once the queue is blocked, each cycle's check asks Keycloak itself — a new admin token and
+/// a real admin request — instead of trusting the admin token cached before the block (whose
+/// roles may be the very reason for it); the item stays untouched meanwhile.
+#[test]
+fn blocked_queue_check_makes_a_real_admin_request_with_a_fresh_token() {
+    let (fake, user) = fake_with_user("unblock");
+    let tuning = Tuning {
+        admin_client_secret: "no-admin-test-secret".to_string(),
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    // The service account without realm-management roles: its token is issued, the admin
+    // API answers 403.
+    let yaml = std::fs::read_to_string(env.config_path()).unwrap();
+    let yaml = yaml.replace(
+        "admin_client_id: keycloak-resilient-sync",
+        "admin_client_id: no-admin-rights",
+    );
+    std::fs::write(env.config_path(), yaml).unwrap();
+    let client = env.client();
+    let id = client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({ "password": "Unblock-Password-2" }),
+            1,
+        )
+        .unwrap();
+    let first = client.process_sync_queue(10).unwrap();
+    assert!(client.queue_blocked().is_some(), "{first:?}");
+
+    let before = fake.requests().len();
+    let second = client.process_sync_queue(10).unwrap();
+    let during = fake.requests()[before..].to_vec();
+    assert!(
+        second
+            .stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("blocked")),
+        "{second:?}"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|r| r.starts_with("POST ") && r.ends_with("/protocol/openid-connect/token")),
+        "the check logs in anew: {during:?}"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.contains("/admin/realms/")),
+        "the check makes an admin request: {during:?}"
+    );
+    assert!(reset_password_calls(&fake).is_empty());
+    let item = client.queue().get(id).unwrap().unwrap();
+    assert_eq!((item.status, item.attempts), (SyncStatus::Pending, 0));
+    assert!(client.queue_blocked().is_some(), "still blocked");
 }

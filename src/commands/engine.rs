@@ -14,7 +14,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-
 /// The status block, engine part plus the local-auth part.
 #[derive(Serialize)]
 struct FullStatus {
@@ -45,11 +44,24 @@ pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result
     }
     let s = &full.engine;
     let c = auth.client().config();
-    writeln!(out, "Keycloak:          {} ({})", c.keycloak.server_url, if s.available { "available" } else { "unavailable" })?;
+    writeln!(
+        out,
+        "Keycloak:          {} ({})",
+        c.keycloak.server_url,
+        if s.available {
+            "available"
+        } else {
+            "unavailable"
+        }
+    )?;
     if let Some(r) = &s.unavailable_reason {
         writeln!(out, "  reason:          {r}")?;
     }
-    writeln!(out, "Circuit:           {} ({} consecutive failure(s))", s.circuit_state, s.failure_count)?;
+    writeln!(
+        out,
+        "Circuit:           {} ({} consecutive failure(s))",
+        s.circuit_state, s.failure_count
+    )?;
     writeln!(out, "Mode:              {}", s.mode.as_str())?;
     writeln!(out, "Pending syncs:     {}", s.pending_syncs)?;
     writeln!(out, "Failed syncs:      {}", s.failed_syncs)?;
@@ -59,9 +71,19 @@ pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result
     writeln!(out, "Cached tokens:     {}", s.cached_tokens)?;
     writeln!(out, "Active sessions:   {}", full.active_sessions)?;
     let m = full.auth_modes_last_hour;
-    writeln!(out, "Logins last hour:  keycloak {}, cached {}, local {}", m.keycloak, m.cached, m.local)?;
+    writeln!(
+        out,
+        "Logins last hour:  keycloak {}, cached {}, local {}",
+        m.keycloak, m.cached, m.local
+    )?;
     for l in &full.locked_accounts {
-        writeln!(out, "Locked:            {}/{} until {}", l["user"].as_str().unwrap_or(""), l["package"].as_str().unwrap_or(""), l["locked_until"].as_str().unwrap_or(""))?;
+        writeln!(
+            out,
+            "Locked:            {}/{} until {}",
+            l["user"].as_str().unwrap_or(""),
+            l["package"].as_str().unwrap_or(""),
+            l["locked_until"].as_str().unwrap_or("")
+        )?;
     }
     writeln!(
         out,
@@ -69,7 +91,11 @@ pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result
         s.config.failure_threshold,
         s.config.cooldown_seconds,
         s.config.grace_period_hours,
-        if s.config.offline_mode_allowed { "allowed" } else { "off" }
+        if s.config.offline_mode_allowed {
+            "allowed"
+        } else {
+            "off"
+        }
     )?;
     Ok(EXIT_OK)
 }
@@ -90,7 +116,13 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
     }];
     let kc = KeycloakClient::new(&config.keycloak)?;
     let mut packages = vec![("(default)".to_string(), config.package(""))];
-    packages.extend(config.keycloak.packages.keys().map(|name| (name.clone(), config.package(name))));
+    packages.extend(
+        config
+            .keycloak
+            .packages
+            .keys()
+            .map(|name| (name.clone(), config.package(name))),
+    );
     let mut realms: Vec<String> = packages.iter().map(|(_, p)| p.realm.clone()).collect();
     realms.sort();
     realms.dedup();
@@ -113,14 +145,22 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
         for (name, pkg) in &packages {
             let r = kc.password_grant(pkg, &nobody, &uuid::Uuid::new_v4().to_string());
             let (ok, detail) = match r {
-                Err(KcError::Rejected(Rejection::InvalidCredentials)) => (true, "accepts direct access grants".to_string()),
+                Err(KcError::Rejected(Rejection::InvalidCredentials)) => {
+                    (true, "accepts direct access grants".to_string())
+                }
                 Ok(_) => (true, "accepts direct access grants".to_string()),
                 Err(e) => (false, e.to_string()),
             };
-            checks.push(Check { check: format!("login client {} (package {name})", pkg.client_id), ok, detail });
+            checks.push(Check {
+                check: format!("login client {} (package {name})", pkg.client_id),
+                ok,
+                detail,
+            });
         }
         for realm in &realms {
-            let lookup = kc.find_user(realm, &nobody).and_then(|_| kc.admin_roles(realm));
+            let lookup = kc
+                .find_user(realm, &nobody)
+                .and_then(|_| kc.admin_roles(realm));
             let (ok, detail) = match lookup {
                 Ok(roles) if roles.iter().any(|r| r == "manage-users") => {
                     (true, "can look up users and holds manage-users".to_string())
@@ -129,7 +169,10 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
                 Err(e) => (false, e.to_string()),
             };
             checks.push(Check {
-                check: format!("admin service account {} (realm {realm})", config.keycloak.admin_client_id),
+                check: format!(
+                    "admin service account {} (realm {realm})",
+                    config.keycloak.admin_client_id
+                ),
                 ok,
                 detail,
             });
@@ -140,21 +183,40 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
         print_json(out, &json!({"ok": all_ok, "checks": checks}))?;
     } else {
         for c in &checks {
-            writeln!(out, "{:<6} {}: {}", if c.ok { "ok" } else { "FAILED" }, c.check, c.detail)?;
+            writeln!(
+                out,
+                "{:<6} {}: {}",
+                if c.ok { "ok" } else { "FAILED" },
+                c.check,
+                c.detail
+            )?;
         }
         if !reachable {
-            writeln!(out, "skipped: client and service-account checks (Keycloak not reachable)")?;
+            writeln!(
+                out,
+                "skipped: client and service-account checks (Keycloak not reachable)"
+            )?;
         }
     }
     Ok(if all_ok { EXIT_OK } else { EXIT_REFUSED })
 }
 
-pub fn sync_now(config: Config, batch: Option<u32>, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let batch = batch.map(|b| b as usize).unwrap_or(config.service.batch_size);
+pub fn sync_now(
+    config: Config,
+    batch: Option<u32>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let batch = batch
+        .map(|b| b as usize)
+        .unwrap_or(config.service.batch_size);
     let client = open(config)?;
     let report = client.process_sync_queue(batch)?;
     if json {
-        print_json(out, &json!({"report": report, "pending_syncs": client.queue().pending_count()}))?;
+        print_json(
+            out,
+            &json!({"report": report, "pending_syncs": client.queue().pending_count()}),
+        )?;
     } else {
         writeln!(
             out,
@@ -172,7 +234,13 @@ pub fn sync_now(config: Config, batch: Option<u32>, json: bool, out: &mut dyn Wr
     Ok(EXIT_OK)
 }
 
-pub fn cleanup(config: Config, token_hours: u64, sync_days: u64, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn cleanup(
+    config: Config,
+    token_hours: u64,
+    sync_days: u64,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let auth = super::open_auth(config)?;
     let client = auth.client();
     let tokens = client.cleanup_expired_tokens(token_hours)?;
@@ -181,10 +249,19 @@ pub fn cleanup(config: Config, token_hours: u64, sync_days: u64, json: bool, out
     let events = auth.events().cleanup()?;
     client.store().flush()?;
     if json {
-        print_json(out, &json!({"tokens_removed": tokens, "syncs_removed": syncs, "sessions_removed": sessions, "auth_events_removed": events}))?;
+        print_json(
+            out,
+            &json!({"tokens_removed": tokens, "syncs_removed": syncs, "sessions_removed": sessions, "auth_events_removed": events}),
+        )?;
     } else {
-        writeln!(out, "removed {tokens} cached token(s) older than {token_hours}h")?;
-        writeln!(out, "removed {syncs} finished sync item(s) older than {sync_days}d")?;
+        writeln!(
+            out,
+            "removed {tokens} cached token(s) older than {token_hours}h"
+        )?;
+        writeln!(
+            out,
+            "removed {syncs} finished sync item(s) older than {sync_days}d"
+        )?;
         writeln!(out, "removed {sessions} expired session(s)")?;
     }
     Ok(EXIT_OK)
@@ -203,14 +280,28 @@ fn print_token(out: &mut dyn Write, t: &AuthToken, json: bool) -> anyhow::Result
         );
     }
     match t.cached_at {
-        Some(at) => writeln!(out, "cached token (obtained from Keycloak at {}), expires {}", rfc3339(at), rfc3339(t.expires_at))?,
-        None => writeln!(out, "token from Keycloak, expires {}", rfc3339(t.expires_at))?,
+        Some(at) => writeln!(
+            out,
+            "cached token (obtained from Keycloak at {}), expires {}",
+            rfc3339(at),
+            rfc3339(t.expires_at)
+        )?,
+        None => writeln!(
+            out,
+            "token from Keycloak, expires {}",
+            rfc3339(t.expires_at)
+        )?,
     }
     writeln!(out, "{}", t.access_token)?;
     Ok(())
 }
 
-pub fn authenticate(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn authenticate(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let password = input::passwords(&["password"])?.remove(0);
     let client = open(config)?;
     match client.authenticate(&who.user, &password, &who.package) {
@@ -221,7 +312,10 @@ pub fn authenticate(config: Config, who: &UserArgs, json: bool, out: &mut dyn Wr
         Err(AuthError::Store(e)) => Err(e.into()),
         Err(e) => {
             if json {
-                print_json(out, &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null, "error": e.to_string()}))?;
+                print_json(
+                    out,
+                    &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null, "error": e.to_string()}),
+                )?;
             }
             eprintln!("refused: {e}");
             Ok(EXIT_REFUSED)
@@ -229,7 +323,12 @@ pub fn authenticate(config: Config, who: &UserArgs, json: bool, out: &mut dyn Wr
     }
 }
 
-pub fn cached_token(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn cached_token(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let client = open(config)?;
     match client.get_cached_token(&who.user, &who.package)? {
         Some(t) => {
@@ -238,15 +337,26 @@ pub fn cached_token(config: Config, who: &UserArgs, json: bool, out: &mut dyn Wr
         }
         None => {
             if json {
-                print_json(out, &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null}))?;
+                print_json(
+                    out,
+                    &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null}),
+                )?;
             }
-            eprintln!("no cached token for {}/{} inside the grace period", who.user, who.package);
+            eprintln!(
+                "no cached token for {}/{} inside the grace period",
+                who.user, who.package
+            );
             Ok(EXIT_REFUSED)
         }
     }
 }
 
-pub fn refresh(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn refresh(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let client = open(config)?;
     match client.refresh(&who.user, &who.package) {
         Ok(t) => {
@@ -261,7 +371,14 @@ pub fn refresh(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) 
     }
 }
 
-pub fn queue_sync(config: Config, who: &UserArgs, sync_type: &str, priority: u32, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn queue_sync(
+    config: Config,
+    who: &UserArgs,
+    sync_type: &str,
+    priority: u32,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     // Check the type before reading stdin, so a typo is reported as such.
     sync_type.parse::<crate::sync_queue::SyncType>()?;
     let data = input::json()?;
@@ -318,7 +435,10 @@ pub fn queue(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
             i.sync_type.as_str(),
             rfc3339(i.queued_at),
             i.attempts,
-            i.last_error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+            i.last_error
+                .as_ref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
         )?;
     }
     Ok(EXIT_OK)
@@ -328,7 +448,8 @@ pub fn start(config: Config, out: &mut dyn Write) -> anyhow::Result<u8> {
     let client = open(config)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the SIGINT/SIGTERM handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the SIGINT/SIGTERM handler")?;
     crate::service::run(&client, stop, out)?;
     Ok(EXIT_OK)
 }

@@ -29,7 +29,9 @@ pub fn passwords(prompts: &[&str]) -> Result<Vec<String>, InputError> {
         .map(|p| match lines.next() {
             Some(Ok(line)) => nonempty(line.trim_end_matches('\r').to_string(), p),
             Some(Err(e)) => Err(InputError(format!("reading {p} from stdin: {e}"))),
-            None => Err(InputError(format!("no {p} on stdin (expected one per line)"))),
+            None => Err(InputError(format!(
+                "no {p} on stdin (expected one per line)"
+            ))),
         })
         .collect()
 }
@@ -49,10 +51,13 @@ pub fn json() -> Result<serde_json::Value, InputError> {
         .read_to_string(&mut text)
         .map_err(|e| InputError(format!("reading sync data from stdin: {e}")))?;
     if text.trim().is_empty() {
-        return Err(InputError("no sync data on stdin (expected JSON, e.g. {\"password\": \"…\"})".into()));
+        return Err(InputError(
+            "no sync data on stdin (expected JSON, e.g. {\"password\": \"…\"})".into(),
+        ));
     }
     // serde_json's message gives line and column, never the text itself.
-    serde_json::from_str(&text).map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))
 }
 
 /// Parses a session id argument.

@@ -9,8 +9,12 @@ use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 
-
-pub fn login(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn login(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let password = input::passwords(&["password"])?.remove(0);
     let auth = open(config)?;
     let r = auth.login(&who.user, &who.package, &password)?;
@@ -48,14 +52,23 @@ pub fn login(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) ->
     Ok(EXIT_OK)
 }
 
-pub fn passwd(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn passwd(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let mut pws = input::passwords(&["old password", "new password"])?;
     let new = pws.remove(1);
     let old = pws.remove(0);
     let auth = open(config)?;
     let r = match auth.change_password(&who.user, &who.package, &old, &new) {
         Ok(r) => r,
-        Err(e @ (PasswdError::InvalidCredentials | PasswdError::AccountDisabled | PasswdError::AccountLocked(_))) => {
+        Err(
+            e @ (PasswdError::InvalidCredentials
+            | PasswdError::AccountDisabled
+            | PasswdError::AccountLocked(_)),
+        ) => {
             if json {
                 print_json(out, &json!({"success": false, "reason": e.to_string()}))?;
             }
@@ -65,7 +78,10 @@ pub fn passwd(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -
         Err(e) => return Err(e.into()),
     };
     if json {
-        print_json(out, &json!({"success": true, "mode": r.mode, "sync_id": r.sync_id, "keycloak_error": r.keycloak_error}))?;
+        print_json(
+            out,
+            &json!({"success": true, "mode": r.mode, "sync_id": r.sync_id, "keycloak_error": r.keycloak_error}),
+        )?;
     } else {
         match r.mode {
             PasswdMode::Synchronized => writeln!(out, "password changed locally and in Keycloak (mode synchronized)")?,
@@ -81,10 +97,19 @@ pub fn passwd(config: Config, who: &UserArgs, json: bool, out: &mut dyn Write) -
             )?,
         }
     }
-    Ok(if r.mode == PasswdMode::Rejected { EXIT_PARTIAL } else { EXIT_OK })
+    Ok(if r.mode == PasswdMode::Rejected {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    })
 }
 
-pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn user(
+    config: Config,
+    cmd: UserCommand,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     if let UserCommand::Add(who) = &cmd {
         // Read the password before opening the database, so bad input changes nothing.
         let password = input::passwords(&["password"])?.remove(0);
@@ -96,7 +121,10 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
     if let UserCommand::Import { file } = &cmd {
         // An InputError value (not a context string), so that the exit code is 2.
         let format = ImportFormat::from_path(file).ok_or_else(|| {
-            super::InputError(format!("{}: unknown format (use .jsonl, .ndjson, .json or .csv)", file.display()))
+            super::InputError(format!(
+                "{}: unknown format (use .jsonl, .ndjson, .json or .csv)",
+                file.display()
+            ))
         })?;
         let reader = std::fs::File::open(file)
             .map(std::io::BufReader::new)
@@ -104,15 +132,28 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
         let auth = open(config)?;
         let report = auth.users().import(reader, format)?;
         if json {
-            let errors: Vec<_> = report.errors.iter().map(|(line, msg)| json!({"line": line, "error": msg})).collect();
+            let errors: Vec<_> = report
+                .errors
+                .iter()
+                .map(|(line, msg)| json!({"line": line, "error": msg}))
+                .collect();
             print_json(out, &json!({"imported": report.imported, "errors": errors}))?;
         } else {
-            writeln!(out, "imported {} user(s) from {}", report.imported, file.display())?;
+            writeln!(
+                out,
+                "imported {} user(s) from {}",
+                report.imported,
+                file.display()
+            )?;
             for (line, msg) in &report.errors {
                 writeln!(out, "{}:{line}: {msg}", file.display())?;
             }
         }
-        return Ok(if report.errors.is_empty() { EXIT_OK } else { EXIT_REFUSED });
+        return Ok(if report.errors.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_REFUSED
+        });
     }
     let auth = open(config)?;
     let users = auth.users();
@@ -145,13 +186,24 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
                         (true, Some(until)) => format!("locked until {}", rfc3339(until)),
                         (true, None) => "enabled".to_string(),
                     };
-                    writeln!(out, "{}/{} {} (updated {})", u.username, u.package, state, rfc3339(u.updated_at))?;
+                    writeln!(
+                        out,
+                        "{}/{} {} (updated {})",
+                        u.username,
+                        u.package,
+                        state,
+                        rfc3339(u.updated_at)
+                    )?;
                 }
             }
         }
         UserCommand::Disable(who) => {
             let ended = auth.disable_user(&who.user, &who.package)?;
-            writeln!(out, "disabled {}/{} ({ended} session(s) ended)", who.user, who.package)?;
+            writeln!(
+                out,
+                "disabled {}/{} ({ended} session(s) ended)",
+                who.user, who.package
+            )?;
         }
         UserCommand::Unlock(who) => {
             users.unlock(&who.user, &who.package)?;
@@ -163,14 +215,23 @@ pub fn user(config: Config, cmd: UserCommand, json: bool, out: &mut dyn Write) -
         }
         UserCommand::Remove(who) => {
             let ended = auth.remove_user(&who.user, &who.package)?;
-            writeln!(out, "removed {}/{} ({ended} session(s) ended)", who.user, who.package)?;
+            writeln!(
+                out,
+                "removed {}/{} ({ended} session(s) ended)",
+                who.user, who.package
+            )?;
         }
         UserCommand::Add(_) | UserCommand::Import { .. } => {}
     }
     Ok(EXIT_OK)
 }
 
-pub fn session_show(config: Config, id: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
+pub fn session_show(
+    config: Config,
+    id: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     let id = input::session_id(id)?;
     let auth = open(config)?;
     match auth.sessions().get(id)? {

@@ -8,13 +8,13 @@ mod input;
 mod local;
 
 use crate::auth::Auth;
+use crate::auth::{LoginError, PasswdError};
 use crate::cli::{Cli, Command};
 use crate::client::ResilientClient;
-use anyhow::Context;
 use crate::config::{Config, ConfigError};
-use crate::auth::{LoginError, PasswdError};
 use crate::local_users::UserError;
 use crate::sync_queue::QueueError;
+use anyhow::Context;
 use std::io::Write;
 
 pub use input::InputError;
@@ -42,7 +42,8 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 /// Opens the database and builds the engine.
 fn open_client(config: Config) -> anyhow::Result<ResilientClient> {
     let path = config.storage_path.clone();
-    ResilientClient::new(config).with_context(|| format!("opening data directory {}", path.display()))
+    ResilientClient::new(config)
+        .with_context(|| format!("opening data directory {}", path.display()))
 }
 
 /// [`open_client`] with the local-authentication layer on top.
@@ -58,17 +59,26 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Status => engine::status(config, json, out),
         Command::Test => engine::test(&config, json, out),
         Command::SyncNow { batch_size } => engine::sync_now(config, batch_size, json, out),
-        Command::Cleanup { token_hours, sync_days } => engine::cleanup(config, token_hours, sync_days, json, out),
+        Command::Cleanup {
+            token_hours,
+            sync_days,
+        } => engine::cleanup(config, token_hours, sync_days, json, out),
         Command::Authenticate(who) => engine::authenticate(config, &who, json, out),
         Command::CachedToken(who) => engine::cached_token(config, &who, json, out),
         Command::Refresh(who) => engine::refresh(config, &who, json, out),
-        Command::QueueSync { who, sync_type, priority } => engine::queue_sync(config, &who, &sync_type, priority, json, out),
+        Command::QueueSync {
+            who,
+            sync_type,
+            priority,
+        } => engine::queue_sync(config, &who, &sync_type, priority, json, out),
         Command::Queue => engine::queue(config, json, out),
         Command::Start => engine::start(config, out),
         Command::Login(who) => local::login(config, &who, json, out),
         Command::Passwd(who) => local::passwd(config, &who, json, out),
         Command::User(cmd) => local::user(config, cmd, json, out),
-        Command::Session(crate::cli::SessionCommand::Show { id }) => local::session_show(config, &id, json, out),
+        Command::Session(crate::cli::SessionCommand::Show { id }) => {
+            local::session_show(config, &id, json, out)
+        }
         Command::Logout { id } => local::logout(config, &id, json, out),
         Command::Metrics { textfile } => local::metrics(config, textfile.as_deref(), out),
     }
@@ -81,7 +91,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
             return EXIT_INPUT;
         }
         if let Some(q) = cause.downcast_ref::<QueueError>() {
-            if matches!(q, QueueError::UnknownType(_) | QueueError::BadData { .. } | QueueError::BadInput(_)) {
+            if matches!(
+                q,
+                QueueError::UnknownType(_) | QueueError::BadData { .. } | QueueError::BadInput(_)
+            ) {
                 return EXIT_INPUT;
             }
         }
@@ -97,7 +110,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
                 _ => None,
             });
         if let Some(u) = user_error {
-            if matches!(u, UserError::Exists { .. } | UserError::NotFound { .. } | UserError::BadInput(_)) {
+            if matches!(
+                u,
+                UserError::Exists { .. } | UserError::NotFound { .. } | UserError::BadInput(_)
+            ) {
                 return EXIT_INPUT;
             }
         }

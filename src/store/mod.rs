@@ -293,7 +293,10 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
             let mode = fs::metadata(path).map_err(wrap)?.permissions().mode();
             if mode & 0o077 != 0 {
                 fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(wrap)?;
-                log::warn!("data directory {} was readable by others; set to 0700", path.display());
+                log::warn!(
+                    "data directory {} was readable by others; set to 0700",
+                    path.display()
+                );
             }
         }
     }
@@ -329,7 +332,10 @@ mod tests {
         drop(Store::open(&path).unwrap());
         fs::remove_file(path.join("secret.key")).unwrap();
         let err = Store::open(&path).unwrap_err().to_string();
-        assert!(err.contains("is missing but the database beside it exists"), "{err}");
+        assert!(
+            err.contains("is missing but the database beside it exists"),
+            "{err}"
+        );
         assert!(!path.join("secret.key").exists(), "no new key was made");
         #[cfg(unix)]
         {

@@ -55,7 +55,9 @@ impl Sealer {
         let key = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound && may_create => create_key(&path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SealError::Missing { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SealError::Missing { path })
+            }
             Err(cause) => return Err(SealError::KeyFile { path, cause }),
         };
         if key.len() != KEY_LEN {
@@ -148,7 +150,10 @@ mod tests {
     #[test]
     fn key_file_is_created_owner_only_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Sealer::load_or_create(dir.path(), false), Err(SealError::Missing { .. })));
+        assert!(matches!(
+            Sealer::load_or_create(dir.path(), false),
+            Err(SealError::Missing { .. })
+        ));
         let a = Sealer::load_or_create(dir.path(), true).unwrap();
         let sealed = a.seal_str("x").unwrap();
         let b = Sealer::load_or_create(dir.path(), false).unwrap();

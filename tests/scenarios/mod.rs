@@ -839,7 +839,9 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     // A second user logs in while Keycloak is up, so a cached token exists for them.
     let cached_password = "Cached-Allowed-Password-1";
     let cached_user = keycloak_user(server, "nooffline-cached", cached_password);
-    auth.users().add(&cached_user, PACKAGE, cached_password).unwrap();
+    auth.users()
+        .add(&cached_user, PACKAGE, cached_password)
+        .unwrap();
     let online = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak), "{online:?}");
 
