@@ -25,8 +25,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 const TREE: &str = "local_users";
-/// Longest username or package name accepted, in characters.
-const MAX_NAME_CHARS: usize = 255;
 /// Longest password accepted, in bytes.
 const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -695,20 +693,7 @@ fn not_found(user: &str, package: &str) -> UserError {
 
 /// A username or package: non-empty, no control characters, at most 255 characters.
 fn check_name(field: &str, value: &str) -> Result<(), UserError> {
-    if value.is_empty() {
-        return Err(UserError::BadInput(format!("{field} must not be empty")));
-    }
-    if value.chars().count() > MAX_NAME_CHARS {
-        return Err(UserError::BadInput(format!(
-            "{field} is longer than {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(UserError::BadInput(format!(
-            "{field} contains a control character"
-        )));
-    }
-    Ok(())
+    store::check_name(field, value).map_err(UserError::BadInput)
 }
 
 /// A password: non-empty, at most 1024 bytes. The message names the field, never the value.

@@ -1024,15 +1024,7 @@ fn finish(
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), QueueError> {
-    if value.trim().is_empty() {
-        return Err(QueueError::BadInput(format!("{what} must not be empty")));
-    }
-    if value.contains('\0') || value.chars().any(char::is_control) {
-        return Err(QueueError::BadInput(format!(
-            "{what} must not contain control characters"
-        )));
-    }
-    Ok(())
+    store::check_name(what, value).map_err(QueueError::BadInput)
 }
 
 #[cfg(test)]

@@ -264,6 +264,27 @@ pub fn user_key(user: &str, package: &str) -> Vec<u8> {
     key
 }
 
+/// Longest user or package name accepted (Keycloak's own username limit is 255).
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// The one rule for user and package names wherever they enter (local users, the queue): not
+/// empty, at most [`MAX_NAME_CHARS`] characters, no control characters (keys use 0x00 as a
+/// separator). The message names `field`, and quotes nothing.
+pub fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "{field} is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} contains a control character"));
+    }
+    Ok(())
+}
+
 fn is_lock_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
