@@ -18,7 +18,7 @@
 //! crypt(3) MD5/SHA families, scrypt, and Keycloak's own JSON credential format.
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordVerifier;
 use argon2::Argon2;
 use std::fmt;
 use std::sync::OnceLock;
@@ -80,19 +80,107 @@ const ACCEPTED: &str =
 
 /// Hashes `password` with argon2id and a fresh random salt; returns the PHC string.
 pub fn hash(password: &str) -> Result<String, HashError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
+    let params = argon2::Params::default();
+    let salt = argon2::password_hash::generate_salt();
+    let mut out = vec![
+        0u8;
+        params
+            .output_len()
+            .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)
+    ];
+    let argon = Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+    );
+    with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
+    })
+    .map_err(|e| HashError(e.to_string()))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(argon2::Version::V0x13.into()),
+        params: argon2::password_hash::phc::ParamsString::try_from(&params)
+            .map_err(|e| HashError(e.to_string()))?,
+        salt: Some(
+            argon2::password_hash::phc::Salt::new(&salt).map_err(|e| HashError(e.to_string()))?,
+        ),
+        hash: Some(
+            argon2::password_hash::phc::Output::new(&out).map_err(|e| HashError(e.to_string()))?,
+        ),
+    };
+    Ok(phc.to_string())
+}
+
+/// Largest argon2 memory (in 1 KiB blocks) kept for reuse by a thread: the default cost's. A
+/// costlier imported hash gets a one-off buffer.
+const REUSED_BLOCKS: usize = 19 * 1024;
+
+thread_local! {
+    /// argon2's working memory, kept per thread. argon2 would otherwise allocate (64-byte
+    /// aligned, zeroed) 19 MiB per hash or verify; glibc does not hand such aligned blocks back
+    /// reliably, and a process that verifies passwords grew by hundreds of MiB (measured with
+    /// benches/hot_paths.rs). Reusing one buffer keeps it at 19 MiB per thread.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `n` zeroed argon2 blocks, from the thread's reusable buffer when `n` is small.
+fn with_blocks<R>(n: usize, f: impl FnOnce(&mut [argon2::Block]) -> R) -> R {
+    if n > REUSED_BLOCKS {
+        let mut one_off = vec![argon2::Block::new(); n];
+        return f(&mut one_off);
+    }
+    BLOCKS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut blocks) => {
+            if blocks.len() < n {
+                blocks.resize(n, argon2::Block::new());
+            }
+            f(&mut blocks[..n])
+        }
+        // Re-entered on this thread (not expected): fall back to a one-off buffer.
+        Err(_) => f(&mut vec![argon2::Block::new(); n]),
+    })
+}
+
+/// Verifies an argon2 PHC string with the reusable working memory.
+fn verify_argon2(password: &str, phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    let computed = with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
+    });
+    computed.is_ok() && constant_time_eq(&out, expected.as_bytes())
+}
+
+/// Compares without an early exit, so the time does not tell how many bytes matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// True when `password` matches `phc` (any family of [`HashFamily`]). A malformed hash, or one
 /// whose cost is beyond the limits [`family`] enforces, never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     match family(phc) {
-        Ok(HashFamily::Argon2id | HashFamily::Argon2i | HashFamily::Argon2d) => Argon2::default()
-            .verify_password(password.as_bytes(), phc)
-            .is_ok(),
+        Ok(HashFamily::Argon2id | HashFamily::Argon2i | HashFamily::Argon2d) => {
+            verify_argon2(password, phc)
+        }
         Ok(HashFamily::Pbkdf2Sha256 | HashFamily::Pbkdf2Sha512) => PasswordHash::new(phc)
             .is_ok_and(|parsed| {
                 pbkdf2::Pbkdf2::default()
@@ -117,7 +205,7 @@ pub fn verify_dummy(password: &str) {
     let dummy = DUMMY.get_or_init(|| {
         hash("keycloak-resilient dummy password").unwrap_or_else(|_| DUMMY_FALLBACK.to_string())
     });
-    let _ = Argon2::default().verify_password(password.as_bytes(), dummy.as_str());
+    let _ = verify_argon2(password, dummy);
 }
 
 /// True unless `phc` is argon2id: a successful login with this hash should store a fresh
@@ -236,6 +324,39 @@ fn bcrypt_family(hash: &str) -> Result<HashFamily, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordHasher;
+
+    #[test]
+    fn our_argon2_path_agrees_with_the_crate_both_ways() {
+        let ours = hash("compat-pass").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        assert!(Argon2::default()
+            .verify_password(b"compat-pass", ours.as_str())
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"other", ours.as_str())
+            .is_err());
+        let theirs = Argon2::default()
+            .hash_password(b"compat-pass")
+            .unwrap()
+            .to_string();
+        assert!(verify("compat-pass", &theirs));
+        assert!(!verify("other", &theirs));
+        // argon2i/d and a non-default cost go through the same path.
+        let costly = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::new(32 * 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw")
+        .unwrap()
+        .to_string();
+        assert!(verify("pw", &costly));
+        assert!(!verify("px", &costly));
+    }
     use pbkdf2::password_hash::CustomizedPasswordHasher;
 
     /// A PBKDF2 PHC hash of `password` (few rounds: tests only).
