@@ -106,7 +106,7 @@ pub enum Command {
     Session(SessionCommand),
     /// End a session.
     Logout {
-        /// The session id.
+        /// The session id, or `-` to read it from stdin (keeps it out of `ps`).
         id: String,
     },
     /// Print Prometheus metrics, or write them for node_exporter's textfile collector.
@@ -144,7 +144,7 @@ pub enum UserCommand {
 pub enum SessionCommand {
     /// Show a session.
     Show {
-        /// The session id.
+        /// The session id, or `-` to read it from stdin (keeps it out of `ps`).
         id: String,
     },
 }

@@ -29,7 +29,6 @@ pub fn render(auth: &Auth) -> anyhow::Result<String> {
     let status = client.get_status()?;
     let store = client.store();
     let (circuit, _) = client.circuit();
-    let counts = client.queue().counts()?;
     let totals = auth.events().totals()?;
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     let mut out = String::new();
@@ -85,14 +84,14 @@ pub fn render(auth: &Auth) -> anyhow::Result<String> {
         "sync_pending",
         "gauge",
         "Sync items waiting for Keycloak.",
-        &[("", (counts.pending + counts.processing) as f64)],
+        &[("", status.pending_syncs as f64)],
     );
     metric(
         &mut out,
         "sync_failed",
         "gauge",
         "Sync items Keycloak refused for good.",
-        &[("", counts.failed as f64)],
+        &[("", status.failed_syncs as f64)],
     );
     metric(
         &mut out,

@@ -102,9 +102,7 @@ impl TokenCache {
     ) -> Result<AuthToken, StoreError> {
         let now = self.clock.now();
         let verifier = match verifier {
-            Verifier::Password(p) => {
-                password::hash(p).map_err(|e| StoreError::Aborted(e.to_string()))?
-            }
+            Verifier::Password(p) => password::hash(p)?,
             Verifier::Hash(h) => h.to_string(),
         };
         let sealer = self.store.sealer();

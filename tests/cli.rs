@@ -1584,3 +1584,44 @@ fn disabling_a_user_ends_their_sessions_and_unlock_lifts_a_lock() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn session_id_can_come_from_stdin() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    env.cmd()
+        .args(["user", "add", "--user", "bob", "--package", PACKAGE])
+        .write_stdin("Bob-Password-1\n")
+        .assert()
+        .code(0);
+    let out = env
+        .cmd()
+        .args(["--json", "login", "--user", "bob", "--package", PACKAGE])
+        .write_stdin("Bob-Password-1\n")
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let id = v["session_id"].as_str().unwrap().to_string();
+    env.cmd()
+        .args(["session", "show", "-"])
+        .write_stdin(format!("{id}\n"))
+        .assert()
+        .code(0);
+    env.cmd()
+        .args(["logout", "-"])
+        .write_stdin(format!("{id}\n"))
+        .assert()
+        .code(0);
+    env.cmd()
+        .args(["session", "show", "-"])
+        .write_stdin(format!("{id}\n"))
+        .assert()
+        .code(1);
+    env.cmd()
+        .args(["logout", "-"])
+        .write_stdin("not-a-uuid\n")
+        .assert()
+        .code(2);
+}

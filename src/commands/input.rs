@@ -60,7 +60,17 @@ pub fn json() -> Result<serde_json::Value, InputError> {
         .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))
 }
 
-/// Parses a session id argument.
-pub fn session_id(s: &str) -> Result<uuid::Uuid, InputError> {
-    uuid::Uuid::parse_str(s).map_err(|_| InputError(format!("session id {s:?} is not a UUID")))
+/// Parses a session id argument; `-` reads it from stdin instead, so that the id (which
+/// stands for a logged-in user) need not appear in argv, where `ps` shows it.
+pub fn session_id(arg: &str) -> Result<uuid::Uuid, InputError> {
+    if arg == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| InputError(format!("reading the session id from stdin: {e}")))?;
+        return uuid::Uuid::parse_str(line.trim())
+            .map_err(|_| InputError("the session id on stdin is not a UUID".into()));
+    }
+    uuid::Uuid::parse_str(arg).map_err(|_| InputError(format!("session id {arg:?} is not a UUID")))
 }

@@ -61,9 +61,9 @@ pub enum StoreError {
     /// The database was written by a newer layout.
     #[error("data directory {path} has layout version {found}; this build knows {LAYOUT_VERSION}")]
     Layout { path: PathBuf, found: u32 },
-    /// A sled transaction was aborted by our own code.
-    #[error("{0}")]
-    Aborted(String),
+    /// The password verifier for a record could not be computed.
+    #[error(transparent)]
+    Hash(#[from] crate::password::HashError),
 }
 
 // Every error here quotes its cause in its own message, so none also reports it as a `source`
