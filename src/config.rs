@@ -377,7 +377,17 @@ impl Config {
             return Err(v.invalid("storage.path", "must not be empty"));
         }
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let storage_path = base.join(storage_dir);
+        // "./config.yaml" + "./data" reads better as "data" than as "././data".
+        let storage_path: PathBuf = base
+            .join(storage_dir)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        let storage_path = if storage_path.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            storage_path
+        };
 
         let s = raw.service;
         let service = ServiceConfig {
@@ -585,7 +595,7 @@ mod tests {
             c.resilience.token_grace_period,
             Duration::from_secs(24 * 3600)
         );
-        assert_eq!(c.storage_path, Path::new("/etc/kr/./data"));
+        assert_eq!(c.storage_path, Path::new("/etc/kr/data"));
         assert_eq!(c.keycloak.admin_client_id, "keycloak-resilient-sync");
         assert_eq!(c.service.batch_size, 100);
         assert_eq!(c.auth.max_failed_logins, 5);
