@@ -28,6 +28,8 @@ pub use seal::{SealError, Sealer};
 
 /// sled's page cache: small servers, small cache (sled's default is 1 GiB).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// How often to try a locked database (50 ms apart) before reporting it in use.
+const LOCK_ATTEMPTS: u32 = 10;
 /// The layout version of the trees; bumped with a migration step when the layout changes.
 const LAYOUT_VERSION: u32 = 1;
 
@@ -104,16 +106,30 @@ impl Store {
         // sled writes `conf` when it creates a database: its presence means there is data that
         // the existing key sealed.
         let is_new = !path.join("conf").exists();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if is_lock_error(io) => StoreError::Locked {
-                    path: path.to_path_buf(),
-                },
-                other => StoreError::Sled(other),
-            })?;
+        // sled releases its file lock from a background thread once the last handle is gone,
+        // a moment after a drop: reopening in the same process right away can see it still
+        // held. A short wait covers that; another process holding the database still gets
+        // `Locked` within half a second.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io)) if is_lock_error(io) => {
+                    attempts += 1;
+                    if attempts >= LOCK_ATTEMPTS {
+                        return Err(StoreError::Locked {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(other) => return Err(StoreError::Sled(other)),
+            }
+        };
         let sealer = Sealer::load_or_create(path, is_new)?;
         Self::from_db(db, sealer, path.to_path_buf())
     }
