@@ -250,7 +250,9 @@ impl Auth {
                 log::warn!("login {username}/{package}: local only, Keycloak misconfigured: {m}");
                 (AuthMode::Local, false, None)
             }
-            Err(AuthError::NoRefreshToken) => (AuthMode::Local, false, None),
+            Err(AuthError::NoRefreshToken | AuthError::NoCachedToken { .. }) => {
+                (AuthMode::Local, false, None)
+            }
             // Local auth has vouched for the user: a damaged cache entry or an unreadable key
             // must not lock them out. Say so loudly and go on locally.
             Err(AuthError::Store(e)) => {

@@ -89,6 +89,14 @@ pub enum AuthError {
     /// Keycloak answered about our configuration.
     #[error("Keycloak misconfigured: {0}")]
     Misconfigured(String),
+    /// `cached-token`: no cached token for this user and package inside the grace period.
+    #[error("no cached token for {user}/{package} inside the grace period")]
+    NoCachedToken {
+        /// The user asked for.
+        user: String,
+        /// The package asked for.
+        package: String,
+    },
     /// `refresh`: there is no cached refresh token for this user.
     #[error("no cached refresh token for this user and package")]
     NoRefreshToken,

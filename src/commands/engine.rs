@@ -296,15 +296,16 @@ fn print_token(out: &mut dyn Write, t: &AuthToken, json: bool) -> anyhow::Result
     Ok(())
 }
 
-pub fn authenticate(
-    config: Config,
-    who: &UserArgs,
-    json: bool,
+/// Prints a token (exit 0), or the refusal: the same JSON shape with nulls and the reason, and
+/// one line on stderr, `prefix` then the reason (exit 1). Database errors are not refusals: they
+/// stay errors.
+fn answer_token(
     out: &mut dyn Write,
+    json: bool,
+    prefix: &str,
+    answer: Result<AuthToken, AuthError>,
 ) -> anyhow::Result<u8> {
-    let password = input::passwords(&["password"])?.remove(0);
-    let client = open(config)?;
-    match client.authenticate(&who.user, &password, &who.package) {
+    match answer {
         Ok(t) => {
             print_token(out, &t, json)?;
             Ok(EXIT_OK)
@@ -317,10 +318,26 @@ pub fn authenticate(
                     &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null, "error": e.to_string()}),
                 )?;
             }
-            eprintln!("refused: {e}");
+            eprintln!("{prefix}{e}");
             Ok(EXIT_REFUSED)
         }
     }
+}
+
+pub fn authenticate(
+    config: Config,
+    who: &UserArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let password = input::passwords(&["password"])?.remove(0);
+    let client = open(config)?;
+    answer_token(
+        out,
+        json,
+        "refused: ",
+        client.authenticate(&who.user, &password, &who.package),
+    )
 }
 
 pub fn cached_token(
@@ -330,25 +347,13 @@ pub fn cached_token(
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     let client = open(config)?;
-    match client.get_cached_token(&who.user, &who.package)? {
-        Some(t) => {
-            print_token(out, &t, json)?;
-            Ok(EXIT_OK)
-        }
-        None => {
-            if json {
-                print_json(
-                    out,
-                    &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null}),
-                )?;
-            }
-            eprintln!(
-                "no cached token for {}/{} inside the grace period",
-                who.user, who.package
-            );
-            Ok(EXIT_REFUSED)
-        }
-    }
+    let answer = client
+        .get_cached_token(&who.user, &who.package)?
+        .ok_or_else(|| AuthError::NoCachedToken {
+            user: who.user.clone(),
+            package: who.package.clone(),
+        });
+    answer_token(out, json, "", answer)
 }
 
 pub fn refresh(
@@ -358,17 +363,12 @@ pub fn refresh(
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     let client = open(config)?;
-    match client.refresh(&who.user, &who.package) {
-        Ok(t) => {
-            print_token(out, &t, json)?;
-            Ok(EXIT_OK)
-        }
-        Err(AuthError::Store(e)) => Err(e.into()),
-        Err(e) => {
-            eprintln!("refresh refused: {e}");
-            Ok(EXIT_REFUSED)
-        }
-    }
+    answer_token(
+        out,
+        json,
+        "refresh refused: ",
+        client.refresh(&who.user, &who.package),
+    )
 }
 
 pub fn queue_sync(
