@@ -35,9 +35,20 @@ pub struct Cli {
     /// Print data as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long to wait, in seconds, while another process holds the data directory (a
+    /// running `start` answers at once over its socket instead).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0, value_parser = parse_lock_timeout)]
+    pub lock_timeout: f64,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_lock_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err("expected seconds between 0 and 3600".into()),
+    }
 }
 
 /// A user in a package (application).

@@ -27,7 +27,8 @@
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`service`] | the `start` loop |
-//! | [`cli`], [`commands`] | the command line |
+//! | [`protocol`] | the control socket's requests and answers |
+//! | [`cli`], [`commands`] | the command line; the control socket's server and client |
 //!
 //! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
 //! queue, local users, keycloak → store/config.
@@ -47,6 +48,7 @@ pub mod local_users;
 pub mod lockout;
 pub mod metrics;
 pub mod password;
+pub mod protocol;
 pub mod replay;
 pub mod service;
 pub mod sessions;

@@ -17,7 +17,8 @@ fn main() -> ExitCode {
         .init();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match commands::run(cli, &mut out) {
+    let mut err = std::io::stderr();
+    match commands::run(cli, &mut out, &mut err) {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,9 +23,11 @@ pub const CLEANUP_SYNC_DAYS: u64 = 7;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs until `stop` becomes true. Writes the banner and one line per event to `out`.
+/// `socket` is shown in the banner when one-shot commands are served beside the loop.
 pub fn run(
     client: &ResilientClient,
     stop: Arc<AtomicBool>,
+    socket: Option<&std::path::Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let cfg = client.config().clone();
@@ -51,6 +53,9 @@ pub fn run(
         cfg.service.sync_interval.as_secs()
     )?;
     writeln!(out, "  batch size:       {}", cfg.service.batch_size)?;
+    if let Some(socket) = socket {
+        writeln!(out, "  control socket:   {}", socket.display())?;
+    }
     writeln!(
         out,
         "  cleanup interval: {}s",

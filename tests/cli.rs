@@ -316,12 +316,15 @@ fn exit_codes_are_as_documented() {
     // 3: runtime: the database is held by another process (here: the test itself).
     let store =
         keycloak_resilient::store::Store::open(&env.data_dir()).expect("open store in test");
-    let out = kr(&env, &["status"], "").expect(3);
+    let out = kr(&env, &["--lock-timeout", "0.3", "status"], "").expect(3);
     assert!(
-        out.stderr
-            .contains("in use by another keycloak-resilient process"),
+        out.stderr.contains(&format!(
+            "is in use by pid {} (`a program using the keycloak_resilient library`",
+            std::process::id()
+        )),
         "{out:?}"
     );
+    assert!(out.stderr.contains("--lock-timeout"), "{out:?}");
     drop(store);
     kr(&env, &["status"], "").expect(0);
 }
@@ -855,14 +858,11 @@ fn start_locks_the_data_dir_and_stops_on_sigterm() {
     assert!(banner.contains("cleanup interval: 1234s"), "{banner}");
     assert!(banner.contains("mode normal"), "{banner}");
 
-    let out = kr(&env, &["status"], "").expect(3);
-    let line = one_line(&out);
-    assert!(line.starts_with("error: "), "{line}");
-    assert!(
-        line.contains("in use by another keycloak-resilient process"),
-        "{line}"
-    );
-    kr(&env, &["queue"], "").expect(3);
+    // One-shot commands are served by the running service over its socket.
+    assert!(banner.contains("control socket:"), "{banner}");
+    let out = kr(&env, &["status"], "").expect(0);
+    assert!(out.stdout.contains("Mode:              normal"), "{out:?}");
+    kr(&env, &["queue"], "").expect(0);
 
     svc.sigterm();
     let st = svc.wait_exit(Duration::from_secs(10));

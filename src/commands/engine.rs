@@ -1,11 +1,12 @@
 //! The engine's commands: status, test, sync-now, cleanup, authenticate, cached-token,
 //! queue-sync, queue, start.
 
-use super::{input, open_client as open, print_json, rfc3339, EXIT_OK, EXIT_REFUSED};
-use crate::cli::UserArgs;
-use crate::client::AuthError;
+use super::{print_json, rfc3339, Io, EXIT_OK, EXIT_REFUSED};
+use crate::auth::Auth;
+use crate::client::{AuthError, ResilientClient};
 use crate::config::Config;
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::protocol::Who;
 use crate::token_cache::AuthToken;
 use anyhow::Context;
 use serde::Serialize;
@@ -13,6 +14,7 @@ use serde_json::json;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The status block, engine part plus the local-auth part.
 #[derive(Serialize)]
@@ -24,8 +26,8 @@ struct FullStatus {
     locked_accounts: Vec<serde_json::Value>,
 }
 
-pub fn status(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let auth = super::open_auth(config)?;
+pub fn status(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
     let s = auth.client().get_status()?;
     let full = FullStatus {
         active_sessions: auth.sessions().active_count()?,
@@ -202,15 +204,15 @@ pub fn test(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
 }
 
 pub fn sync_now(
-    config: Config,
+    client: &ResilientClient,
     batch: Option<u32>,
     json: bool,
-    out: &mut dyn Write,
+    io: &mut Io,
 ) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
     let batch = batch
         .map(|b| b as usize)
-        .unwrap_or(config.service.batch_size);
-    let client = open(config)?;
+        .unwrap_or(client.config().service.batch_size);
     let report = client.process_sync_queue(batch)?;
     if json {
         print_json(
@@ -235,13 +237,13 @@ pub fn sync_now(
 }
 
 pub fn cleanup(
-    config: Config,
+    auth: &Auth,
     token_hours: u64,
     sync_days: u64,
     json: bool,
-    out: &mut dyn Write,
+    io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let auth = super::open_auth(config)?;
+    let out = &mut *io.out;
     let client = auth.client();
     let tokens = client.cleanup_expired_tokens(token_hours)?;
     let syncs = client.cleanup_completed_syncs(sync_days)?;
@@ -300,71 +302,63 @@ fn print_token(out: &mut dyn Write, t: &AuthToken, json: bool) -> anyhow::Result
 /// one line on stderr, `prefix` then the reason (exit 1). Database errors are not refusals: they
 /// stay errors.
 fn answer_token(
-    out: &mut dyn Write,
+    io: &mut Io,
     json: bool,
     prefix: &str,
     answer: Result<AuthToken, AuthError>,
 ) -> anyhow::Result<u8> {
     match answer {
         Ok(t) => {
-            print_token(out, &t, json)?;
+            print_token(io.out, &t, json)?;
             Ok(EXIT_OK)
         }
         Err(AuthError::Store(e)) => Err(e.into()),
         Err(e) => {
             if json {
                 print_json(
-                    out,
+                    io.out,
                     &json!({"cached": false, "cached_at": null, "access_token": null, "expires_at": null, "error": e.to_string()}),
                 )?;
             }
-            eprintln!("{prefix}{e}");
+            writeln!(io.err, "{prefix}{e}")?;
             Ok(EXIT_REFUSED)
         }
     }
 }
 
 pub fn authenticate(
-    config: Config,
-    who: &UserArgs,
+    client: &ResilientClient,
+    who: &Who,
+    password: &str,
     json: bool,
-    out: &mut dyn Write,
+    io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let password = input::passwords(&["password"])?.remove(0);
-    let client = open(config)?;
     answer_token(
-        out,
+        io,
         json,
         "refused: ",
-        client.authenticate(&who.user, &password, &who.package),
+        client.authenticate(&who.user, password, &who.package),
     )
 }
 
 pub fn cached_token(
-    config: Config,
-    who: &UserArgs,
+    client: &ResilientClient,
+    who: &Who,
     json: bool,
-    out: &mut dyn Write,
+    io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let client = open(config)?;
     let answer = client
         .get_cached_token(&who.user, &who.package)?
         .ok_or_else(|| AuthError::NoCachedToken {
             user: who.user.clone(),
             package: who.package.clone(),
         });
-    answer_token(out, json, "", answer)
+    answer_token(io, json, "", answer)
 }
 
-pub fn refresh(
-    config: Config,
-    who: &UserArgs,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<u8> {
-    let client = open(config)?;
+pub fn refresh(client: &ResilientClient, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     answer_token(
-        out,
+        io,
         json,
         "refresh refused: ",
         client.refresh(&who.user, &who.package),
@@ -372,18 +366,16 @@ pub fn refresh(
 }
 
 pub fn queue_sync(
-    config: Config,
-    who: &UserArgs,
+    client: &ResilientClient,
+    who: &Who,
     sync_type: &str,
+    data: &serde_json::Value,
     priority: u32,
     json: bool,
-    out: &mut dyn Write,
+    io: &mut Io,
 ) -> anyhow::Result<u8> {
-    // Check the type before reading stdin, so a typo is reported as such.
-    sync_type.parse::<crate::sync_queue::SyncType>()?;
-    let data = input::json()?;
-    let client = open(config)?;
-    let id = client.queue_sync(&who.user, &who.package, sync_type, &data, priority)?;
+    let out = &mut *io.out;
+    let id = client.queue_sync(&who.user, &who.package, sync_type, data, priority)?;
     if json {
         print_json(out, &json!({"sync_id": id}))?;
     } else {
@@ -392,8 +384,8 @@ pub fn queue_sync(
     Ok(EXIT_OK)
 }
 
-pub fn queue(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let client = open(config)?;
+pub fn queue(client: &ResilientClient, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
     let items = client.queue().list()?;
     let rows: Vec<_> = items
         .iter()
@@ -444,12 +436,20 @@ pub fn queue(config: Config, json: bool, out: &mut dyn Write) -> anyhow::Result<
     Ok(EXIT_OK)
 }
 
-pub fn start(config: Config, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let client = open(config)?;
+/// Runs the service: owns the database, serves one-shot commands on the control socket, runs
+/// the sync loop until SIGINT/SIGTERM.
+pub fn start(config: Config, lock_timeout: Duration, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let auth = Arc::new(super::open_auth(config, lock_timeout)?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
-    crate::service::run(&client, stop, out)?;
+    let server = super::server::Server::start(auth.clone(), stop.clone())?;
+    let result = crate::service::run(auth.client(), stop.clone(), Some(server.path()), out);
+    stop.store(true, Ordering::SeqCst);
+    server.shutdown();
+    // Requests answered during the drain wrote after the loop's last flush.
+    auth.client().store().flush()?;
+    result?;
     Ok(EXIT_OK)
 }

@@ -4,20 +4,29 @@
 //! exit code chosen by what went wrong: 2 for bad input or config, 3 for everything else.
 
 mod engine;
+mod forward;
 mod input;
 mod local;
+mod server;
 
 use crate::auth::Auth;
 use crate::auth::{LoginError, PasswdError};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SessionCommand, UserCommand};
 use crate::client::ResilientClient;
+use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError};
 use crate::local_users::UserError;
+use crate::protocol::{Answer, Envelope, Format, Request, Who};
+use crate::store::Store;
 use crate::sync_queue::QueueError;
 use anyhow::Context;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use input::InputError;
+pub use server::SOCKET_FILE;
 
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
@@ -30,6 +39,14 @@ pub const EXIT_RUNTIME: u8 = 3;
 /// Exit code: local password changed, Keycloak refused it.
 pub const EXIT_PARTIAL: u8 = 4;
 
+/// Where a command writes: stdout and stderr, or buffers when the service answers a request.
+pub struct Io<'a> {
+    /// The command's output.
+    pub out: &'a mut dyn Write,
+    /// Refusal reasons.
+    pub err: &'a mut dyn Write,
+}
+
 /// Loads the config named by `--config`, with `--data-dir` applied.
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config = Config::load(&cli.config)?;
@@ -39,48 +56,297 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Opens the database and builds the engine.
-fn open_client(config: Config) -> anyhow::Result<ResilientClient> {
+/// Opens the database (waiting up to `lock_timeout` for its lock) and builds the engine with
+/// the local-authentication layer on top.
+fn open_auth(config: Config, lock_timeout: Duration) -> anyhow::Result<Auth> {
     let path = config.storage_path.clone();
-    ResilientClient::new(config)
-        .with_context(|| format!("opening data directory {}", path.display()))
+    let store = Store::open_waiting(&path, lock_timeout)
+        .with_context(|| format!("opening data directory {}", path.display()))?;
+    from_store(config, store)
 }
 
-/// [`open_client`] with the local-authentication layer on top.
-fn open_auth(config: Config) -> anyhow::Result<Auth> {
-    Ok(Auth::new(open_client(config)?))
+fn from_store(config: Config, store: Store) -> anyhow::Result<Auth> {
+    let path = config.storage_path.clone();
+    let client = ResilientClient::with_parts(config, Arc::new(store), Arc::new(SystemClock))
+        .with_context(|| format!("opening data directory {}", path.display()))?;
+    Ok(Auth::new(client))
 }
 
-/// Runs the parsed command; returns the exit code.
-pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
+/// Runs the parsed command; returns the exit code. A one-shot command runs here when it can
+/// open the database, or is sent to the running service that holds it.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
     let config = load_config(&cli)?;
     let json = cli.json;
-    match cli.command {
-        Command::Status => engine::status(config, json, out),
-        Command::Test => engine::test(&config, json, out),
-        Command::SyncNow { batch_size } => engine::sync_now(config, batch_size, json, out),
+    let lock_timeout = Duration::from_secs_f64(cli.lock_timeout);
+    let request = match cli.command {
+        Command::Test => {
+            crate::store::lock::set_holder_label("test");
+            return engine::test(&config, json, out);
+        }
+        Command::Start => {
+            crate::store::lock::set_holder_label("start");
+            return engine::start(config, lock_timeout, out);
+        }
+        other => gather(other)?,
+    };
+    crate::store::lock::set_holder_label(request.op());
+    let deadline = std::time::Instant::now() + lock_timeout;
+    let format = if json { Format::Json } else { Format::Text };
+    let envelope = Envelope { request, format };
+    loop {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        match forward::open_or_connect(config.clone(), wait)? {
+            forward::Target::Local(auth) => {
+                return execute(envelope.request, &auth, json, &mut Io { out, err })
+            }
+            forward::Target::Service(conn) => {
+                if let Some(code) = forward::send(conn, &envelope, out, err)? {
+                    return Ok(code);
+                }
+                // The service is stopping and did not run it: the next holder will.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Turns a parsed command line into a request: reads what the command reads from stdin (or
+/// a prompt) and makes paths absolute, so that the request means the same wherever it runs.
+/// Done before the database is opened, so that bad input changes nothing.
+fn gather(command: Command) -> anyhow::Result<Request> {
+    let who = |w: crate::cli::UserArgs| Who {
+        user: w.user,
+        package: w.package,
+    };
+    let password =
+        || -> Result<String, InputError> { Ok(input::passwords(&["password"])?.remove(0)) };
+    Ok(match command {
+        Command::Status => Request::Status {},
+        Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
         Command::Cleanup {
             token_hours,
             sync_days,
-        } => engine::cleanup(config, token_hours, sync_days, json, out),
-        Command::Authenticate(who) => engine::authenticate(config, &who, json, out),
-        Command::CachedToken(who) => engine::cached_token(config, &who, json, out),
-        Command::Refresh(who) => engine::refresh(config, &who, json, out),
+        } => Request::Cleanup {
+            token_hours,
+            sync_days,
+        },
+        Command::Authenticate(w) => {
+            let password = password()?;
+            let Who { user, package } = who(w);
+            Request::Authenticate {
+                user,
+                package,
+                password,
+            }
+        }
+        Command::CachedToken(w) => {
+            let Who { user, package } = who(w);
+            Request::CachedToken { user, package }
+        }
+        Command::Refresh(w) => {
+            let Who { user, package } = who(w);
+            Request::Refresh { user, package }
+        }
         Command::QueueSync {
-            who,
+            who: w,
             sync_type,
             priority,
-        } => engine::queue_sync(config, &who, &sync_type, priority, json, out),
-        Command::Queue => engine::queue(config, json, out),
-        Command::Start => engine::start(config, out),
-        Command::Login(who) => local::login(config, &who, json, out),
-        Command::Passwd(who) => local::passwd(config, &who, json, out),
-        Command::User(cmd) => local::user(config, cmd, json, out),
-        Command::Session(crate::cli::SessionCommand::Show { id }) => {
-            local::session_show(config, &id, json, out)
+        } => {
+            // Check the type before reading stdin, so a typo is reported as such.
+            sync_type.parse::<crate::sync_queue::SyncType>()?;
+            let data = input::json()?;
+            let Who { user, package } = who(w);
+            Request::QueueSync {
+                user,
+                package,
+                sync_type,
+                data,
+                priority,
+            }
         }
-        Command::Logout { id } => local::logout(config, &id, json, out),
-        Command::Metrics { textfile } => local::metrics(config, textfile.as_deref(), out),
+        Command::Queue => Request::Queue {},
+        Command::Login(w) => {
+            let password = password()?;
+            let Who { user, package } = who(w);
+            Request::Login {
+                user,
+                package,
+                password,
+            }
+        }
+        Command::Passwd(w) => {
+            let mut pws = input::passwords(&["old password", "new password"])?;
+            let new_password = pws.remove(1);
+            let old_password = pws.remove(0);
+            let Who { user, package } = who(w);
+            Request::Passwd {
+                user,
+                package,
+                old_password,
+                new_password,
+            }
+        }
+        Command::User(UserCommand::Add(w)) => {
+            let password = password()?;
+            let Who { user, package } = who(w);
+            Request::UserAdd {
+                user,
+                package,
+                password,
+            }
+        }
+        Command::User(UserCommand::List) => Request::UserList {},
+        Command::User(UserCommand::Disable(w)) => {
+            let Who { user, package } = who(w);
+            Request::UserDisable { user, package }
+        }
+        Command::User(UserCommand::Enable(w)) => {
+            let Who { user, package } = who(w);
+            Request::UserEnable { user, package }
+        }
+        Command::User(UserCommand::Unlock(w)) => {
+            let Who { user, package } = who(w);
+            Request::UserUnlock { user, package }
+        }
+        Command::User(UserCommand::Remove(w)) => {
+            let Who { user, package } = who(w);
+            Request::UserRemove { user, package }
+        }
+        Command::User(UserCommand::Import { file }) => Request::UserImport {
+            file: absolute(&file)?,
+        },
+        Command::Session(SessionCommand::Show { id }) => Request::SessionShow {
+            session_id: input::session_id(&id)?,
+        },
+        Command::Logout { id } => Request::Logout {
+            session_id: input::session_id(&id)?,
+        },
+        Command::Metrics { textfile } => Request::Metrics {
+            textfile: textfile.as_deref().map(absolute).transpose()?,
+        },
+        Command::Test | Command::Start => {
+            unreachable!("test and start run before gather")
+        }
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, InputError> {
+    std::path::absolute(path).map_err(|e| InputError(format!("{}: {e}", path.display())))
+}
+
+/// Runs a request against an open engine, writing what the command line would print.
+pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let client = auth.client();
+    match request {
+        Request::Status {} => engine::status(auth, json, io),
+        Request::SyncNow { batch_size } => engine::sync_now(client, batch_size, json, io),
+        Request::Cleanup {
+            token_hours,
+            sync_days,
+        } => engine::cleanup(auth, token_hours, sync_days, json, io),
+        Request::Authenticate {
+            user,
+            package,
+            password,
+        } => engine::authenticate(client, &Who { user, package }, &password, json, io),
+        Request::CachedToken { user, package } => {
+            engine::cached_token(client, &Who { user, package }, json, io)
+        }
+        Request::Refresh { user, package } => {
+            engine::refresh(client, &Who { user, package }, json, io)
+        }
+        Request::QueueSync {
+            user,
+            package,
+            sync_type,
+            data,
+            priority,
+        } => engine::queue_sync(
+            client,
+            &Who { user, package },
+            &sync_type,
+            &data,
+            priority,
+            json,
+            io,
+        ),
+        Request::Queue {} => engine::queue(client, json, io),
+        Request::Login {
+            user,
+            package,
+            password,
+        } => local::login(auth, &Who { user, package }, &password, json, io),
+        Request::Passwd {
+            user,
+            package,
+            old_password,
+            new_password,
+        } => local::passwd(
+            auth,
+            &Who { user, package },
+            &old_password,
+            &new_password,
+            json,
+            io,
+        ),
+        Request::UserAdd {
+            user,
+            package,
+            password,
+        } => local::user_add(auth, &Who { user, package }, &password, io),
+        Request::UserList {} => local::user_list(auth, json, io),
+        Request::UserDisable { user, package } => {
+            local::user_disable(auth, &Who { user, package }, io)
+        }
+        Request::UserEnable { user, package } => {
+            local::user_enable(auth, &Who { user, package }, io)
+        }
+        Request::UserUnlock { user, package } => {
+            local::user_unlock(auth, &Who { user, package }, io)
+        }
+        Request::UserRemove { user, package } => {
+            local::user_remove(auth, &Who { user, package }, io)
+        }
+        Request::UserImport { file } => local::user_import(auth, &file, json, io),
+        Request::SessionShow { session_id } => local::session_show(auth, session_id, json, io),
+        Request::Logout { session_id } => local::logout(auth, session_id, json, io),
+        Request::Metrics { textfile } => local::metrics(auth, textfile.as_deref(), io),
+    }
+}
+
+/// Runs a request and captures its outcome as an [`Answer`]: what [`execute`] printed, and
+/// an error as the binary would print it (`error: …` and its exit code).
+pub fn answer(request: Request, format: Format, auth: &Auth) -> Answer {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let json = format == Format::Json;
+    let exit = match execute(
+        request,
+        auth,
+        json,
+        &mut Io {
+            out: &mut out,
+            err: &mut err,
+        },
+    ) {
+        Ok(code) => code,
+        Err(e) => {
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(err, "error: {e:#}");
+            exit_code_for(&e)
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out).into_owned();
+    let result = if json {
+        serde_json::from_str(&stdout).ok()
+    } else {
+        None
+    };
+    Answer {
+        exit,
+        stdout,
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        result,
+        not_run: false,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The embedded database: one sled directory, typed trees, sealed secrets.
 //!
-//! One process owns the directory at a time (sled takes an exclusive lock); a second process
-//! gets [`StoreError::Locked`] at once, with a message that says what to do. The trees:
+//! One process owns the directory at a time: [`lock`] takes an advisory lock (and notes who
+//! holds it) before sled opens; another process waits for it up to a bound, then gets
+//! [`StoreError::Locked`] naming the holder. The trees:
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -17,28 +18,43 @@
 //! | `meta` | name | breaker state, health probe, queue block, counters, schema version |
 
 pub mod codec;
+pub mod lock;
 pub mod seal;
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use seal::{SealError, Sealer};
 
 /// sled's page cache: small servers, small cache (sled's default is 1 GiB).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// How often to try a locked database (50 ms apart) before reporting it in use.
-const LOCK_ATTEMPTS: u32 = 10;
+/// How long [`Store::open`] waits for another process to let go of the directory.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How often to try sled's own lock once ours is held (50 ms apart): sled lets go of it from a
+/// background thread a moment after the last handle of an earlier open in this process drops.
+const SLED_LOCK_ATTEMPTS: u32 = 20;
 /// The layout version of the trees; bumped with a migration step when the layout changes.
 const LAYOUT_VERSION: u32 = 1;
 
 /// What can go wrong with the embedded database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another process holds the database.
-    #[error("data directory {path} is in use by another keycloak-resilient process (is `start` running?)")]
-    Locked { path: PathBuf },
+    /// Another process held the database for the whole wait.
+    #[error(
+        "data directory {path} is in use by {holder} (waited {waited:?}); try again once it is done, or wait longer with --lock-timeout",
+        holder = holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "another process".into())
+    )]
+    Locked {
+        path: PathBuf,
+        holder: Option<lock::Holder>,
+        waited: Duration,
+    },
+    /// sled found the files damaged.
+    #[error("data directory {path} is damaged ({cause}): restore it from a backup, or move it aside to start with an empty database (anything queued in it is then lost)")]
+    Damaged { path: PathBuf, cause: sled::Error },
     /// The directory could not be created or opened.
     #[error("data directory {path}: {cause}")]
     Dir { path: PathBuf, cause: io::Error },
@@ -91,6 +107,8 @@ pub struct Store {
     pub(crate) sessions: sled::Tree,
     pub(crate) auth_events: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// Held for as long as the store lives; dropped after the database (declared last).
+    dir_lock: Option<lock::DirLock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,16 +118,40 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed, mode 0700) the database directory `path`.
+    /// Opens (creating if needed, mode 0700) the database directory `path`, waiting up to
+    /// [`DEFAULT_LOCK_WAIT`] for another process to let go of it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_waiting(path, DEFAULT_LOCK_WAIT)
+    }
+
+    /// [`Store::open`], waiting up to `wait` for the directory's lock.
+    pub fn open_waiting(path: &Path, wait: Duration) -> Result<Store, StoreError> {
         create_private_dir(path)?;
+        let dir_lock = lock::acquire(path, wait).map_err(|e| match e {
+            lock::LockError::Busy { holder } => StoreError::Locked {
+                path: path.to_path_buf(),
+                holder,
+                waited: wait,
+            },
+            lock::LockError::Io(cause) => StoreError::Dir {
+                path: path.join(lock::LOCK_FILE),
+                cause,
+            },
+        })?;
+        for stale in
+            lock::remove_stale_snapshots(path, &dir_lock).map_err(|cause| StoreError::Dir {
+                path: path.to_path_buf(),
+                cause,
+            })?
+        {
+            log::warn!(
+                "removed {}: a snapshot left half-written by a process that was killed",
+                stale.display()
+            );
+        }
         // sled writes `conf` when it creates a database: its presence means there is data that
         // the existing key sealed.
         let is_new = !path.join("conf").exists();
-        // sled releases its file lock from a background thread once the last handle is gone,
-        // a moment after a drop: reopening in the same process right away can see it still
-        // held. A short wait covers that; another process holding the database still gets
-        // `Locked` within half a second.
         let mut attempts = 0;
         let db = loop {
             match sled::Config::new()
@@ -118,20 +160,32 @@ impl Store {
                 .open()
             {
                 Ok(db) => break db,
-                Err(sled::Error::Io(ref io)) if is_lock_error(io) => {
+                Err(sled::Error::Io(ref io))
+                    if is_lock_error(io) && attempts < SLED_LOCK_ATTEMPTS =>
+                {
                     attempts += 1;
-                    if attempts >= LOCK_ATTEMPTS {
-                        return Err(StoreError::Locked {
-                            path: path.to_path_buf(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(sled::Error::Io(ref io)) if is_lock_error(io) => {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                        holder: None,
+                        waited: wait,
+                    })
+                }
+                Err(cause @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
+                    return Err(StoreError::Damaged {
+                        path: path.to_path_buf(),
+                        cause,
+                    })
                 }
                 Err(other) => return Err(StoreError::Sled(other)),
             }
         };
         let sealer = Sealer::load_or_create(path, is_new)?;
-        Self::from_db(db, sealer, path.to_path_buf())
+        let mut store = Self::from_db(db, sealer, path.to_path_buf())?;
+        store.dir_lock = Some(dir_lock);
+        Ok(store)
     }
 
     /// A throw-away in-memory store, for tests.
@@ -155,6 +209,7 @@ impl Store {
             db,
             sealer,
             path,
+            dir_lock: None,
         };
         match store.get_meta::<u32>("layout_version")? {
             None => store.put_meta("layout_version", &LAYOUT_VERSION)?,

@@ -1,0 +1,118 @@
+//! The one-shot command's side of the control socket: open the database, or — when the
+//! running service holds it — send the request to the service and print its answer.
+//!
+//! The service's answer carries the exit code and both output streams, so a forwarded command
+//! looks exactly like one run directly. When the database is locked and nobody answers on the
+//! socket (another one-shot command is at work, or a holder just died), the command keeps
+//! trying both for `--lock-timeout`, then says who holds the lock and what to do.
+
+use super::{from_store, server::SOCKET_FILE};
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::protocol::{Answer, Envelope};
+use crate::store::{Store, StoreError};
+use anyhow::{anyhow, Context};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Where a one-shot command runs.
+pub enum Target {
+    /// Here: the database was free.
+    Local(Auth),
+    /// In the service, over this connection.
+    Service(UnixStream),
+}
+
+/// How often to look again while the database is locked.
+const POLL: Duration = Duration::from_millis(25);
+/// How long to wait for the service's answer: long enough for a sync cycle of Keycloak calls,
+/// bounded so that a stuck (not dead: a dead one closes the socket) service frees its caller.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest answer accepted (a `queue` listing of a long queue is the largest).
+const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Opens the database, or connects to the service that holds it, waiting up to `lock_timeout`
+/// for one or the other.
+pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result<Target> {
+    let path = config.storage_path.clone();
+    let socket = path.join(SOCKET_FILE);
+    let deadline = Instant::now() + lock_timeout;
+    loop {
+        match Store::open_waiting(&path, Duration::ZERO) {
+            Ok(store) => return Ok(Target::Local(from_store(config, store)?)),
+            Err(StoreError::Locked { holder, .. }) => {
+                let refused = match UnixStream::connect(&socket) {
+                    Ok(conn) => return Ok(Target::Service(conn)),
+                    Err(e) => e,
+                };
+                if Instant::now() >= deadline {
+                    let locked = StoreError::Locked {
+                        path: path.clone(),
+                        holder: holder.clone(),
+                        waited: lock_timeout,
+                    };
+                    return Err(match holder {
+                        Some(h) if h.is_service() => anyhow!(
+                            "{locked}; the service holding it does not answer on {} ({refused}): see its log, or restart it",
+                            socket.display()
+                        ),
+                        _ => anyhow!(locked),
+                    });
+                }
+                std::thread::sleep(POLL);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("opening data directory {}", path.display())))
+            }
+        }
+    }
+}
+
+/// Sends `envelope` over `conn` and prints the answer as the command would have printed it;
+/// returns the command's exit code, or `None` when the service did not run the request (it is
+/// shutting down: sending it again is safe).
+pub fn send(
+    mut conn: UnixStream,
+    envelope: &Envelope,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<Option<u8>> {
+    let mut line = envelope.to_line().context("encoding the request")?;
+    line.push('\n');
+    conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    conn.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    // A write error here (the service went away) shows up as no answer below.
+    let _ = conn.write_all(line.as_bytes());
+    drop(line);
+    let mut reply = Vec::new();
+    let read = BufReader::new(&conn)
+        .take(MAX_ANSWER_BYTES)
+        .read_until(b'\n', &mut reply);
+    if let Err(e) = read {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            return Err(anyhow!(
+                "the running service gave no answer within {}s; the command may or may not have been carried out",
+                ANSWER_TIMEOUT.as_secs()
+            ));
+        }
+    }
+    if reply.last() != Some(&b'\n') {
+        return Err(anyhow!(
+            "the running service closed the connection without a complete answer (was it stopped or killed?); the command may or may not have been carried out"
+        ));
+    }
+    let answer: Answer = serde_json::from_slice(&reply)
+        .context("the running service's answer is not valid (is it another version?)")?;
+    if answer.not_run {
+        return Ok(None);
+    }
+    out.write_all(answer.stdout.as_bytes())?;
+    out.flush()?;
+    err.write_all(answer.stderr.as_bytes())?;
+    Ok(Some(answer.exit))
+}

@@ -1,0 +1,393 @@
+//! The control socket's wire format: one JSON request per line in, one JSON answer per line
+//! out.
+//!
+//! A request is a one-shot command with every input it needs — passwords included — so that
+//! the service can run it exactly as the command line would have: `{"op": "login", "user":
+//! "alice", "package": "web", "password": "…"}`. `op` is the command's name as typed on the
+//! command line (`user add` is `user-add`); the other keys are its arguments and what it would
+//! have read from stdin. The answer carries the exit code the command would have ended with,
+//! what it would have printed on stdout and stderr, and — when the request asked for JSON
+//! (the default) — stdout parsed, as `result`.
+//!
+//! The command line itself is a client: when the service holds the database, a one-shot
+//! command sends its request here and prints the answer, so its output and exit code are the
+//! same either way. This module is only the data and its parsing; the socket lives in
+//! `commands::server` and `commands::forward`.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Longest request line the service reads; a longer one is answered with an error.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// A user in a package.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Who {
+    /// The username.
+    pub user: String,
+    /// The package (application).
+    pub package: String,
+}
+
+/// A one-shot command with its inputs. `Debug` is not derived: passwords live here.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// `status`.
+    Status {},
+    /// `sync-now`.
+    SyncNow {
+        /// Items to process at most (default: the service's batch size).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<u32>,
+    },
+    /// `cleanup`.
+    Cleanup {
+        /// Remove cached tokens older than this many hours.
+        #[serde(default = "default_token_hours")]
+        token_hours: u64,
+        /// Remove finished sync items older than this many days.
+        #[serde(default = "default_sync_days")]
+        sync_days: u64,
+    },
+    /// `authenticate`.
+    Authenticate {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+        /// The password.
+        password: String,
+    },
+    /// `cached-token`.
+    CachedToken {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `refresh`.
+    Refresh {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `queue-sync`.
+    QueueSync {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+        /// The sync type (`password_change`).
+        #[serde(rename = "type")]
+        sync_type: String,
+        /// The sync data, as `queue-sync` reads it from stdin.
+        data: serde_json::Value,
+        /// 1 runs first.
+        #[serde(default = "default_priority")]
+        priority: u32,
+    },
+    /// `queue`.
+    Queue {},
+    /// `login`.
+    Login {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+        /// The password.
+        password: String,
+    },
+    /// `passwd`.
+    Passwd {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+        /// The current password.
+        old_password: String,
+        /// The new password.
+        new_password: String,
+    },
+    /// `user add`.
+    UserAdd {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+        /// The password.
+        password: String,
+    },
+    /// `user list`.
+    UserList {},
+    /// `user disable`.
+    UserDisable {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `user enable`.
+    UserEnable {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `user unlock`.
+    UserUnlock {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `user remove`.
+    UserRemove {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
+    /// `user import`: the service reads the file itself (an absolute path).
+    UserImport {
+        /// The file to import.
+        file: PathBuf,
+    },
+    /// `session show`.
+    SessionShow {
+        /// The session id.
+        session_id: uuid::Uuid,
+    },
+    /// `logout`.
+    Logout {
+        /// The session id.
+        session_id: uuid::Uuid,
+    },
+    /// `metrics` (with `textfile`, an absolute path, written by the service).
+    Metrics {
+        /// Write here instead of answering with the text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        textfile: Option<PathBuf>,
+    },
+}
+
+fn default_token_hours() -> u64 {
+    crate::service::CLEANUP_TOKEN_HOURS
+}
+
+fn default_sync_days() -> u64 {
+    crate::service::CLEANUP_SYNC_DAYS
+}
+
+fn default_priority() -> u32 {
+    crate::sync_queue::PRIORITY_DEFAULT
+}
+
+impl Request {
+    /// The `op` name, for logs (never the arguments: passwords live there).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status {} => "status",
+            Request::SyncNow { .. } => "sync-now",
+            Request::Cleanup { .. } => "cleanup",
+            Request::Authenticate { .. } => "authenticate",
+            Request::CachedToken { .. } => "cached-token",
+            Request::Refresh { .. } => "refresh",
+            Request::QueueSync { .. } => "queue-sync",
+            Request::Queue {} => "queue",
+            Request::Login { .. } => "login",
+            Request::Passwd { .. } => "passwd",
+            Request::UserAdd { .. } => "user-add",
+            Request::UserList {} => "user-list",
+            Request::UserDisable { .. } => "user-disable",
+            Request::UserEnable { .. } => "user-enable",
+            Request::UserUnlock { .. } => "user-unlock",
+            Request::UserRemove { .. } => "user-remove",
+            Request::UserImport { .. } => "user-import",
+            Request::SessionShow { .. } => "session-show",
+            Request::Logout { .. } => "logout",
+            Request::Metrics { .. } => "metrics",
+        }
+    }
+}
+
+/// How the answer's output is rendered: what `--json` chooses on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON output, also given parsed as `result` (the default).
+    #[default]
+    Json,
+    /// The command line's text output.
+    Text,
+}
+
+/// A request line: the request and the output format.
+#[derive(Clone, PartialEq)]
+pub struct Envelope {
+    /// What to do.
+    pub request: Request,
+    /// How to answer.
+    pub format: Format,
+}
+
+impl Envelope {
+    /// Parses one request line. The error says what is wrong with the request, and never
+    /// quotes it (it may hold a password).
+    pub fn parse(line: &str) -> Result<Envelope, String> {
+        let mut value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("request is not valid JSON ({e})"))?;
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| "request must be a JSON object with an \"op\" key".to_string())?;
+        let format = match obj.remove("format") {
+            None => Format::Json,
+            Some(f) => serde_json::from_value(f)
+                .map_err(|_| "\"format\" must be \"json\" or \"text\"".to_string())?,
+        };
+        let op = match obj.get("op") {
+            Some(serde_json::Value::String(op)) => op.clone(),
+            Some(_) => return Err("\"op\" must be a string".into()),
+            None => return Err("request has no \"op\" key".into()),
+        };
+        let request = serde_json::from_value(value).map_err(|e| describe(&op, &e))?;
+        Ok(Envelope { request, format })
+    }
+
+    /// The request as one line (no newline), as the command line sends it.
+    pub fn to_line(&self) -> Result<String, serde_json::Error> {
+        let mut value = serde_json::to_value(&self.request)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("format".into(), serde_json::to_value(self.format)?);
+        }
+        serde_json::to_string(&value)
+    }
+}
+
+/// A serde error about a request, without the value it choked on. serde_json's messages for
+/// a request built from a `Value` name fields and variants ("missing field `password`",
+/// "unknown variant `x`", "unknown field `y`") but its "invalid type" messages quote the
+/// value: those are replaced.
+fn describe(op: &str, e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        format!("request {op:?}: a field has the wrong type")
+    } else {
+        format!("request {op:?}: {msg}")
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Answer {
+    /// The exit code the command would have ended with.
+    pub exit: u8,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr (refusal reasons, `error: …`).
+    pub stderr: String,
+    /// stdout parsed, for requests in the JSON format that printed JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// True when the request was not carried out at all (the service is shutting down), so
+    /// sending it again — to the next holder of the database — is safe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_run: bool,
+}
+
+impl Answer {
+    /// An error answer: `error: {message}` on stderr.
+    pub fn error(exit: u8, message: &str) -> Answer {
+        Answer {
+            exit,
+            stderr: format!("error: {message}\n"),
+            ..Answer::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_their_format() {
+        let e = Envelope {
+            request: Request::Passwd {
+                user: "alice".into(),
+                package: "web".into(),
+                old_password: "old".into(),
+                new_password: "new".into(),
+            },
+            format: Format::Text,
+        };
+        let line = e.to_line().unwrap();
+        assert!(!line.contains('\n'));
+        assert!(line.contains("\"op\":\"passwd\""), "{line}");
+        assert!(Envelope::parse(&line).unwrap() == e);
+    }
+
+    #[test]
+    fn defaults_fill_in_and_json_is_the_default_format() {
+        let e = Envelope::parse(r#"{"op":"queue-sync","user":"a","package":"p","type":"password_change","data":{"new_password":"x"}}"#).unwrap();
+        assert_eq!(e.format, Format::Json);
+        match e.request {
+            Request::QueueSync { priority, .. } => assert_eq!(priority, 5),
+            _ => panic!("wrong request"),
+        }
+        let e = Envelope::parse(r#"{"op":"cleanup"}"#).unwrap();
+        assert!(
+            e.request
+                == Request::Cleanup {
+                    token_hours: 48,
+                    sync_days: 7
+                }
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong_and_never_quote_a_password() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"user":"a"}"#, "no \"op\""),
+            (r#"{"op":7}"#, "must be a string"),
+            (r#"{"op":"fly"}"#, "unknown variant"),
+            (
+                r#"{"op":"login","user":"a","package":"p"}"#,
+                "missing field `password`",
+            ),
+            (r#"{"op":"status","extra":1}"#, "unknown field"),
+            (
+                r#"{"op":"login","user":"a","package":"p","password":"x","pw":1}"#,
+                "unknown field",
+            ),
+            (r#"{"op":"status","format":"xml"}"#, "\"format\""),
+            (
+                r#"{"op":"login","user":"a","package":"p","password":["s3cret-pw"]}"#,
+                "wrong type",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = Envelope::parse(line).err().unwrap_or_default();
+            assert!(err.contains(want), "{line}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn answers_leave_out_empty_extras() {
+        let a = Answer {
+            exit: 0,
+            stdout: "ok\n".into(),
+            ..Answer::default()
+        };
+        let line = serde_json::to_string(&a).unwrap();
+        assert_eq!(line, r#"{"exit":0,"stdout":"ok\n","stderr":""}"#);
+        let e = Answer::error(2, "bad");
+        assert_eq!(e.stderr, "error: bad\n");
+        assert!(!e.not_run);
+    }
+}
