@@ -26,6 +26,7 @@
 //! | [`sessions`], [`auth_events`] | login sessions and the login log |
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
 //! | [`metrics`] | Prometheus text exposition |
+//! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
 //! | [`service`] | the `start` loop |
 //! | [`protocol`] | the control socket's requests and answers |
 //! | [`cli`], [`commands`] | the command line; the control socket's server and client |
@@ -46,6 +47,7 @@ pub mod health;
 pub mod keycloak;
 pub mod local_users;
 pub mod lockout;
+pub mod logs;
 pub mod metrics;
 pub mod password;
 pub mod protocol;

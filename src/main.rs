@@ -7,14 +7,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Start) {
+    keycloak_resilient::logs::init(if matches!(cli.command, Command::Start) {
         "info"
     } else {
-        "warn"
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_secs()
-        .init();
+        keycloak_resilient::logs::ONE_SHOT_LEVEL
+    });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut err = std::io::stderr();

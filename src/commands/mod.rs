@@ -319,18 +319,19 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
 pub fn answer(request: Request, format: Format, auth: &Auth) -> Answer {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let json = format == Format::Json;
-    let exit = match execute(
-        request,
-        auth,
-        json,
-        &mut Io {
+    let (outcome, logged) = crate::logs::capture(|| {
+        let mut io = Io {
             out: &mut out,
             err: &mut err,
-        },
-    ) {
+        };
+        execute(request, auth, json, &mut io)
+    });
+    // As in a direct run: log lines as they came, then the refusal or error line. Writing to
+    // a Vec cannot fail.
+    let mut err = [logged.into_bytes(), err].concat();
+    let exit = match outcome {
         Ok(code) => code,
         Err(e) => {
-            // Writing to a Vec cannot fail.
             let _ = writeln!(err, "error: {e:#}");
             exit_code_for(&e)
         }

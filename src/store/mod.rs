@@ -44,8 +44,9 @@ const LAYOUT_VERSION: u32 = 1;
 pub enum StoreError {
     /// Another process held the database for the whole wait.
     #[error(
-        "data directory {path} is in use by {holder} (waited {waited:?}); try again once it is done, or wait longer with --lock-timeout",
-        holder = holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "another process".into())
+        "data directory {path} is in use by {holder} (waited {secs:.1}s); try again once it is done, or wait longer with --lock-timeout",
+        holder = holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "another process".into()),
+        secs = waited.as_secs_f64()
     )]
     Locked {
         path: PathBuf,

@@ -3,6 +3,7 @@
 //! scenarios run against both.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod fake_keycloak;
 pub mod server;
 
