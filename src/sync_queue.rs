@@ -484,7 +484,8 @@ impl SyncQueue {
     /// which holds due items only. A password change whose (user, package) already has one
     /// in flight waits for it, so that at most one change per user is in flight and the
     /// newest one is always the one left to run. A damaged item is taken out of `sync_order`
-    /// (its record kept) and logged; an item whose secret cannot be opened is failed.
+    /// (its record kept) and logged; an item whose secret cannot be opened is failed with its
+    /// sealed data kept (never wiped: it may open again with the right key).
     ///
     /// # Errors
     ///
@@ -537,15 +538,15 @@ impl SyncQueue {
             let data = match self.open(&item) {
                 Ok(d) => d,
                 Err(e) => {
-                    // An item whose secret cannot be opened can never run: fail it, visibly.
-                    log::error!("sync item {id}: {e}; marking failed");
+                    // An item whose secret cannot be opened cannot run now: fail it, visibly,
+                    // but keep its sealed data — with the right key back (or the record
+                    // repaired) it is still the user's password, and wiping it would lose
+                    // the change for good.
+                    log::error!("sync item {id}: {e}; marking failed, sealed data kept");
                     let mut failed = item.clone();
-                    finish(
-                        &mut failed,
-                        SyncStatus::Failed,
-                        now,
-                        Some(format!("unreadable: {e}")),
-                    );
+                    failed.status = SyncStatus::Failed;
+                    failed.processed_at = Some(now);
+                    failed.last_error = Some(format!("unreadable (sealed data kept): {e}"));
                     self.write(&[(Some(item), failed)])?;
                     continue;
                 }
@@ -1504,6 +1505,29 @@ mod tests {
         clock.advance(Duration::seconds(2));
         assert_eq!(ids(&q2.claim(10).unwrap()), vec![good]);
         assert!(q2.store.sync_delayed.is_empty());
+    }
+
+    /// Issue 7 point 2: an item whose data does not open under the key in use is failed,
+    /// counted, and keeps its sealed data, which opens again under the right key.
+    #[test]
+    fn an_item_that_does_not_open_is_failed_but_keeps_its_sealed_data() {
+        let (q, _) = setup();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        let mut item = q.get(id).unwrap().unwrap();
+        // The same item as another key would have sealed it.
+        item.sealed_data = Some(crate::store::Sealer::ephemeral().seal(b"pw-123456").unwrap());
+        q.store
+            .sync_items
+            .insert(id.as_bytes(), crate::store::encode(TREE, &item).unwrap())
+            .unwrap();
+        assert!(q.claim(10).unwrap().is_empty());
+        let failed = q.get(id).unwrap().unwrap();
+        assert_eq!(failed.status, SyncStatus::Failed);
+        assert!(failed.last_error.unwrap().contains("sealed data kept"));
+        assert_eq!(failed.sealed_data, item.sealed_data, "sealed data not wiped");
+        assert_eq!(q.counts().unwrap().failed, 1);
     }
 
     #[test]

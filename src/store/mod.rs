@@ -32,6 +32,8 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const LOCK_ATTEMPTS: u32 = 10;
 /// The layout version of the trees; bumped with a migration step when the layout changes.
 const LAYOUT_VERSION: u32 = 1;
+/// Name in `meta` of the key check value (see [`Sealer::check_value`]).
+const KEY_CHECK: &str = "key_check";
 
 /// What can go wrong with the embedded database.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,9 @@ pub enum StoreError {
     /// Sealing or unsealing a secret failed.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// `secret.key` is a key, but not the one this database's secrets were sealed with.
+    #[error("key file {key_file} does not match the database in {data_dir} (its secrets were sealed with another key): put back the secret.key that belongs to this data directory; nothing was changed")]
+    KeyMismatch { key_file: PathBuf, data_dir: PathBuf },
     /// The database was written by a newer layout.
     #[error("data directory {path} has layout version {found}; this build knows {LAYOUT_VERSION}")]
     Layout { path: PathBuf, found: u32 },
@@ -103,9 +108,6 @@ impl Store {
     /// Opens (creating if needed, mode 0700) the database directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         create_private_dir(path)?;
-        // sled writes `conf` when it creates a database: its presence means there is data that
-        // the existing key sealed.
-        let is_new = !path.join("conf").exists();
         // sled releases its file lock from a background thread once the last handle is gone,
         // a moment after a drop: reopening in the same process right away can see it still
         // held. A short wait covers that; another process holding the database still gets
@@ -130,7 +132,7 @@ impl Store {
                 Err(other) => return Err(StoreError::Sled(other)),
             }
         };
-        let sealer = Sealer::load_or_create(path, is_new)?;
+        let sealer = open_sealer(path, &db)?;
         Self::from_db(db, sealer, path.to_path_buf())
     }
 
@@ -301,6 +303,37 @@ pub fn check_name(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads the data directory's key and proves it is the one the database's secrets were sealed
+/// with, before anything is read or written with it:
+/// - a database holding data but no key file → [`SealError::Missing`]: a new key would make
+///   every sealed secret unreadable. "Holding data" is judged from sled's trees, not from sled's
+///   `conf` file, which can be lost along with the key;
+/// - a key check value in `meta` that the key does not open → [`StoreError::KeyMismatch`];
+/// - no check value yet (a new database, or one written before check values existed) → made
+///   with this key and flushed.
+fn open_sealer(path: &Path, db: &sled::Db) -> Result<Sealer, StoreError> {
+    let mut holds_data = false;
+    for name in db.tree_names() {
+        holds_data |= !db.open_tree(name)?.is_empty();
+    }
+    let sealer = Sealer::load_or_create(path, !holds_data)?;
+    let meta = db.open_tree("meta")?;
+    match get::<Vec<u8>>(&meta, "meta", KEY_CHECK.as_bytes())? {
+        Some(check) if sealer.matches_check(&check) => {}
+        Some(_) => {
+            return Err(StoreError::KeyMismatch {
+                key_file: Sealer::key_path(path),
+                data_dir: path.to_path_buf(),
+            })
+        }
+        None => {
+            put(&meta, "meta", KEY_CHECK.as_bytes(), &sealer.check_value()?)?;
+            db.flush()?;
+        }
+    }
+    Ok(sealer)
+}
+
 fn is_lock_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
@@ -384,6 +417,59 @@ mod tests {
             let mode = fs::metadata(&fresh).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
         }
+    }
+
+    /// Issue 7 point 2: another 32-byte key is refused up front, naming the key file and the
+    /// data directory; the database is left as it was and opens again with the right key.
+    #[test]
+    fn a_different_key_is_refused_before_any_secret_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        drop(Store::open(&path).unwrap());
+        let key_file = path.join("secret.key");
+        let right = fs::read(&key_file).unwrap();
+        fs::write(&key_file, [7u8; 32]).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&key_file.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("database in {}", path.display())), "{msg}");
+        assert!(!msg.contains('\n'));
+        fs::write(&key_file, &right).unwrap();
+        Store::open(&path).unwrap();
+    }
+
+    /// Issue 7 point 2: with sled's `conf` and the key both gone, the data is still seen and no
+    /// new key is made over it.
+    #[test]
+    fn losing_conf_and_key_together_makes_no_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_meta("something", &1u32).unwrap();
+            s.flush().unwrap();
+        }
+        fs::remove_file(path.join("conf")).unwrap();
+        fs::remove_file(path.join("secret.key")).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("is missing but the database beside it exists"), "{err}");
+        assert!(!path.join("secret.key").exists(), "no new key was made");
+    }
+
+    /// A database written before key check values existed keeps opening, and gets one.
+    #[test]
+    fn a_database_without_a_check_value_gets_one_at_its_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            s.remove_meta(KEY_CHECK).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let check: Vec<u8> = s.get_meta(KEY_CHECK).unwrap().expect("check value written");
+        assert!(s.sealer().matches_check(&check));
     }
 
     #[test]
