@@ -388,11 +388,13 @@ pub fn queue_sync(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    // Check the type before reading stdin, so a typo is reported as such.
-    sync_type.parse::<crate::sync_queue::SyncType>()?;
-    let data = input::json()?;
+    // Check the type before reading stdin, so a typo is reported as such; check the data
+    // before opening the database, so bad input changes nothing.
+    let sync_type: crate::sync_queue::SyncType = sync_type.parse()?;
+    let data = input::sync_data()?;
+    let data = crate::sync_queue::SyncData::from_json_text(sync_type, &data)?;
     let client = open(config)?;
-    let id = client.queue_sync(&who.user, &who.package, sync_type, &data, priority)?;
+    let id = client.queue_sync_data(&who.user, &who.package, data, priority)?;
     if json {
         print_json(out, &json!({"sync_id": id}))?;
     } else {

@@ -54,6 +54,9 @@ fn open_auth(config: Config) -> anyhow::Result<Auth> {
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
     let config = load_config(&cli)?;
+    if let Some(package) = package_arg(&cli.command) {
+        check_package(&config, package)?;
+    }
     let json = cli.json;
     match cli.command {
         Command::Status => engine::status(config, json, out),
@@ -82,6 +85,29 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Logout { id } => local::logout(config, &id, json, out),
         Command::Metrics { textfile } => local::metrics(config, textfile.as_deref(), out),
     }
+}
+
+/// The `--package` of a command that uses it to reach Keycloak or to create something; the
+/// commands that only look at or remove what exists (cached-token, user disable/enable/
+/// unlock/remove) still accept a package the config no longer lists, so it can be cleaned up.
+fn package_arg(command: &Command) -> Option<&str> {
+    use crate::cli::UserCommand;
+    match command {
+        Command::Authenticate(who)
+        | Command::Refresh(who)
+        | Command::QueueSync { who, .. }
+        | Command::Login(who)
+        | Command::Passwd(who)
+        | Command::User(UserCommand::Add(who)) => Some(&who.package),
+        _ => None,
+    }
+}
+
+/// `--package` by the name rule and against the config's packages (exit 2 with a message
+/// naming it and the configured ones).
+fn check_package(config: &Config, package: &str) -> Result<(), InputError> {
+    crate::store::check_name("--package", package).map_err(InputError)?;
+    config.check_package(package).map_err(InputError)
 }
 
 /// The exit code for an error: 2 when the user's input or config was wrong, 3 otherwise.
