@@ -527,13 +527,19 @@ impl Validator<'_> {
         }
     }
 
+    /// An http(s) base URL. The value is never quoted back: a URL may carry credentials.
     fn url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         let parsed = reqwest::Url::parse(value.trim())
-            .map_err(|e| self.invalid(key, format!("not a URL ({e}): {value:?}")))?;
+            .map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(self.invalid(key, "must be an http:// or https:// URL"));
+        }
+        // `http://user:pw@host` would print the password wherever the URL is shown (status,
+        // the start banner, error messages); Keycloak credentials belong in client_secret.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(self.invalid(
                 key,
-                format!("must be an http:// or https:// URL, got {value:?}"),
+                "must not contain a user name or password (user:password@); use client_secret / admin_client_secret",
             ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -793,6 +799,27 @@ mod tests {
         assert!(err.contains("billing, shop"), "{err}");
         assert!(err.contains("/etc/kr/config.yaml"), "{err}");
         assert_eq!(parse(MINIMAL).unwrap().check_package("anything"), Ok(()));
+    }
+
+    /// Issue 7 point 7: credentials in server_url are refused and never quoted back.
+    #[test]
+    fn credentials_in_the_server_url_are_refused_unquoted() {
+        for url in [
+            "http://kcuser:s3cret-pw@localhost:8080",
+            "https://kcuser@localhost",
+            "http://:s3cret-pw@localhost",
+        ] {
+            let err = parse(&MINIMAL.replace("http://localhost:8080/", url))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("keycloak.server_url: "), "{err}");
+            assert!(err.contains("/etc/kr/config.yaml"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("kcuser"), "{err}");
+        }
+        let err = parse(&MINIMAL.replace("http://localhost:8080/", "http://u:s3cret pw@h"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
