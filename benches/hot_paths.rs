@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     let qdir = tempfile::tempdir()?;
     let big = SyncQueue::new(Arc::new(Store::open(&qdir.path().join("big"))?), clock());
     let small = SyncQueue::new(Arc::new(Store::open(&qdir.path().join("small"))?), clock());
-    let data = serde_json::json!({"password": "Bench-Password-1"});
+    let data = serde_json::json!({"new_password": "Bench-Password-1"});
     for i in 0..10_000u32 {
         big.enqueue(
             &format!("user{i}"),

@@ -54,10 +54,12 @@ fn parse_lock_timeout(s: &str) -> Result<f64, String> {
 /// A user in a package (application).
 #[derive(Debug, Args, Clone)]
 pub struct UserArgs {
-    /// The username (compared case-insensitively).
+    /// The username (compared case-insensitively). Names: at most 255 characters; no control,
+    /// bidi or zero-width characters; none of / \ ? # %; not . or ..
     #[arg(long, value_name = "U")]
     pub user: String,
-    /// The package (application) the user belongs to.
+    /// The package (application) the user belongs to; one of keycloak.packages when the
+    /// config lists any. Same name rule as --user.
     #[arg(long, value_name = "P")]
     pub package: String,
 }
@@ -94,7 +96,9 @@ pub enum Command {
     QueueSync {
         #[command(flatten)]
         who: UserArgs,
-        /// The sync type: password_change (data: {"password": "..."}).
+        /// The sync type: password_change (data: {"new_password": "..."}; "password" is
+        /// accepted as an alias). Data: at most 8192 bytes of JSON, no key twice; the
+        /// password as for login (at most 1024 bytes, no NUL).
         #[arg(long = "type", value_name = "T")]
         sync_type: String,
         /// 1 runs first.

@@ -15,7 +15,7 @@
 //!     Err(e) => println!("refused: {e}"),
 //! }
 //! client.queue_sync("alice", "webapp", "password_change",
-//!                   &serde_json::json!({"password": "new password"}), 1)?;
+//!                   &serde_json::json!({"new_password": "new password"}), 1)?;
 //! let report = client.process_sync_queue(100)?;
 //! println!("{} processed; status: {:?}", report.processed, client.get_status()?.mode);
 //! # Ok(()) }
@@ -576,7 +576,15 @@ impl ResilientClient {
         self.inner.tokens.get(username, package)
     }
 
-    /// Queues a change for Keycloak (durable before it returns).
+    /// Queues a change for Keycloak (durable before it returns). `sync_data` for
+    /// `password_change` is `{"new_password": "…"}` (`{"password": "…"}` is accepted as an
+    /// alias).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadInput`] for a name the name rule refuses or a package that the config
+    /// does not know (when `keycloak.packages` lists any); the queue's own refusals (see
+    /// [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
     pub fn queue_sync(
         &self,
         username: &str,
@@ -585,9 +593,58 @@ impl ResilientClient {
         sync_data: &serde_json::Value,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
+        self.check_package(package)?;
         self.inner
             .queue
             .enqueue(username, package, sync_type, sync_data, priority)
+    }
+
+    /// [`ResilientClient::queue_sync`] with the data as JSON text: size-limited, and a key
+    /// given twice is refused (see [`crate::sync_queue::SyncData::from_json_text`]). Prefer
+    /// it for data that arrives as text.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResilientClient::queue_sync`].
+    pub fn queue_sync_json(
+        &self,
+        username: &str,
+        package: &str,
+        sync_type: &str,
+        sync_data: &[u8],
+        priority: u32,
+    ) -> Result<Uuid, QueueError> {
+        self.check_package(package)?;
+        self.inner
+            .queue
+            .enqueue_json(username, package, sync_type, sync_data, priority)
+    }
+
+    /// [`ResilientClient::queue_sync`] with data already checked and typed.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResilientClient::queue_sync`].
+    pub fn queue_sync_data(
+        &self,
+        username: &str,
+        package: &str,
+        data: crate::sync_queue::SyncData,
+        priority: u32,
+    ) -> Result<Uuid, QueueError> {
+        self.check_package(package)?;
+        self.inner
+            .queue
+            .enqueue_data(username, package, data, priority)
+    }
+
+    /// The name rule, then [`Config::check_package`].
+    fn check_package(&self, package: &str) -> Result<(), QueueError> {
+        crate::store::check_name("package", package).map_err(QueueError::BadInput)?;
+        self.inner
+            .config
+            .check_package(package)
+            .map_err(QueueError::BadInput)
     }
 
     /// Replays up to `batch_size` queued changes; see [`crate::replay`].

@@ -305,7 +305,7 @@ impl Config {
         let v = Validator { file: path };
         let k = raw.keycloak;
         let server_url = v.url("keycloak.server_url", &k.server_url)?;
-        let realm = v.name("keycloak.realm", &k.realm)?;
+        let realm = v.realm("keycloak.realm", &k.realm)?;
         let client_id = v.name("keycloak.client_id", &k.client_id)?;
         let client_secret = secret(k.client_secret, env(ENV_CLIENT_SECRET));
         let admin_client_id = v.name(
@@ -324,11 +324,14 @@ impl Config {
         )?;
         let mut packages = BTreeMap::new();
         for (name, p) in k.packages.unwrap_or_default() {
+            // Package names are not secret; quoted escaped, so an invisible character shows.
+            crate::store::check_name(&format!("package name {name:?}"), &name)
+                .map_err(|reason| v.invalid("keycloak.packages", reason))?;
             let key = |field: &str| format!("keycloak.packages.{name}.{field}");
             packages.insert(
                 name.clone(),
                 PackageConfig {
-                    realm: v.name(&key("realm"), p.realm.as_deref().unwrap_or(&realm))?,
+                    realm: v.realm(&key("realm"), p.realm.as_deref().unwrap_or(&realm))?,
                     client_id: v.name(
                         &key("client_id"),
                         p.client_id.as_deref().unwrap_or(&client_id),
@@ -451,6 +454,29 @@ impl Config {
         })
     }
 
+    /// Checks that `package` may be used: when `keycloak.packages` lists packages, only those
+    /// exist (a typo must not silently land in the default realm); when it lists none, every
+    /// package is served by the top-level realm and client.
+    ///
+    /// # Errors
+    ///
+    /// A one-line message naming the package and the configured ones.
+    pub fn check_package(&self, package: &str) -> Result<(), String> {
+        let known = &self.keycloak.packages;
+        if known.is_empty() || known.contains_key(package) {
+            return Ok(());
+        }
+        Err(format!(
+            "unknown package {package:?}: {} configures only {} (keycloak.packages)",
+            self.source.display(),
+            known
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// The realm and login client that serve `package`.
     pub fn package(&self, package: &str) -> PackageConfig {
         self.keycloak
@@ -501,13 +527,19 @@ impl Validator<'_> {
         }
     }
 
+    /// An http(s) base URL. The value is never quoted back: a URL may carry credentials.
     fn url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         let parsed = reqwest::Url::parse(value.trim())
-            .map_err(|e| self.invalid(key, format!("not a URL ({e}): {value:?}")))?;
+            .map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(self.invalid(key, "must be an http:// or https:// URL"));
+        }
+        // `http://user:pw@host` would print the password wherever the URL is shown (status,
+        // the start banner, error messages); Keycloak credentials belong in client_secret.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(self.invalid(
                 key,
-                format!("must be an http:// or https:// URL, got {value:?}"),
+                "must not contain a user name or password (user:password@); use client_secret / admin_client_secret",
             ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -527,6 +559,14 @@ impl Validator<'_> {
                 format!("must not contain '/' or control characters: {value:?}"),
             ));
         }
+        Ok(value.to_string())
+    }
+
+    /// A realm: the one name rule ([`crate::store::check_name`]), since it becomes a path
+    /// segment of every request.
+    fn realm(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let value = value.trim();
+        crate::store::check_name("realm", value).map_err(|reason| self.invalid(key, reason))?;
         Ok(value.to_string())
     }
 
@@ -697,6 +737,89 @@ mod tests {
             assert!(err.contains(key), "{key} not in {err}");
             assert!(!err.contains('\n'), "multi-line: {err}");
         }
+    }
+
+    /// Issue 7 point 6: realm and package names follow the one name rule.
+    #[test]
+    fn realm_and_package_names_follow_the_name_rule() {
+        for (yaml, key) in [
+            (
+                MINIMAL.replace("realm: demo", "realm: \"demo?x=1\""),
+                "keycloak.realm: ",
+            ),
+            (
+                MINIMAL.replace("realm: demo", "realm: \"demo#frag\""),
+                "keycloak.realm: ",
+            ),
+            (
+                MINIMAL.replace("realm: demo", "realm: \"..\""),
+                "keycloak.realm: ",
+            ),
+            (
+                MINIMAL.replace("realm: demo", "realm: \"a/b\""),
+                "keycloak.realm: ",
+            ),
+            (
+                MINIMAL.replace("realm: demo", "realm: \"a%2Fb\""),
+                "keycloak.realm: ",
+            ),
+            (
+                format!("{MINIMAL}  packages:\n    billing:\n      realm: \"../master\"\n"),
+                "keycloak.packages.billing.realm: ",
+            ),
+            (
+                format!("{MINIMAL}  packages:\n    \"a/b\":\n      realm: finance\n"),
+                "keycloak.packages: ",
+            ),
+            (
+                format!("{MINIMAL}  packages:\n    \"evil\\u202E\":\n      realm: finance\n"),
+                "keycloak.packages: ",
+            ),
+        ] {
+            let err = parse(&yaml).unwrap_err().to_string();
+            assert!(
+                err.starts_with("config file /etc/kr/config.yaml: "),
+                "{err}"
+            );
+            assert!(err.contains(key), "{key} not in {err}");
+            assert!(!err.contains('\u{202E}'), "{err}");
+        }
+    }
+
+    /// Issue 7 point 6: with packages configured, any other package is a clear error.
+    #[test]
+    fn unknown_packages_are_named_with_the_configured_ones() {
+        let c = parse(&format!(
+            "{MINIMAL}  packages:\n    billing:\n      realm: finance\n    shop: {{}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.check_package("billing"), Ok(()));
+        let err = c.check_package("biling").unwrap_err();
+        assert!(err.contains("unknown package \"biling\""), "{err}");
+        assert!(err.contains("billing, shop"), "{err}");
+        assert!(err.contains("/etc/kr/config.yaml"), "{err}");
+        assert_eq!(parse(MINIMAL).unwrap().check_package("anything"), Ok(()));
+    }
+
+    /// Issue 7 point 7: credentials in server_url are refused and never quoted back.
+    #[test]
+    fn credentials_in_the_server_url_are_refused_unquoted() {
+        for url in [
+            "http://kcuser:s3cret-pw@localhost:8080",
+            "https://kcuser@localhost",
+            "http://:s3cret-pw@localhost",
+        ] {
+            let err = parse(&MINIMAL.replace("http://localhost:8080/", url))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("keycloak.server_url: "), "{err}");
+            assert!(err.contains("/etc/kr/config.yaml"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("kcuser"), "{err}");
+        }
+        let err = parse(&MINIMAL.replace("http://localhost:8080/", "http://u:s3cret pw@h"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! secrets travel only in form bodies and the `Authorization` header.
 
 use crate::config::{KeycloakConfig, PackageConfig, Secret};
+use percent_encoding::utf8_percent_encode;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -186,17 +187,16 @@ impl KeycloakClient {
         })
     }
 
-    fn realm_url(&self, realm: &str) -> String {
-        format!("{}/realms/{}", self.config.server_url, realm)
-    }
-
-    fn admin_url(&self, realm: &str) -> String {
-        format!("{}/admin/realms/{}", self.config.server_url, realm)
+    /// `server_url` with `segments` appended, each percent-encoded as one path segment: a realm
+    /// or user id can never add a segment, a query or a fragment (config validation refuses
+    /// such realm names too; this holds whatever built the config).
+    fn endpoint(&self, segments: &[&str]) -> String {
+        endpoint(&self.config.server_url, segments)
     }
 
     /// The health probe: the realm's OpenID discovery document.
     pub fn probe(&self, realm: &str) -> Result<(), KcError> {
-        let url = format!("{}/.well-known/openid-configuration", self.realm_url(realm));
+        let url = self.endpoint(&["realms", realm, ".well-known", "openid-configuration"]);
         let resp = self.http.get(&url).send().map_err(transport)?;
         let status = resp.status();
         if status.is_success() {
@@ -257,7 +257,7 @@ impl KeycloakClient {
     }
 
     fn token_request(&self, realm: &str, form: &[(&str, &str)]) -> Result<TokenSet, KcError> {
-        let url = format!("{}/protocol/openid-connect/token", self.realm_url(realm));
+        let url = self.endpoint(&["realms", realm, "protocol", "openid-connect", "token"]);
         let resp = self.http.post(&url).form(form).send().map_err(transport)?;
         let status = resp.status();
         if status.is_success() {
@@ -356,7 +356,7 @@ impl KeycloakClient {
 
     /// Looks a user up by exact username (case-insensitive, as Keycloak stores it).
     pub fn find_user(&self, realm: &str, username: &str) -> Result<Option<KcUser>, KcError> {
-        let url = format!("{}/users", self.admin_url(realm));
+        let url = self.endpoint(&["admin", "realms", realm, "users"]);
         let resp = self.admin_call(realm, |token| {
             self.http
                 .get(&url)
@@ -387,7 +387,7 @@ impl KeycloakClient {
         user_id: &str,
         password: &str,
     ) -> Result<(), KcError> {
-        let url = format!("{}/users/{}/reset-password", self.admin_url(realm), user_id);
+        let url = self.endpoint(&["admin", "realms", realm, "users", user_id, "reset-password"]);
         let body = serde_json::json!({"type": "password", "value": password, "temporary": false});
         let resp = self.admin_call(realm, |token| {
             self.http.put(&url).json(&body).bearer_auth(token)
@@ -418,6 +418,26 @@ impl KeycloakClient {
         &self.config
     }
 }
+
+/// `base` (a URL without query or fragment, as config validation leaves it) with `segments`
+/// appended, each percent-encoded as a single path segment.
+fn endpoint(base: &str, segments: &[&str]) -> String {
+    let mut url = base.trim_end_matches('/').to_string();
+    for segment in segments {
+        url.push('/');
+        url.extend(utf8_percent_encode(segment, PATH_SEGMENT));
+    }
+    url
+}
+
+/// What is escaped inside one path segment: everything but RFC 3986 unreserved characters, so
+/// `/`, `?`, `#` and `%` arrive as data. (A segment of only `.` or `..` is a dot segment however
+/// it is encoded — URL parsers treat `%2E` as `.` — which is why the name rule refuses those.)
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The `resource_access.realm-management.roles` claim of a JWT, if it can be read.
 fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
@@ -544,6 +564,23 @@ mod tests {
             error_description: desc.into(),
             error_message: String::new(),
         }
+    }
+
+    /// Issue 7 point 6: a realm or id can never change the shape of a request path.
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            endpoint("http://kc:8080/auth/", &["realms", "demo", "users"]),
+            "http://kc:8080/auth/realms/demo/users"
+        );
+        assert_eq!(
+            endpoint("http://kc", &["realms", "a/b?x=1#f%", "token"]),
+            "http://kc/realms/a%2Fb%3Fx%3D1%23f%25/token"
+        );
+        assert_eq!(
+            endpoint("http://kc", &["realms", "d\u{e9}mo x"]),
+            "http://kc/realms/d%C3%A9mo%20x"
+        );
     }
 
     #[test]

@@ -25,8 +25,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 const TREE: &str = "local_users";
-/// Longest password accepted, in bytes.
-const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// One local account as stored. `Debug` leaves out the hash.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -691,22 +689,14 @@ fn not_found(user: &str, package: &str) -> UserError {
     }
 }
 
-/// A username or package: non-empty, no control characters, at most 255 characters.
+/// A username or package, by the one rule of [`store::check_name`].
 fn check_name(field: &str, value: &str) -> Result<(), UserError> {
     store::check_name(field, value).map_err(UserError::BadInput)
 }
 
-/// A password: non-empty, at most 1024 bytes. The message names the field, never the value.
+/// A password, by the one rule of [`password::check_password`].
 fn check_password(field: &str, value: &str) -> Result<(), UserError> {
-    if value.is_empty() {
-        return Err(UserError::BadInput(format!("{field} must not be empty")));
-    }
-    if value.len() > MAX_PASSWORD_BYTES {
-        return Err(UserError::BadInput(format!(
-            "{field} is longer than {MAX_PASSWORD_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    password::check_password(field, value).map_err(UserError::BadInput)
 }
 
 /// One JSON-lines row. Parsed through `serde_json::Value` so that no message can quote a

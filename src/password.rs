@@ -23,6 +23,29 @@ use argon2::Argon2;
 use std::fmt;
 use std::sync::OnceLock;
 
+/// Longest password accepted anywhere (login, passwd, user add, queued changes), in bytes.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The one rule for a password wherever one enters (local users, the sync queue): not empty,
+/// at most [`MAX_PASSWORD_BYTES`] bytes, no NUL byte (C-string APIs and many stores would
+/// silently cut the password there). The message names `field`, never the value.
+///
+/// # Errors
+///
+/// A one-line message naming `field` and what is wrong.
+pub fn check_password(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if value.len() > MAX_PASSWORD_BYTES {
+        return Err(format!("{field} is longer than {MAX_PASSWORD_BYTES} bytes"));
+    }
+    if value.contains('\0') {
+        return Err(format!("{field} contains a NUL byte"));
+    }
+    Ok(())
+}
+
 /// Largest argon2 memory cost accepted, in KiB (1 GiB).
 const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
 /// Largest argon2 time cost (passes) accepted.

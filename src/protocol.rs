@@ -186,6 +186,22 @@ fn default_priority() -> u32 {
 }
 
 impl Request {
+    /// The package of a request that uses it to reach Keycloak or to create something; the
+    /// requests that only look at or remove what exists (cached-token, user disable/enable/
+    /// unlock/remove) still accept a package the config no longer lists, so it can be
+    /// cleaned up.
+    pub fn package_to_check(&self) -> Option<&str> {
+        match self {
+            Request::Authenticate { package, .. }
+            | Request::Refresh { package, .. }
+            | Request::QueueSync { package, .. }
+            | Request::Login { package, .. }
+            | Request::Passwd { package, .. }
+            | Request::UserAdd { package, .. } => Some(package),
+            _ => None,
+        }
+    }
+
     /// The `op` name, for logs (never the arguments: passwords live there).
     pub fn op(&self) -> &'static str {
         match self {
@@ -237,8 +253,8 @@ impl Envelope {
     /// Parses one request line. The error says what is wrong with the request, and never
     /// quotes it (it may hold a password).
     pub fn parse(line: &str) -> Result<Envelope, String> {
-        let mut value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("request is not valid JSON ({e})"))?;
+        let mut value = crate::sync_queue::parse_strict_json(line.as_bytes())
+            .map_err(|e| format!("request is not valid JSON ({e})"))?;
         let obj = value
             .as_object_mut()
             .ok_or_else(|| "request must be a JSON object with an \"op\" key".to_string())?;
@@ -365,6 +381,10 @@ mod tests {
                 "unknown field",
             ),
             (r#"{"op":"status","format":"xml"}"#, "\"format\""),
+            (
+                r#"{"op":"login","user":"a","package":"p","password":"x","password":"y"}"#,
+                "key `password` appears twice",
+            ),
             (
                 r#"{"op":"login","user":"a","package":"p","password":["s3cret-pw"]}"#,
                 "wrong type",

@@ -297,7 +297,7 @@ mod tests {
                     user,
                     "web",
                     "password_change",
-                    &json!({"password": "pw-123456"}),
+                    &json!({"new_password": "pw-123456"}),
                     priority,
                 )
                 .unwrap()

@@ -81,10 +81,15 @@ impl SyncStatus {
     }
 }
 
+/// Largest sync data accepted as JSON text, in bytes: room for a password of
+/// [`crate::password::MAX_PASSWORD_BYTES`] written entirely as `\uXXXX` escapes, and no more.
+pub const MAX_SYNC_DATA_BYTES: usize = 8 * 1024;
+
 /// The kinds of change the queue knows how to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncType {
-    /// Set the user's Keycloak password. Data: `{"password": "…"}`.
+    /// Set the user's Keycloak password. Data: `{"new_password": "…"}` (the original design's
+    /// key; `{"password": "…"}` is accepted as an alias).
     PasswordChange,
 }
 
@@ -131,8 +136,19 @@ pub enum SyncData {
     PasswordChange(PasswordChange),
 }
 
+/// The keys `password_change` data may use: the documented one first, then its alias.
+const PASSWORD_KEYS: [&str; 2] = ["new_password", "password"];
+
 impl SyncData {
     /// Validates JSON `data` against `sync_type`.
+    ///
+    /// `password_change` wants `{"new_password": "…"}` (the original design's key) or the alias
+    /// `{"password": "…"}` — not both; the password follows
+    /// [`crate::password::check_password`] (the rule `login` applies).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadData`], naming the field and never quoting a value.
     pub fn from_json(
         sync_type: SyncType,
         data: &serde_json::Value,
@@ -147,20 +163,68 @@ impl SyncData {
                 };
                 let obj = data
                     .as_object()
-                    .ok_or_else(|| bad("expected a JSON object like {\"password\": \"…\"}"))?;
-                if obj.keys().any(|k| k.as_str() != "password") {
-                    return Err(bad("unknown field (expected only `password`)"));
+                    .ok_or_else(|| bad("expected a JSON object like {\"new_password\": \"…\"}"))?;
+                if obj.keys().any(|k| !PASSWORD_KEYS.contains(&k.as_str())) {
+                    return Err(bad(
+                        "unknown field (expected only `new_password`, or its alias `password`)",
+                    ));
                 }
-                let password = match obj.get("password") {
-                    None => return Err(bad("missing field `password`")),
-                    Some(serde_json::Value::String(p)) if p.is_empty() => {
-                        return Err(bad("field `password` must not be empty"))
+                let (key, value) = match (obj.get("new_password"), obj.get("password")) {
+                    (Some(_), Some(_)) => {
+                        return Err(bad(
+                            "both `new_password` and its alias `password` are given (use one)",
+                        ))
                     }
-                    Some(serde_json::Value::String(p)) => p.clone(),
-                    Some(_) => return Err(bad("field `password` must be a string")),
+                    (Some(v), None) => ("new_password", v),
+                    (None, Some(v)) => ("password", v),
+                    (None, None) => return Err(bad("missing field `new_password`")),
                 };
-                let pc = PasswordChange { password };
+                let serde_json::Value::String(password) = value else {
+                    return Err(bad(&format!("field `{key}` must be a string")));
+                };
+                crate::password::check_password(&format!("field `{key}`"), password)
+                    .map_err(|reason| bad(&reason))?;
+                let pc = PasswordChange {
+                    password: password.clone(),
+                };
                 Ok(SyncData::PasswordChange(pc))
+            }
+        }
+    }
+
+    /// Parses and validates sync data given as JSON text: at most [`MAX_SYNC_DATA_BYTES`],
+    /// a key given twice refused (a JSON object keeps only the last one silently), then
+    /// [`SyncData::from_json`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadData`] for data that is too large, not JSON, has a duplicate key or does
+    /// not fit the type; messages give positions and key names, never values.
+    pub fn from_json_text(sync_type: SyncType, text: &[u8]) -> Result<SyncData, QueueError> {
+        let bad = |reason: String| QueueError::BadData {
+            sync_type: sync_type.as_str(),
+            reason,
+        };
+        if text.len() > MAX_SYNC_DATA_BYTES {
+            return Err(bad(format!(
+                "larger than {MAX_SYNC_DATA_BYTES} bytes (the limit for sync data)"
+            )));
+        }
+        let StrictValue(value) =
+            serde_json::from_slice(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        Self::from_json(sync_type, &value)
+    }
+
+    /// Checks data built in code (not parsed): the password rule still applies.
+    fn check(&self, sync_type: SyncType) -> Result<(), QueueError> {
+        match self {
+            SyncData::PasswordChange(pc) => {
+                crate::password::check_password("new password", &pc.password).map_err(|reason| {
+                    QueueError::BadData {
+                        sync_type: sync_type.as_str(),
+                        reason,
+                    }
+                })
             }
         }
     }
@@ -178,6 +242,82 @@ impl SyncData {
                     .map_err(|_| QueueError::Corrupt("password is not UTF-8".into()))?,
             })),
         }
+    }
+}
+
+/// Parses JSON text into a value, refusing an object that repeats a key (which
+/// `serde_json::Value` would silently collapse to its last occurrence).
+///
+/// # Errors
+///
+/// serde_json's error: a position and the duplicate key's name, never a value.
+pub fn parse_strict_json(text: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::from_slice::<StrictValue>(text).map(|StrictValue(v)| v)
+}
+
+/// A JSON value whose objects may not repeat a key: `serde_json::Value` keeps the last of
+/// two, so `{"new_password": "a", "new_password": "b"}` would queue a password nobody saw.
+struct StrictValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                // Only a known key is named: an unknown one might be a password typed in the
+                // wrong place.
+                let msg = if PASSWORD_KEYS.contains(&key.as_str()) {
+                    format!("key `{key}` appears twice")
+                } else {
+                    "a key appears twice".to_string()
+                };
+                return Err(serde::de::Error::custom(msg));
+            }
+            let StrictValue(value) = map.next_value()?;
+            obj.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(obj))
     }
 }
 
@@ -396,6 +536,26 @@ impl SyncQueue {
         self.enqueue_data(username, package, data, priority)
     }
 
+    /// [`SyncQueue::enqueue`] with the data as JSON text, checked by
+    /// [`SyncData::from_json_text`] (size limit, duplicate keys) — the form to use for data
+    /// from outside, where a repeated key would otherwise go unseen.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::enqueue`].
+    pub fn enqueue_json(
+        &self,
+        username: &str,
+        package: &str,
+        sync_type: &str,
+        data: &[u8],
+        priority: u32,
+    ) -> Result<Uuid, QueueError> {
+        let sync_type: SyncType = sync_type.parse()?;
+        let data = SyncData::from_json_text(sync_type, data)?;
+        self.enqueue_data(username, package, data, priority)
+    }
+
     /// [`SyncQueue::enqueue`] with data that is already typed.
     ///
     /// # Errors
@@ -418,6 +578,7 @@ impl SyncQueue {
         let sync_type = match data {
             SyncData::PasswordChange(_) => SyncType::PasswordChange,
         };
+        data.check(sync_type)?;
         let sealed = self
             .store
             .sealer()
@@ -484,7 +645,8 @@ impl SyncQueue {
     /// which holds due items only. A password change whose (user, package) already has one
     /// in flight waits for it, so that at most one change per user is in flight and the
     /// newest one is always the one left to run. A damaged item is taken out of `sync_order`
-    /// (its record kept) and logged; an item whose secret cannot be opened is failed.
+    /// (its record kept) and logged; an item whose secret cannot be opened is failed with its
+    /// sealed data kept (never wiped: it may open again with the right key).
     ///
     /// # Errors
     ///
@@ -537,15 +699,15 @@ impl SyncQueue {
             let data = match self.open(&item) {
                 Ok(d) => d,
                 Err(e) => {
-                    // An item whose secret cannot be opened can never run: fail it, visibly.
-                    log::error!("sync item {id}: {e}; marking failed");
+                    // An item whose secret cannot be opened cannot run now: fail it, visibly,
+                    // but keep its sealed data — with the right key back (or the record
+                    // repaired) it is still the user's password, and wiping it would lose
+                    // the change for good.
+                    log::error!("sync item {id}: {e}; marking failed, sealed data kept");
                     let mut failed = item.clone();
-                    finish(
-                        &mut failed,
-                        SyncStatus::Failed,
-                        now,
-                        Some(format!("unreadable: {e}")),
-                    );
+                    failed.status = SyncStatus::Failed;
+                    failed.processed_at = Some(now);
+                    failed.last_error = Some(format!("unreadable (sealed data kept): {e}"));
                     self.write(&[(Some(item), failed)])?;
                     continue;
                 }
@@ -1044,7 +1206,7 @@ mod tests {
     }
 
     fn pw(p: &str) -> serde_json::Value {
-        json!({ "password": p })
+        json!({ "new_password": p })
     }
 
     fn password_of(c: &Claimed) -> &str {
@@ -1146,6 +1308,126 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Issue 7 point 8: the original design's `new_password`, and `password` as an alias.
+    #[test]
+    fn new_password_is_the_key_and_password_its_alias() {
+        let (q, _) = setup();
+        for data in [
+            json!({"new_password": "pw-123456"}),
+            json!({"password": "pw-123456"}),
+        ] {
+            let id = q.enqueue("u", "p", "password_change", &data, 1).unwrap();
+            let claimed = q.claim(1).unwrap();
+            assert_eq!(ids(&claimed), vec![id]);
+            assert_eq!(password_of(&claimed[0]), "pw-123456");
+            q.complete(id).unwrap();
+        }
+        let err = q
+            .enqueue(
+                "u",
+                "p",
+                "password_change",
+                &json!({"new_password": "pw-1", "password": "pw-2"}),
+                1,
+            )
+            .unwrap_err();
+        assert!(matches!(err, QueueError::BadData { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("both `new_password` and its alias"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw-"), "{err}");
+    }
+
+    /// Issue 7 point 5: the password rule of `login` (1,024 bytes, no NUL) holds for the queue,
+    /// through every entry point.
+    #[test]
+    fn queued_passwords_follow_the_login_rule() {
+        let (q, _) = setup();
+        let max = "p".repeat(crate::password::MAX_PASSWORD_BYTES);
+        q.enqueue("u", "p", "password_change", &pw(&max), 1)
+            .unwrap();
+        for (bad, why) in [
+            (
+                "p".repeat(crate::password::MAX_PASSWORD_BYTES + 1),
+                "longer than 1024 bytes",
+            ),
+            ("pw\0-tail".to_string(), "NUL"),
+            (String::new(), "must not be empty"),
+        ] {
+            let err = q
+                .enqueue("u", "p", "password_change", &pw(&bad), 1)
+                .unwrap_err();
+            assert!(matches!(err, QueueError::BadData { .. }), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+            let data = SyncData::PasswordChange(PasswordChange { password: bad });
+            let err = q.enqueue_data("u", "p", data, 1).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert_eq!(q.pending_count(), 1);
+    }
+
+    /// Issue 7 point 5: JSON text is capped and may not repeat a key.
+    #[test]
+    fn json_text_is_capped_and_duplicate_keys_are_refused() {
+        let (q, _) = setup();
+        let t = SyncType::PasswordChange;
+        let dup = br#"{"new_password": "first-pw", "new_password": "second-pw"}"#;
+        let err = SyncData::from_json_text(t, dup).unwrap_err().to_string();
+        assert!(err.contains("key `new_password` appears twice"), "{err}");
+        assert!(!err.contains("-pw"), "{err}");
+        let nested = br#"{"password": "x", "other": {"k": 1, "k": 2}}"#;
+        let err = SyncData::from_json_text(t, nested).unwrap_err().to_string();
+        assert!(err.contains("a key appears twice"), "{err}");
+        let big = format!(
+            r#"{{"new_password": "{}"}}"#,
+            "x".repeat(MAX_SYNC_DATA_BYTES)
+        );
+        let err = SyncData::from_json_text(t, big.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 8192 bytes"), "{err}");
+        // The largest password fits even written entirely as escapes.
+        let escaped = format!(r#"{{"new_password": "{}"}}"#, "\\u00e9".repeat(512));
+        assert!(SyncData::from_json_text(t, escaped.as_bytes()).is_ok());
+        assert!(q.enqueue_json("u", "p", "password_change", dup, 1).is_err());
+        let id = q
+            .enqueue_json(
+                "u",
+                "p",
+                "password_change",
+                br#"{"new_password": "pw-1"}"#,
+                1,
+            )
+            .unwrap();
+        assert_eq!(password_of(&q.claim(1).unwrap()[0]), "pw-1");
+        assert_eq!(q.get(id).unwrap().unwrap().status, SyncStatus::Processing);
+    }
+
+    /// Issue 7 point 6: the queue refuses names the name rule refuses.
+    #[test]
+    fn queue_refuses_path_like_and_invisible_names() {
+        let (q, _) = setup();
+        for (user, package) in [
+            ("..", "p"),
+            ("../../etc/passwd", "p"),
+            ("evil\u{202E}", "p"),
+            ("u", "a/b"),
+            ("u", "."),
+            ("nul\0", "p"),
+        ] {
+            let err = q
+                .enqueue(user, package, "password_change", &pw("pw-123456"), 1)
+                .unwrap_err();
+            assert!(
+                matches!(err, QueueError::BadInput(_)),
+                "{user:?}/{package:?}: {err}"
+            );
+        }
+        assert_eq!(q.pending_count(), 0);
     }
 
     #[test]
@@ -1504,6 +1786,36 @@ mod tests {
         clock.advance(Duration::seconds(2));
         assert_eq!(ids(&q2.claim(10).unwrap()), vec![good]);
         assert!(q2.store.sync_delayed.is_empty());
+    }
+
+    /// Issue 7 point 2: an item whose data does not open under the key in use is failed,
+    /// counted, and keeps its sealed data, which opens again under the right key.
+    #[test]
+    fn an_item_that_does_not_open_is_failed_but_keeps_its_sealed_data() {
+        let (q, _) = setup();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        let mut item = q.get(id).unwrap().unwrap();
+        // The same item as another key would have sealed it.
+        item.sealed_data = Some(
+            crate::store::Sealer::ephemeral()
+                .seal(b"pw-123456")
+                .unwrap(),
+        );
+        q.store
+            .sync_items
+            .insert(id.as_bytes(), crate::store::encode(TREE, &item).unwrap())
+            .unwrap();
+        assert!(q.claim(10).unwrap().is_empty());
+        let failed = q.get(id).unwrap().unwrap();
+        assert_eq!(failed.status, SyncStatus::Failed);
+        assert!(failed.last_error.unwrap().contains("sealed data kept"));
+        assert_eq!(
+            failed.sealed_data, item.sealed_data,
+            "sealed data not wiped"
+        );
+        assert_eq!(q.counts().unwrap().failed, 1);
     }
 
     #[test]

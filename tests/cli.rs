@@ -224,12 +224,12 @@ fn bad_cli_input_is_exit_2_and_changes_nothing() {
     let qs = |ty: &str, stdin: &str| {
         kr(&env, &args(&["queue-sync", "--type", ty], "alice"), stdin).expect(2)
     };
-    let out = qs("password_reset", "{\"password\": \"Secret-Pw-1\"}");
+    let out = qs("password_reset", "{\"new_password\": \"Secret-Pw-1\"}");
     assert!(
         one_line(&out).contains("unknown sync type \"password_reset\""),
         "{out:?}"
     );
-    let out = qs("password_change", "{\"password\": ");
+    let out = qs("password_change", "{\"new_password\": ");
     assert!(one_line(&out).contains("not valid JSON"), "{out:?}");
     let out = qs("password_change", "{}");
     assert!(one_line(&out).contains("password"), "{out:?}");
@@ -238,7 +238,7 @@ fn bad_cli_input_is_exit_2_and_changes_nothing() {
     assert!(one_line(&out).contains("no sync data on stdin"), "{out:?}");
     let mut a = args(&["queue-sync", "--type", "password_change"], "alice");
     a.extend_from_slice(&["--priority", "0"]);
-    let out = kr(&env, &a, "{\"password\": \"Secret-Pw-1\"}").expect(2);
+    let out = kr(&env, &a, "{\"new_password\": \"Secret-Pw-1\"}").expect(2);
     assert!(out.stderr.contains("--priority"), "{out:?}");
     assert!(!out.stderr.contains("Secret-Pw-1") && !out.stdout.contains("Secret-Pw-1"));
     assert!(queue(&env).is_empty(), "bad input was queued");
@@ -554,7 +554,7 @@ fn queue_sync_killed_while_printing_its_id_loses_nothing() {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(format!("{{\"password\": \"{NEW_PW}\"}}").as_bytes())
+            .write_all(format!("{{\"new_password\": \"{NEW_PW}\"}}").as_bytes())
             .unwrap();
         let wchan = format!("/proc/{}/wchan", child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1097,7 +1097,7 @@ fn secrets_never_leak_to_output_or_disk() {
     outputs.push(
         debug(
             &args(&["queue-sync", "--type", "password_change"], "bob"),
-            &format!("{{\"password\": \"{queued}\"}}"),
+            &format!("{{\"new_password\": \"{queued}\"}}"),
         )
         .expect(0),
     );
@@ -1379,4 +1379,224 @@ fn session_id_can_come_from_stdin() {
         .write_stdin("not-a-uuid\n")
         .assert()
         .code(2);
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 7: the original design's wire contract, names, sync data limits, key checks
+
+/// `queue-sync` with `stdin`, for `user`/`package`; the `Out`.
+fn queue_sync_raw(env: &TestEnv, user: &str, package: &str, stdin: &[u8]) -> Out {
+    let mut c = env.cmd();
+    c.args([
+        "queue-sync",
+        "--type",
+        "password_change",
+        "--user",
+        user,
+        "--package",
+        package,
+    ])
+    .write_stdin(stdin.to_vec());
+    run(c)
+}
+
+/// Issue 7 point 8: `{"new_password": …}` is the documented key, `password` its alias; both
+/// at once is an error.
+#[test]
+fn issue7_queue_sync_takes_new_password_and_its_alias() {
+    let (fake, env) = fake_and_env(&Tuning::default());
+    let id = queue_sync(&env, "alice", NEW_PW);
+    let alias = format!("{{\"password\": \"{NEW_PW}-2\"}}");
+    queue_sync_raw(&env, "alice", PACKAGE, alias.as_bytes()).expect(0);
+    let both = format!("{{\"new_password\": \"{NEW_PW}\", \"password\": \"{NEW_PW}-3\"}}");
+    let out = queue_sync_raw(&env, "alice", PACKAGE, both.as_bytes()).expect(2);
+    assert!(
+        one_line(&out).contains("both `new_password` and its alias"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains(NEW_PW), "{out:?}");
+    let items = queue(&env);
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items.iter().any(|i| i["sync_id"] == id.as_str()));
+    kr(&env, &["sync-now"], "").expect(0);
+    assert_eq!(
+        fake.password_of("alice").as_deref(),
+        Some(format!("{NEW_PW}-2").as_str())
+    );
+}
+
+/// Issue 7 point 5: the password rule of `login`, a size limit on stdin, no NUL, no key twice;
+/// each a one-line exit 2 that quotes no secret, and nothing queued.
+#[test]
+fn issue7_queue_sync_caps_and_checks_sync_data() {
+    let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    let long = "L".repeat(1025);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{{\"new_password\": \"{long}\"}}"),
+            "longer than 1024 bytes",
+        ),
+        (
+            "{\"new_password\": \"Secret\\u0000Tail\"}".to_string(),
+            "contains a NUL byte",
+        ),
+        (
+            "{\"new_password\": \"Secret-A\", \"new_password\": \"Secret-B\"}".to_string(),
+            "key `new_password` appears twice",
+        ),
+        (
+            format!("{{\"new_password\": \"{}\"}}", "S".repeat(20_000)),
+            "larger than 8192 bytes",
+        ),
+    ];
+    for (stdin, why) in cases {
+        let out = queue_sync_raw(&env, "alice", PACKAGE, stdin.as_bytes()).expect(2);
+        let line = one_line(&out);
+        assert!(line.contains(why), "{why}: {line}");
+        assert!(
+            !line.contains("Secret") && !line.contains("LLLL") && !line.contains("SSSS"),
+            "{line}"
+        );
+    }
+    // A huge stdin is not buffered: the command answers after reading past the limit.
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    let out = queue_sync_raw(&env, "alice", PACKAGE, &huge).expect(2);
+    assert!(one_line(&out).contains("larger than 8192 bytes"), "{out:?}");
+    // The same password rule as `login`: 1,024 bytes pass in both.
+    let max = "M".repeat(1024);
+    queue_sync_raw(
+        &env,
+        "alice",
+        PACKAGE,
+        format!("{{\"new_password\": \"{max}\"}}").as_bytes(),
+    )
+    .expect(0);
+    add_user(&env, "alice", &max);
+    let out = kr(&env, &args(&["login"], "alice"), &format!("{long}\n")).expect(2);
+    assert!(one_line(&out).contains("longer than 1024 bytes"), "{out:?}");
+    assert_eq!(queue(&env).len(), 1);
+}
+
+/// Issue 7 point 6: one name rule at the door, and a package the config does not list is an
+/// error naming it and the listed ones.
+#[test]
+fn issue7_names_are_checked_and_unknown_packages_refused() {
+    let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    let data = b"{\"new_password\": \"Secret-Pw-1\"}";
+    for (user, package) in [
+        ("..", PACKAGE),
+        ("../../etc/passwd", PACKAGE),
+        ("evil\u{202E}txt", PACKAGE),
+        ("alice", "a/b"),
+        ("alice", ".."),
+    ] {
+        let out = queue_sync_raw(&env, user, package, data).expect(2);
+        let line = one_line(&out);
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(!line.contains('\u{202E}'), "{line}");
+    }
+    let out = kr(&env, &args(&["user", "add"], "a/../b"), "Pw-Pw-Pw-1\n").expect(2);
+    assert!(one_line(&out).contains("must not contain"), "{out:?}");
+    assert!(queue(&env).is_empty());
+
+    // With packages listed, another package is refused, by name.
+    let yaml = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "  resilience:\n",
+        "  packages:\n    webapp: {}\n    billing:\n      realm: finance\n  resilience:\n",
+    );
+    std::fs::write(env.config_path(), yaml).unwrap();
+    queue_sync_raw(&env, "alice", PACKAGE, data).expect(0);
+    let out = queue_sync_raw(&env, "alice", "webap", data).expect(2);
+    let line = one_line(&out);
+    assert!(line.contains("unknown package \"webap\""), "{line}");
+    assert!(line.contains("billing, webapp"), "{line}");
+    let out = kr(
+        &env,
+        &["login", "--user", "alice", "--package", "webap"],
+        "Pw\n",
+    )
+    .expect(2);
+    assert!(one_line(&out).contains("unknown package"), "{out:?}");
+    assert_eq!(queue(&env).len(), 1);
+}
+
+/// Issue 7 point 6: a realm that would change request paths is a config error naming the file
+/// and the key.
+#[test]
+fn issue7_realms_that_change_paths_are_config_errors() {
+    for realm in ["demo?x=1", "demo#frag", "..", "a/b"] {
+        let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+        let yaml = std::fs::read_to_string(env.config_path())
+            .unwrap()
+            .replace("realm: resilient-test", &format!("realm: \"{realm}\""));
+        std::fs::write(env.config_path(), yaml).unwrap();
+        let out = kr(&env, &["status"], "").expect(2);
+        let line = one_line(&out);
+        let prefix = format!(
+            "error: config file {}: keycloak.realm: ",
+            env.config_path().display()
+        );
+        assert!(line.starts_with(&prefix), "{realm}: {line}");
+    }
+}
+
+/// Issue 7 point 7: credentials in server_url are refused at load, never printed.
+#[test]
+fn issue7_credentials_in_server_url_are_refused_and_never_printed() {
+    let fake = FakeKeycloak::start();
+    let with_creds = fake
+        .url()
+        .replace("http://", "http://kcadmin:Url-Secret-9@");
+    let env = TestEnv::new(&with_creds, &Tuning::default());
+    for cmd in [
+        &["status"][..],
+        &["--json", "status"],
+        &["test"],
+        &["queue"],
+    ] {
+        let out = kr(&env, cmd, "").expect(2);
+        let line = one_line(&out);
+        assert!(
+            line.starts_with(&format!(
+                "error: config file {}: keycloak.server_url: ",
+                env.config_path().display()
+            )),
+            "{line}"
+        );
+        assert!(
+            !line.contains("Url-Secret-9") && !line.contains("kcadmin"),
+            "{line}"
+        );
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+    // `start` refuses before printing any banner.
+    let mut c = env.cmd();
+    c.arg("start");
+    let out = run(c).expect(2);
+    assert!(!out.stdout.contains("Url-Secret-9") && !out.stderr.contains("Url-Secret-9"));
+}
+
+/// Issue 7 point 2: another key is refused with one line naming the key file and the data
+/// directory (exit 3), and the queue is intact once the right key is back.
+#[test]
+fn issue7_a_replaced_key_is_refused_and_the_queue_survives() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    let id = queue_sync(&env, "alice", NEW_PW);
+    let key_file = env.data_dir().join("secret.key");
+    let right = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, [42u8; 32]).unwrap();
+    for cmd in [&["sync-now"][..], &["status"], &["queue"]] {
+        let out = kr(&env, cmd, "").expect(3);
+        let line = one_line(&out);
+        assert!(line.contains(&key_file.display().to_string()), "{line}");
+        assert!(
+            line.contains(&format!("database in {}", env.data_dir().display())),
+            "{line}"
+        );
+    }
+    std::fs::write(&key_file, &right).unwrap();
+    let items = queue(&env);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["sync_id"], id.as_str());
+    assert_eq!(items[0]["status"], "pending");
 }

@@ -173,7 +173,7 @@ fn breaker_walks_every_transition_through_the_library() {
             &user,
             PACKAGE,
             "password_change",
-            &json!({"password": "Queued-Password-9"}),
+            &json!({"new_password": "Queued-Password-9"}),
             1,
         )
         .unwrap();
@@ -266,7 +266,7 @@ fn server_errors_and_429_count_as_unavailable() {
                 &user,
                 PACKAGE,
                 "password_change",
-                &json!({"password": "Never-Applied-1"}),
+                &json!({"new_password": "Never-Applied-1"}),
                 1,
             )
             .unwrap();
@@ -439,7 +439,7 @@ fn breaker_state_persists_across_client_instances() {
             &user,
             PACKAGE,
             "password_change",
-            &json!({"password": "Not-Yet-Password-1"}),
+            &json!({"new_password": "Not-Yet-Password-1"}),
             1,
         )
         .unwrap();
@@ -485,7 +485,7 @@ fn queue_drains_in_priority_order_when_keycloak_returns() {
                 &user,
                 PACKAGE,
                 "password_change",
-                &json!({"password": format!("{label}-New-Password")}),
+                &json!({"new_password": format!("{label}-New-Password")}),
                 priority,
             )
             .unwrap();
@@ -737,7 +737,7 @@ fn queue_is_durable_and_crash_left_items_are_recovered() {
                 &user,
                 PACKAGE,
                 "password_change",
-                &json!({"password": "After-Crash-Password-1"}),
+                &json!({"new_password": "After-Crash-Password-1"}),
                 2,
             )
             .unwrap();
@@ -791,7 +791,7 @@ fn usernames_ignore_case_and_unknown_users_fail_their_items() {
             &shouted,
             PACKAGE,
             "password_change",
-            &json!({"password": "Case-Password-22"}),
+            &json!({"new_password": "Case-Password-22"}),
             1,
         )
         .unwrap();
@@ -800,7 +800,7 @@ fn usernames_ignore_case_and_unknown_users_fail_their_items() {
             &unique_user("ghost"),
             PACKAGE,
             "password_change",
-            &json!({"password": "Ghost-Password-1"}),
+            &json!({"new_password": "Ghost-Password-1"}),
             1,
         )
         .unwrap();
@@ -991,7 +991,7 @@ fn blocked_queue_check_makes_a_real_admin_request_with_a_fresh_token() {
             &user,
             PACKAGE,
             "password_change",
-            &json!({ "password": "Unblock-Password-2" }),
+            &json!({ "new_password": "Unblock-Password-2" }),
             1,
         )
         .unwrap();

@@ -945,7 +945,7 @@ fn live_password_policy_rejection() {
                 &user,
                 PACKAGE,
                 "password_change",
-                &json!({"password": "short2"}),
+                &json!({"new_password": "short2"}),
                 1,
             )
             .expect("queue");
@@ -1012,7 +1012,7 @@ fn live_wrong_admin_secret_blocks_queue_until_fixed() {
                     &user,
                     PACKAGE,
                     "password_change",
-                    &json!({"password": p2}),
+                    &json!({"new_password": p2}),
                     1,
                 )
                 .expect("queue");

@@ -122,7 +122,7 @@ fn forwarded_commands_answer_exactly_like_direct_runs() {
         (args(&["user", "add"], "carol"), format!("{ALICE_PW}\n")),
         (
             args(&["queue-sync", "--type", "password_change"], "ghost"),
-            format!("{{\"password\": \"{NEW_PW}\"}}"),
+            format!("{{\"new_password\": \"{NEW_PW}\"}}"),
         ),
         (vec!["queue"], String::new()),
         (vec!["--json", "queue"], String::new()),

@@ -214,10 +214,13 @@ pub fn sync_now(
         .map(|b| b as usize)
         .unwrap_or(client.config().service.batch_size);
     let report = client.process_sync_queue(batch)?;
+    // Failed items include those a claim could not open (wrong key, damaged record): they are
+    // not in this run's report, but must not go unseen.
+    let failed_syncs = client.queue().counts()?.failed;
     if json {
         print_json(
             out,
-            &json!({"report": report, "pending_syncs": client.queue().pending_count()}),
+            &json!({"report": report, "pending_syncs": client.queue().pending_count(), "failed_syncs": failed_syncs}),
         )?;
     } else {
         writeln!(
@@ -231,6 +234,12 @@ pub fn sync_now(
         )?;
         if let Some(why) = &report.stopped {
             writeln!(out, "nothing more done: {why}")?;
+        }
+        if failed_syncs > 0 {
+            writeln!(
+                out,
+                "{failed_syncs} failed item(s) in the queue (see `queue`)"
+            )?;
         }
     }
     Ok(EXIT_OK)

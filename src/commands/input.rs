@@ -44,20 +44,40 @@ fn nonempty(pw: String, what: &str) -> Result<String, InputError> {
     }
 }
 
-/// Reads all of stdin as one JSON value (for `queue-sync`).
-pub fn json() -> Result<serde_json::Value, InputError> {
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| InputError(format!("reading sync data from stdin: {e}")))?;
-    if text.trim().is_empty() {
-        return Err(InputError(
-            "no sync data on stdin (expected JSON, e.g. {\"password\": \"…\"})".into(),
-        ));
+/// Reads the sync data for `queue-sync`: all of stdin, at most
+/// [`MAX_SYNC_DATA_BYTES`](crate::sync_queue::MAX_SYNC_DATA_BYTES) (one byte more is read to
+/// tell, never the whole of an oversized input). Parsing is the queue's job
+/// ([`crate::sync_queue::SyncData::from_json_text`]).
+///
+/// # Errors
+///
+/// [`InputError`] (exit 2) for no data or too much; a plain I/O error (exit 3) when stdin
+/// cannot be read.
+pub fn sync_data() -> anyhow::Result<Vec<u8>> {
+    read_sync_data(std::io::stdin().lock())
+}
+
+fn read_sync_data(input: impl Read) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    const LIMIT: usize = crate::sync_queue::MAX_SYNC_DATA_BYTES;
+    let mut data = Vec::new();
+    input
+        .take(LIMIT as u64 + 1)
+        .read_to_end(&mut data)
+        .context("reading sync data from stdin")?;
+    if data.len() > LIMIT {
+        return Err(InputError(format!(
+            "sync data on stdin is larger than {LIMIT} bytes (the limit)"
+        ))
+        .into());
     }
-    // serde_json's message gives line and column, never the text itself.
-    serde_json::from_str(&text)
-        .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))
+    if data.trim_ascii().is_empty() {
+        return Err(InputError(
+            "no sync data on stdin (expected JSON, e.g. {\"new_password\": \"…\"})".into(),
+        )
+        .into());
+    }
+    Ok(data)
 }
 
 /// Parses a session id argument; `-` reads it from stdin instead, so that the id (which
@@ -73,4 +93,42 @@ pub fn session_id(arg: &str) -> Result<uuid::Uuid, InputError> {
             .map_err(|_| InputError("the session id on stdin is not a UUID".into()));
     }
     uuid::Uuid::parse_str(arg).map_err(|_| InputError(format!("session id {arg:?} is not a UUID")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7 point 5: an endless or huge stdin is cut at the limit, not buffered.
+    #[test]
+    fn sync_data_is_read_with_a_limit() {
+        let endless = std::io::repeat(b'x');
+        let err = read_sync_data(endless).unwrap_err();
+        assert!(err.is::<InputError>(), "{err}");
+        assert!(err.to_string().contains("larger than 8192 bytes"), "{err}");
+        let err = read_sync_data(&b" \n"[..]).unwrap_err();
+        assert!(err.to_string().contains("no sync data"), "{err}");
+        assert_eq!(read_sync_data(&b"{}"[..]).unwrap(), b"{}");
+    }
+
+    /// An unreadable stdin is a runtime failure (exit 3), not bad input.
+    #[test]
+    fn a_stdin_read_error_is_not_an_input_error() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("device gone"))
+            }
+        }
+        let err = read_sync_data(Broken).unwrap_err();
+        assert!(!err.is::<InputError>(), "{err:#}");
+        assert_eq!(
+            crate::commands::exit_code_for(&err),
+            crate::commands::EXIT_RUNTIME
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            "reading sync data from stdin: device gone"
+        );
+    }
 }

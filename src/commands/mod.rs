@@ -89,6 +89,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         other => gather(other)?,
     };
+    if let Some(package) = request.package_to_check() {
+        check_package(&config, package)?;
+    }
     crate::store::lock::set_holder_label(request.op());
     let deadline = std::time::Instant::now() + lock_timeout;
     let format = if json { Format::Json } else { Format::Text };
@@ -153,8 +156,13 @@ fn gather(command: Command) -> anyhow::Result<Request> {
             priority,
         } => {
             // Check the type before reading stdin, so a typo is reported as such.
-            sync_type.parse::<crate::sync_queue::SyncType>()?;
-            let data = input::json()?;
+            let parsed: crate::sync_queue::SyncType = sync_type.parse()?;
+            // Checked whole here (size, duplicate keys, the type's rules), before the database
+            // is opened, so bad input changes nothing.
+            let text = input::sync_data()?;
+            crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
+            let data = crate::sync_queue::parse_strict_json(&text)
+                .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
             let Who { user, package } = who(w);
             Request::QueueSync {
                 user,
@@ -237,6 +245,9 @@ fn absolute(path: &Path) -> Result<PathBuf, InputError> {
 /// Runs a request against an open engine, writing what the command line would print.
 pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     let client = auth.client();
+    if let Some(package) = request.package_to_check() {
+        check_package(client.config(), package)?;
+    }
     match request {
         Request::Status {} => engine::status(auth, json, io),
         Request::SyncNow { batch_size } => engine::sync_now(client, batch_size, json, io),
@@ -349,6 +360,13 @@ pub fn answer(request: Request, format: Format, auth: &Auth) -> Answer {
         result,
         not_run: false,
     }
+}
+
+/// `--package` by the name rule and against the config's packages (exit 2 with a message
+/// naming it and the configured ones).
+fn check_package(config: &Config, package: &str) -> Result<(), InputError> {
+    crate::store::check_name("--package", package).map_err(InputError)?;
+    config.check_package(package).map_err(InputError)
 }
 
 /// The exit code for an error: 2 when the user's input or config was wrong, 3 otherwise.

@@ -38,6 +38,8 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 const SLED_LOCK_ATTEMPTS: u32 = 20;
 /// The layout version of the trees; bumped with a migration step when the layout changes.
 const LAYOUT_VERSION: u32 = 1;
+/// Name in `meta` of the key check value (see [`Sealer::check_value`]).
+const KEY_CHECK: &str = "key_check";
 
 /// What can go wrong with the embedded database.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,12 @@ pub enum StoreError {
     /// Sealing or unsealing a secret failed.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// `secret.key` is a key, but not the one this database's secrets were sealed with.
+    #[error("key file {key_file} does not match the database in {data_dir} (its secrets were sealed with another key): put back the secret.key that belongs to this data directory; nothing was changed")]
+    KeyMismatch {
+        key_file: PathBuf,
+        data_dir: PathBuf,
+    },
     /// The database was written by a newer layout.
     #[error("data directory {path} has layout version {found}; this build knows {LAYOUT_VERSION}")]
     Layout { path: PathBuf, found: u32 },
@@ -150,9 +158,6 @@ impl Store {
                 stale.display()
             );
         }
-        // sled writes `conf` when it creates a database: its presence means there is data that
-        // the existing key sealed.
-        let is_new = !path.join("conf").exists();
         let mut attempts = 0;
         let db = loop {
             match sled::Config::new()
@@ -183,7 +188,7 @@ impl Store {
                 Err(other) => return Err(StoreError::Sled(other)),
             }
         };
-        let sealer = Sealer::load_or_create(path, is_new)?;
+        let sealer = open_sealer(path, &db)?;
         let mut store = Self::from_db(db, sealer, path.to_path_buf())?;
         store.dir_lock = Some(dir_lock);
         Ok(store)
@@ -336,12 +341,27 @@ pub fn user_key(user: &str, package: &str) -> Vec<u8> {
     key
 }
 
-/// Longest user or package name accepted (Keycloak's own username limit is 255).
+/// Longest user, package or realm name accepted (Keycloak's own username limit is 255).
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// The one rule for user and package names wherever they enter (local users, the queue): not
-/// empty, at most [`MAX_NAME_CHARS`] characters, no control characters (keys use 0x00 as a
-/// separator). The message names `field`, and quotes nothing.
+/// Characters no name may hold: path and URL delimiters (`/ \ ? # %`), so that a name can never
+/// change a request path or a file path, whatever encodes it.
+pub const NAME_FORBIDDEN: &[char] = &['/', '\\', '?', '#', '%'];
+
+/// The one rule for user, package and realm names wherever they enter (CLI arguments, the
+/// config's packages and realms, sync items, local users and their import):
+/// - not empty (nor only spaces), at most [`MAX_NAME_CHARS`] characters;
+/// - no control characters (keys use 0x00 as a separator) and no invisible formatting
+///   characters: bidi controls such as U+202E, zero-width characters, the BOM, tags — they
+///   make one name look like another;
+/// - none of [`NAME_FORBIDDEN`];
+/// - not `.` or `..`.
+///
+/// The message names `field` and quotes nothing.
+///
+/// # Errors
+///
+/// A one-line message naming `field` and what is wrong.
 pub fn check_name(field: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err(format!("{field} must not be empty"));
@@ -354,7 +374,73 @@ pub fn check_name(field: &str, value: &str) -> Result<(), String> {
     if value.chars().any(char::is_control) {
         return Err(format!("{field} contains a control character"));
     }
+    if value.chars().any(is_invisible_format) {
+        return Err(format!(
+            "{field} contains an invisible formatting character (bidi control, zero-width or similar)"
+        ));
+    }
+    if value.contains(NAME_FORBIDDEN) {
+        return Err(format!("{field} must not contain any of / \\ ? # %"));
+    }
+    if value == "." || value == ".." {
+        return Err(format!("{field} must not be . or .."));
+    }
     Ok(())
+}
+
+/// Unicode format characters (category Cf) and the line/paragraph separators: invisible, and
+/// some (the bidi controls) reorder the text around them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Loads the data directory's key and proves it is the one the database's secrets were sealed
+/// with, before anything is read or written with it:
+/// - a database holding data but no key file → [`SealError::Missing`]: a new key would make
+///   every sealed secret unreadable. "Holding data" is judged from sled's trees, not from sled's
+///   `conf` file, which can be lost along with the key;
+/// - a key check value in `meta` that the key does not open → [`StoreError::KeyMismatch`];
+/// - no check value yet (a new database, or one written before check values existed) → made
+///   with this key and flushed.
+fn open_sealer(path: &Path, db: &sled::Db) -> Result<Sealer, StoreError> {
+    let mut holds_data = false;
+    for name in db.tree_names() {
+        holds_data |= !db.open_tree(name)?.is_empty();
+    }
+    let sealer = Sealer::load_or_create(path, !holds_data)?;
+    let meta = db.open_tree("meta")?;
+    match get::<Vec<u8>>(&meta, "meta", KEY_CHECK.as_bytes())? {
+        Some(check) if sealer.matches_check(&check) => {}
+        Some(_) => {
+            return Err(StoreError::KeyMismatch {
+                key_file: Sealer::key_path(path),
+                data_dir: path.to_path_buf(),
+            })
+        }
+        None => {
+            put(&meta, "meta", KEY_CHECK.as_bytes(), &sealer.check_value()?)?;
+            db.flush()?;
+        }
+    }
+    Ok(sealer)
 }
 
 fn is_lock_error(e: &io::Error) -> bool {
@@ -442,6 +528,65 @@ mod tests {
         }
     }
 
+    /// Issue 7 point 2: another 32-byte key is refused up front, naming the key file and the
+    /// data directory; the database is left as it was and opens again with the right key.
+    #[test]
+    fn a_different_key_is_refused_before_any_secret_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        drop(Store::open(&path).unwrap());
+        let key_file = path.join("secret.key");
+        let right = fs::read(&key_file).unwrap();
+        fs::write(&key_file, [7u8; 32]).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&key_file.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("database in {}", path.display())),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+        fs::write(&key_file, &right).unwrap();
+        Store::open(&path).unwrap();
+    }
+
+    /// Issue 7 point 2: with sled's `conf` and the key both gone, the data is still seen and no
+    /// new key is made over it.
+    #[test]
+    fn losing_conf_and_key_together_makes_no_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_meta("something", &1u32).unwrap();
+            s.flush().unwrap();
+        }
+        fs::remove_file(path.join("conf")).unwrap();
+        fs::remove_file(path.join("secret.key")).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("is missing but the database beside it exists"),
+            "{err}"
+        );
+        assert!(!path.join("secret.key").exists(), "no new key was made");
+    }
+
+    /// A database written before key check values existed keeps opening, and gets one.
+    #[test]
+    fn a_database_without_a_check_value_gets_one_at_its_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            s.remove_meta(KEY_CHECK).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let check: Vec<u8> = s.get_meta(KEY_CHECK).unwrap().expect("check value written");
+        assert!(s.sealer().matches_check(&check));
+    }
+
     #[test]
     fn counters_and_meta_round_trip() {
         let s = Store::temporary().unwrap();
@@ -452,6 +597,48 @@ mod tests {
         assert_eq!(s.get_meta::<String>("name").unwrap().as_deref(), Some("v"));
         s.remove_meta("name").unwrap();
         assert_eq!(s.get_meta::<String>("name").unwrap(), None);
+    }
+
+    /// Issue 7 point 6: one rule for names.
+    #[test]
+    fn names_refuse_paths_dots_and_invisible_characters() {
+        for ok in [
+            "alice",
+            "Alice.Smith",
+            "a@example.com",
+            "école",
+            "a b",
+            "...",
+            ".a",
+        ] {
+            assert_eq!(check_name("user", ok), Ok(()), "{ok:?}");
+        }
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        for (bad, why) in [
+            ("", "empty"),
+            ("  ", "empty"),
+            (".", ". or .."),
+            ("..", ". or .."),
+            ("../../etc/passwd", "/"),
+            ("a/b", "/"),
+            ("a\\b", "/"),
+            ("realm?x=1", "?"),
+            ("realm#x", "#"),
+            ("a%2Fb", "%"),
+            ("evil\u{202E}gnp.exe", "invisible"),
+            ("zero\u{200B}width", "invisible"),
+            ("\u{FEFF}bom", "invisible"),
+            ("nul\0", "control"),
+            ("tab\t", "control"),
+            (long.as_str(), "longer than"),
+        ] {
+            let err = check_name("user", bad).expect_err(bad);
+            assert!(err.starts_with("user "), "{err}");
+            assert!(err.contains(why), "{bad:?}: {err}");
+            if !bad.is_empty() && bad.trim().len() > 2 {
+                assert!(!err.contains(bad), "the value is quoted: {err}");
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 const KEY_FILE: &str = "secret.key";
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
+/// The known plaintext of the key check value (see [`Sealer::check_value`]).
+const CHECK_PLAINTEXT: &[u8] = b"keycloak-resilient key check v1";
 
 /// Why sealing or unsealing failed. Never carries the plaintext.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,23 @@ impl Sealer {
         Sealer {
             cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
         }
+    }
+
+    /// The path of the key file in the data directory `dir`.
+    pub fn key_path(dir: &Path) -> PathBuf {
+        dir.join(KEY_FILE)
+    }
+
+    /// A key check value: a known constant sealed under this key. Stored in the database
+    /// (never the key, nor anything derived from it without the AEAD), it lets a later open tell
+    /// a wrong or regenerated key from the right one before any secret is touched.
+    pub fn check_value(&self) -> Result<Vec<u8>, SealError> {
+        self.seal(CHECK_PLAINTEXT)
+    }
+
+    /// True when `check` is a [`Sealer::check_value`] made under this key.
+    pub fn matches_check(&self, check: &[u8]) -> bool {
+        self.open(check).is_ok_and(|p| p == CHECK_PLAINTEXT)
     }
 
     /// Returns nonce ‖ ciphertext ‖ tag.
@@ -145,6 +164,16 @@ mod tests {
         assert!(s.open(&bad).is_err());
         assert!(Sealer::ephemeral().open(&sealed).is_err());
         assert!(s.open(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn a_check_value_matches_its_own_key_only() {
+        let s = Sealer::ephemeral();
+        let check = s.check_value().unwrap();
+        assert!(s.matches_check(&check));
+        assert!(!Sealer::ephemeral().matches_check(&check));
+        assert!(!s.matches_check(&s.seal_str("other").unwrap()));
+        assert!(!s.matches_check(b"short"));
     }
 
     #[test]

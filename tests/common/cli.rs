@@ -93,7 +93,7 @@ pub fn queue(env: &TestEnv) -> Vec<Value> {
 }
 
 pub fn queue_sync(env: &TestEnv, user: &str, password: &str) -> String {
-    let data = format!("{{\"password\": \"{password}\"}}");
+    let data = format!("{{\"new_password\": \"{password}\"}}");
     let out = kr(
         env,
         &args(&["queue-sync", "--type", "password_change"], user),

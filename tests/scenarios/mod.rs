@@ -266,7 +266,7 @@ pub fn password_change_queued_while_down_drains_when_back(server: &dyn Server) {
             &user,
             PACKAGE,
             "password_change",
-            &json!({ "password": new }),
+            &json!({ "new_password": new }),
             1,
         )
         .expect("queue while down");
@@ -334,7 +334,7 @@ pub fn superseded_password_change_never_overwrites_newer(server: &dyn Server) {
             &user,
             PACKAGE,
             "password_change",
-            &json!({ "password": older }),
+            &json!({ "new_password": older }),
             1,
         )
         .unwrap();
@@ -344,7 +344,7 @@ pub fn superseded_password_change_never_overwrites_newer(server: &dyn Server) {
             &other,
             PACKAGE,
             "password_change",
-            &json!({ "password": other_new }),
+            &json!({ "new_password": other_new }),
             5,
         )
         .unwrap();
@@ -354,7 +354,7 @@ pub fn superseded_password_change_never_overwrites_newer(server: &dyn Server) {
             &user,
             PACKAGE,
             "password_change",
-            &json!({ "password": newer }),
+            &json!({ "new_password": newer }),
             9,
         )
         .unwrap();
@@ -418,7 +418,7 @@ pub fn password_policy_rejection_fails_item(server: &dyn Server) {
             &user,
             PACKAGE,
             "password_change",
-            &json!({ "password": "short" }),
+            &json!({ "new_password": "short" }),
             1,
         )
         .unwrap();
@@ -468,7 +468,7 @@ pub fn wrong_admin_secret_blocks_queue(server: &dyn Server) {
                 &user,
                 PACKAGE,
                 "password_change",
-                &json!({ "password": new }),
+                &json!({ "new_password": new }),
                 1,
             )
             .unwrap();
