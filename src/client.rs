@@ -236,6 +236,9 @@ impl ResilientClient {
         let breaker = Breaker::new(threshold, r.cooldown, state);
         let tokens = TokenCache::new(store.clone(), clock.clone(), r.token_grace_period);
         let queue = SyncQueue::new(store.clone(), clock.clone());
+        if store.key_unverified() {
+            store.confirm_key(queue.sealed_sample_opens()?)?;
+        }
         queue.recover()?;
         Ok(ResilientClient {
             inner: Arc::new(Inner {

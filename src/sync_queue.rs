@@ -777,6 +777,26 @@ impl SyncQueue {
         SyncData::from_bytes(item.sync_type, bytes)
     }
 
+    /// Whether the first item still holding sealed data opens with the store's key; `None`
+    /// when no item holds any. Used once, to settle the key of a database written before key
+    /// check values existed (see [`Store::confirm_key`]).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn sealed_sample_opens(&self) -> Result<Option<bool>, QueueError> {
+        for entry in self.store.sync_items.iter() {
+            let (_, bytes) = entry?;
+            let Ok(item) = store::decode::<SyncItem>(TREE, &bytes) else {
+                continue;
+            };
+            if let Some(sealed) = &item.sealed_data {
+                return Ok(Some(self.store.sealer().open(sealed).is_ok()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Keycloak applied the change.
     ///
     /// # Errors
@@ -1827,6 +1847,42 @@ mod tests {
         q.claim(1).unwrap();
         damage(&q, id);
         assert!(q.has_pending_password_change("u", "p").is_err());
+    }
+
+    /// A database from before key check values, opened with the wrong key: refused, and the
+    /// right key still works afterwards (no check value was made under the wrong one).
+    #[test]
+    fn an_old_database_opened_with_a_wrong_key_keeps_the_right_one_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let clock: SharedClock = Arc::new(ManualClock::new(Utc::now()));
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let q = SyncQueue::new(store.clone(), clock.clone());
+            q.enqueue("alice", "web", "password_change", &pw("Queued-Pw-1"), 1)
+                .unwrap();
+            store.remove_meta("key_check").unwrap();
+            store.flush().unwrap();
+        }
+        let key_file = crate::store::Sealer::key_path(&path);
+        let right_key = std::fs::read(&key_file).unwrap();
+        std::fs::write(&key_file, [7u8; 32]).unwrap();
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let q = SyncQueue::new(store.clone(), clock.clone());
+            assert_eq!(q.sealed_sample_opens().unwrap(), Some(false));
+            let err = store
+                .confirm_key(q.sealed_sample_opens().unwrap())
+                .unwrap_err();
+            assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+        }
+        std::fs::write(&key_file, &right_key).unwrap();
+        let store = Arc::new(Store::open(&path).unwrap());
+        let q = SyncQueue::new(store.clone(), clock.clone());
+        assert_eq!(q.sealed_sample_opens().unwrap(), Some(true));
+        store.confirm_key(Some(true)).unwrap();
+        let claimed = q.claim(10).unwrap();
+        assert_eq!(password_of(&claimed[0]), "Queued-Pw-1");
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct Store {
     pub(crate) sessions: sled::Tree,
     pub(crate) auth_events: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// The key has no check value yet in this (older) database: see [`Store::confirm_key`].
+    key_unverified: bool,
     /// Held for as long as the store lives; dropped after the database (declared last).
     dir_lock: Option<lock::DirLock>,
 }
@@ -188,9 +190,10 @@ impl Store {
                 Err(other) => return Err(StoreError::Sled(other)),
             }
         };
-        let sealer = open_sealer(path, &db)?;
+        let (sealer, key_unverified) = open_sealer(path, &db)?;
         let mut store = Self::from_db(db, sealer, path.to_path_buf())?;
         store.dir_lock = Some(dir_lock);
+        store.key_unverified = key_unverified;
         Ok(store)
     }
 
@@ -215,6 +218,7 @@ impl Store {
             db,
             sealer,
             path,
+            key_unverified: false,
             dir_lock: None,
         };
         match store.get_meta::<u32>("layout_version")? {
@@ -238,6 +242,29 @@ impl Store {
     /// The sealer for secrets at rest.
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    /// Settles the key of a database written before key check values existed: `sample_opens`
+    /// says whether a sealed record of it opened with the key (`None`: it holds none, so there
+    /// is nothing a wrong key could lose). A key that opened it, or nothing to check against,
+    /// gets its check value written; a key that did not is refused, and nothing is written.
+    pub fn confirm_key(&self, sample_opens: Option<bool>) -> Result<(), StoreError> {
+        if !self.key_unverified {
+            return Ok(());
+        }
+        if sample_opens == Some(false) {
+            return Err(StoreError::KeyMismatch {
+                key_file: Sealer::key_path(&self.path),
+                data_dir: self.path.clone(),
+            });
+        }
+        self.put_meta(KEY_CHECK, &self.sealer.check_value()?)?;
+        self.flush()
+    }
+
+    /// Whether [`Store::confirm_key`] still has to be called.
+    pub fn key_unverified(&self) -> bool {
+        self.key_unverified
     }
 
     /// Flushes every pending write to disk; call before acknowledging anything that must last.
@@ -418,9 +445,9 @@ fn is_invisible_format(c: char) -> bool {
 ///   every sealed secret unreadable. "Holding data" is judged from sled's trees, not from sled's
 ///   `conf` file, which can be lost along with the key;
 /// - a key check value in `meta` that the key does not open → [`StoreError::KeyMismatch`];
-/// - no check value yet (a new database, or one written before check values existed) → made
-///   with this key and flushed.
-fn open_sealer(path: &Path, db: &sled::Db) -> Result<Sealer, StoreError> {
+/// - no check value yet: a new database gets one made with this key, flushed; one written
+///   before check values existed is returned as unverified (`true`), for [`Store::confirm_key`].
+fn open_sealer(path: &Path, db: &sled::Db) -> Result<(Sealer, bool), StoreError> {
     let mut holds_data = false;
     for name in db.tree_names() {
         holds_data |= !db.open_tree(name)?.is_empty();
@@ -435,12 +462,17 @@ fn open_sealer(path: &Path, db: &sled::Db) -> Result<Sealer, StoreError> {
                 data_dir: path.to_path_buf(),
             })
         }
+        // A database from before check values: whether this key is its key is not known yet.
+        // Its check value is made once a sealed record has opened with the key (see
+        // [`Store::confirm_key`]): made now, a wrong key's check value would lock the right
+        // key out for good.
+        None if holds_data => return Ok((sealer, true)),
         None => {
             put(&meta, "meta", KEY_CHECK.as_bytes(), &sealer.check_value()?)?;
             db.flush()?;
         }
     }
-    Ok(sealer)
+    Ok((sealer, false))
 }
 
 fn is_lock_error(e: &io::Error) -> bool {
@@ -583,6 +615,15 @@ mod tests {
             s.flush().unwrap();
         }
         let s = Store::open(&path).unwrap();
+        assert!(s.key_unverified());
+        assert!(
+            s.get_meta::<Vec<u8>>(KEY_CHECK).unwrap().is_none(),
+            "not before a check"
+        );
+        let err = s.confirm_key(Some(false)).unwrap_err();
+        assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+        assert!(s.get_meta::<Vec<u8>>(KEY_CHECK).unwrap().is_none());
+        s.confirm_key(Some(true)).unwrap();
         let check: Vec<u8> = s.get_meta(KEY_CHECK).unwrap().expect("check value written");
         assert!(s.sealer().matches_check(&check));
     }
