@@ -8,8 +8,12 @@ Exit codes:
   0  done (for sync-now also when Keycloak is down: nothing processed, and it says why)
   1  refused: wrong credentials, no cached token, a failed check in `test`, locked account
   2  bad input: a bad argument, bad config.yaml, bad data on stdin
-  3  runtime failure: the database is in use by another process or damaged, I/O errors
+  3  runtime failure: the data directory stayed locked for --lock-timeout, or is damaged;
+     a secret.key that does not belong to it; I/O errors
   4  passwd only: the local password changed but Keycloak refused the new one
+
+While `start` runs, every other command is served by it over data/control.sock: same
+output, same exit code.
 
 Passwords are read from standard input (one per line) or, on a terminal, from a prompt that
 does not echo. They are never accepted as arguments.
