@@ -96,9 +96,14 @@ fn status(env: &TestEnv) -> Value {
 }
 
 fn queue(env: &TestEnv) -> Vec<Value> {
-    kr_json(env, &["queue"], "", 0)
+    let page = kr_json(env, &["queue", "--limit", "10000"], "", 0);
+    assert!(
+        page["next"].is_null(),
+        "one page holds the test's queue: {page}"
+    );
+    page["items"]
         .as_array()
-        .expect("queue --json is an array")
+        .expect("queue --json has an items array")
         .clone()
 }
 

@@ -62,7 +62,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Cleanup {
             token_hours,
             sync_days,
-        } => engine::cleanup(config, token_hours, sync_days, json, out),
+            failed_days,
+        } => engine::cleanup(
+            config,
+            engine::CleanupAges {
+                token_hours,
+                sync_days,
+                failed_days,
+            },
+            json,
+            out,
+        ),
         Command::Authenticate(who) => engine::authenticate(config, &who, json, out),
         Command::CachedToken(who) => engine::cached_token(config, &who, json, out),
         Command::Refresh(who) => engine::refresh(config, &who, json, out),
@@ -71,7 +81,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
             sync_type,
             priority,
         } => engine::queue_sync(config, &who, &sync_type, priority, json, out),
-        Command::Queue => engine::queue(config, json, out),
+        Command::Queue { limit, after } => {
+            engine::queue(config, limit as usize, after.as_deref(), json, out)
+        }
         Command::Start => engine::start(config, out),
         Command::Login(who) => local::login(config, &who, json, out),
         Command::Passwd(who) => local::passwd(config, &who, json, out),
