@@ -510,6 +510,9 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// Current bytes of a local user record → its new bytes (see [`LocalChange`]).
+pub type RecordChange<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
+
 /// A local user record written in the same transaction as a queue change (`passwd`): `change`
 /// gets the record's current bytes and returns the new ones. It may run more than once (sled
 /// retries a transaction on conflict), so it must only compute.
@@ -517,7 +520,7 @@ pub struct LocalChange<'a> {
     /// The record's key in `local_users`.
     pub key: Vec<u8>,
     /// Current bytes → new bytes.
-    pub change: &'a dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
+    pub change: RecordChange<'a>,
 }
 
 /// Why a queue transaction gave up.

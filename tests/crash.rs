@@ -303,7 +303,7 @@ fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
             format!("{from}\nCalib-Password-{}\n", i + 1)
         },
     );
-    let mut passwd_acked = vec![false; PASSWD_ROUNDS];
+    let mut passwd_acked = [false; PASSWD_ROUNDS];
     let kills_before = kills;
     for (i, user) in passwd_users.iter().enumerate() {
         // One run in four meets Keycloak down: the change is queued instead of sent.
