@@ -11,9 +11,10 @@ use crate::client::{AuthError, CallError, ResilientClient};
 use crate::keycloak::{KcError, Rejection};
 use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
+use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
 use crate::store::StoreError;
-use crate::sync_queue::{PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST};
+use crate::sync_queue::{LocalChange, PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST};
 use crate::token_cache::Verifier;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -306,6 +307,14 @@ impl Auth {
     }
 
     /// Verifies `old` locally, sets `new` locally, then in Keycloak or the queue.
+    ///
+    /// The new local hash and the queued change for Keycloak are written in one transaction
+    /// and flushed before Keycloak is asked: a crash at any point leaves either the old
+    /// password and no change, or the new password with its change queued — never a new
+    /// local password that Keycloak will not hear of. When Keycloak looks usable the change
+    /// is written already claimed and sent at once, through the same exactly-once path as the
+    /// replay ([`crate::replay`]); it is completed, failed (Keycloak refused it for good) or
+    /// put back to pending (Keycloak away) afterwards.
     pub fn change_password(
         &self,
         username: &str,
@@ -319,43 +328,40 @@ impl Auth {
             Verification::Disabled => return Err(PasswdError::AccountDisabled),
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
         }
-        let new_hash = self.users.set_password(username, package, new)?;
+        let record = self.users.prepare_password(username, package, new)?;
+        let queue = self.client.queue();
+        let data = SyncData::PasswordChange(PasswordChange {
+            password: new.to_string(),
+        });
+        let change = |current: &[u8]| record.apply(current);
+        let local = LocalChange {
+            key: record.key.clone(),
+            change: &change,
+        };
+        let try_now = self.client.should_try_keycloak();
+        let (id, claimed) = queue.enqueue_with_local_change(
+            username,
+            package,
+            data,
+            PRIORITY_HIGHEST,
+            try_now,
+            &local,
+        )?;
+        log::info!("password of local user {username:?} in package {package:?} changed");
         self.client
             .tokens()
-            .set_verifier(username, package, &new_hash)?;
-        let queue = self.client.queue();
-        let data = || {
-            SyncData::PasswordChange(PasswordChange {
-                password: new.to_string(),
-            })
+            .set_verifier(username, package, &record.hash)?;
+        let queued = PasswdResult {
+            mode: PasswdMode::Queued,
+            sync_id: Some(id),
+            keycloak_error: None,
         };
-
-        if !self.client.should_try_keycloak() {
-            let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
-            return Ok(PasswdResult {
-                mode: PasswdMode::Queued,
-                sync_id: Some(id),
-                keycloak_error: None,
-            });
-        }
-        let realm = self.client.config().package(package).realm;
-        let outcome = self
-            .client
-            .call(|kc| kc.find_user(&realm, username))
-            .and_then(|user| {
-                user.ok_or(CallError::Keycloak(KcError::Rejected(
-                    Rejection::UserNotFound,
-                )))
-            })
-            .and_then(|user| {
-                self.client
-                    .call(|kc| kc.reset_password(&realm, &user.id, new))
-            });
-        match outcome {
-            Ok(()) => {
-                // Any older queued change is now obsolete: record this one as done so it
-                // supersedes them (the last password wins).
-                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
+        let Some(claimed) = claimed else {
+            return Ok(queued);
+        };
+        let outcome = replay::apply(&self.client, &claimed);
+        let result = match outcome {
+            Ok(_) => {
                 queue.complete(id)?;
                 Ok(PasswdResult {
                     mode: PasswdMode::Synchronized,
@@ -363,10 +369,9 @@ impl Auth {
                     keycloak_error: None,
                 })
             }
-            Err(CallError::Keycloak(KcError::Rejected(r)))
+            Err(ApplyError::Call(CallError::Keycloak(KcError::Rejected(r))))
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
-                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
                 queue.fail(id, &r.to_string())?;
                 log::warn!(
                     "passwd {username}/{package}: local password changed, Keycloak refused: {r}"
@@ -377,20 +382,25 @@ impl Auth {
                     keycloak_error: Some(r.to_string()),
                 })
             }
-            Err(e) => {
+            Err(ApplyError::Call(e)) => {
                 if let CallError::Keycloak(KcError::Misconfigured(m)) = &e {
                     log::warn!(
                         "passwd {username}/{package}: Keycloak misconfigured ({m}); change queued"
                     );
                 }
-                let id = queue.enqueue_data(username, package, data(), PRIORITY_HIGHEST)?;
-                Ok(PasswdResult {
-                    mode: PasswdMode::Queued,
-                    sync_id: Some(id),
-                    keycloak_error: None,
-                })
+                // Not counted as an attempt, as when a cycle meets an outage.
+                queue.release(id, Some(&e.to_string()))?;
+                Ok(queued)
             }
-        }
+            Err(ApplyError::Queue(e)) => {
+                if let Err(put_back) = queue.release(id, None) {
+                    log::error!("sync {id}: could not put it back to pending: {put_back}");
+                }
+                Err(e.into())
+            }
+        };
+        self.client.store().flush()?;
+        result
     }
 }
 

@@ -81,7 +81,7 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         batch_size: Option<u32>,
     },
-    /// Remove old cached tokens and finished sync items.
+    /// Remove old cached tokens, finished and failed sync items, expired sessions.
     Cleanup {
         /// Remove cached tokens obtained more than H hours ago (0 to 876000).
         #[arg(long, value_name = "H", default_value_t = 48, value_parser = clap::value_parser!(u64).range(0..=876_000))]
@@ -89,6 +89,11 @@ pub enum Command {
         /// Remove completed/superseded sync items finished more than D days ago (0 to 36500).
         #[arg(long, value_name = "D", default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=36_500))]
         sync_days: u64,
+        /// Remove failed sync items (refused by Keycloak for good; `queue` shows why) that
+        /// failed more than D days ago (0 to 36500). Kept longer than completed ones so that
+        /// an operator sees them first.
+        #[arg(long, value_name = "D", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+        failed_days: u64,
     },
     /// Get a token for a user: from Keycloak, or from the cache while Keycloak is away (password on stdin).
     Authenticate(UserArgs),
@@ -109,8 +114,17 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         priority: u32,
     },
-    /// List the sync queue (no secrets).
-    Queue,
+    /// List the sync queue, one page at a time (no secrets): pending items in queue order,
+    /// then backing-off, in-flight and finished ones. Prints the counts per status and, when
+    /// there is more, the `--after` value of the next page (`next` with --json).
+    Queue {
+        /// Items per page (1 to 10000).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Start after this position: the `next` value printed by the previous page.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+    },
     /// Run the service: health probe, sync every interval and when Keycloak returns, cleanup.
     Start,
     /// Log in: local password first, then Keycloak or the cache (password on stdin); creates a session.

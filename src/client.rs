@@ -678,6 +678,13 @@ impl ResilientClient {
             .cleanup(std::time::Duration::from_secs(days.saturating_mul(86400)))
     }
 
+    /// Removes failed sync items that failed more than `days` ago.
+    pub fn cleanup_failed_syncs(&self, days: u64) -> Result<usize, QueueError> {
+        self.inner
+            .queue
+            .cleanup_failed(std::time::Duration::from_secs(days.saturating_mul(86400)))
+    }
+
     /// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
     /// so nothing is replayed past a state we cannot read).
     pub fn queue_blocked(&self) -> Option<String> {

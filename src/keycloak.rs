@@ -125,6 +125,27 @@ pub struct KcUser {
     pub enabled: bool,
 }
 
+/// The part of Keycloak's `CredentialRepresentation` this tool reads (the list never carries
+/// secrets: Keycloak blanks `secretData`).
+#[derive(Debug, Clone, Deserialize)]
+struct KcCredential {
+    /// `password`, `otp`, …
+    #[serde(default, rename = "type")]
+    kind: String,
+    /// Epoch milliseconds; set when the credential is created or the password reset.
+    #[serde(default, rename = "createdDate")]
+    created_date: Option<i64>,
+}
+
+/// The `createdDate` of the password credential (the newest, should there be several). Pure.
+fn newest_password(credentials: &[KcCredential]) -> Option<i64> {
+    credentials
+        .iter()
+        .filter(|c| c.kind == "password")
+        .filter_map(|c| c.created_date)
+        .max()
+}
+
 #[derive(Deserialize, Default)]
 struct ErrorBody {
     #[serde(default)]
@@ -413,6 +434,29 @@ impl KeycloakClient {
         }))
     }
 
+    /// The `createdDate` (epoch milliseconds, Keycloak's clock) of the user's password
+    /// credential, `None` when the user has no password. Keycloak sets it anew on every
+    /// password reset (`GET /admin/realms/{realm}/users/{id}/credentials`, which never
+    /// returns the secret itself): the replay compares it before and after a send whose
+    /// answer a crash lost. Needs `view-users`, which the sync client holds.
+    pub fn password_created(&self, realm: &str, user_id: &str) -> Result<Option<i64>, KcError> {
+        let url = self.endpoint(&["admin", "realms", realm, "users", user_id, "credentials"]);
+        let resp = self.admin_call(realm, |token| self.http.get(&url).bearer_auth(token))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = error_body(resp)?;
+            return Err(KcError::Rejected(match status {
+                StatusCode::NOT_FOUND => Rejection::UserNotFound,
+                s => Rejection::Other {
+                    status: s.as_u16(),
+                    reason: body.reason(),
+                },
+            }));
+        }
+        let credentials: Vec<KcCredential> = json_body(resp)?;
+        Ok(newest_password(&credentials))
+    }
+
     /// The configuration this client was built from.
     pub fn config(&self) -> &KeycloakConfig {
         &self.config
@@ -581,6 +625,23 @@ mod tests {
             endpoint("http://kc", &["realms", "d\u{e9}mo x"]),
             "http://kc/realms/d%C3%A9mo%20x"
         );
+    }
+
+    #[test]
+    fn the_password_credential_date_is_read_from_keycloaks_credential_list() {
+        // The shape of GET /admin/realms/{realm}/users/{id}/credentials (Keycloak 26): no
+        // secretData, credentialData as a JSON string, createdDate in epoch milliseconds.
+        let body = r#"[
+            {"id":"4e0c","type":"otp","userLabel":"phone","createdDate":1795888999000,"credentialData":"{}"},
+            {"id":"9a1f","type":"password","createdDate":1795888351123,
+             "credentialData":"{\"hashIterations\":5,\"algorithm\":\"argon2\",\"additionalParameters\":{}}"}
+        ]"#;
+        let creds: Vec<KcCredential> = serde_json::from_str(body).unwrap();
+        assert_eq!(newest_password(&creds), Some(1_795_888_351_123));
+        let none: Vec<KcCredential> =
+            serde_json::from_str(r#"[{"id":"x","type":"otp","createdDate":5}]"#).unwrap();
+        assert_eq!(newest_password(&none), None);
+        assert_eq!(newest_password(&[]), None);
     }
 
     #[test]

@@ -265,6 +265,28 @@ impl LocalUsers {
         Ok(hash)
     }
 
+    /// For `passwd`, where the new hash must land in the same transaction as the queued change
+    /// for Keycloak: checks and hashes `new_password` and returns the change to apply to the
+    /// account's record; nothing is written here.
+    ///
+    /// # Errors
+    /// [`UserError::BadInput`] for a bad name or password, [`UserError::Hash`].
+    pub fn prepare_password(
+        &self,
+        user: &str,
+        package: &str,
+        new_password: &str,
+    ) -> Result<PasswordChangeRecord, UserError> {
+        check_name("username", user)?;
+        check_name("package", package)?;
+        check_password("new password", new_password)?;
+        Ok(PasswordChangeRecord {
+            key: user_key(user, package),
+            hash: hash(new_password)?,
+            at: self.clock.now(),
+        })
+    }
+
     /// Enables or disables an account.
     ///
     /// # Errors
@@ -656,6 +678,40 @@ impl LocalUsers {
                 Err(_) => continue,
             }
         }
+    }
+}
+
+/// A new password for an account, hashed, to be written by the caller's transaction
+/// (see [`LocalUsers::prepare_password`]). `Debug` leaves out the hash.
+pub struct PasswordChangeRecord {
+    /// The account's key in `local_users`.
+    pub key: Vec<u8>,
+    /// The new argon2id hash (also the token cache's new verifier).
+    pub hash: String,
+    /// When the change was made.
+    at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for PasswordChangeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChangeRecord")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordChangeRecord {
+    /// The account record `current` with the new password set (as
+    /// [`LocalUsers::set_password`] sets it: hash, `updated_at`, failed logins cleared).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when `current` does not decode.
+    pub fn apply(&self, current: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut user: LocalUser = store::decode(TREE, current)?;
+        user.hash = self.hash.clone();
+        user.updated_at = self.at;
+        user.lockout.record_success();
+        store::encode(TREE, &user)
     }
 }
 

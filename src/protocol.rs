@@ -50,6 +50,9 @@ pub enum Request {
         /// Remove finished sync items older than this many days.
         #[serde(default = "default_sync_days")]
         sync_days: u64,
+        /// Remove failed sync items older than this many days.
+        #[serde(default = "default_failed_days")]
+        failed_days: u64,
     },
     /// `authenticate`.
     Authenticate {
@@ -89,8 +92,15 @@ pub enum Request {
         #[serde(default = "default_priority")]
         priority: u32,
     },
-    /// `queue`.
-    Queue {},
+    /// `queue`: one page.
+    Queue {
+        /// Items per page.
+        #[serde(default = "default_queue_limit")]
+        limit: u32,
+        /// The `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// `login`.
     Login {
         /// The username.
@@ -181,6 +191,14 @@ fn default_sync_days() -> u64 {
     crate::service::CLEANUP_SYNC_DAYS
 }
 
+fn default_failed_days() -> u64 {
+    crate::service::CLEANUP_FAILED_DAYS
+}
+
+fn default_queue_limit() -> u32 {
+    100
+}
+
 fn default_priority() -> u32 {
     crate::sync_queue::PRIORITY_DEFAULT
 }
@@ -212,7 +230,7 @@ impl Request {
             Request::CachedToken { .. } => "cached-token",
             Request::Refresh { .. } => "refresh",
             Request::QueueSync { .. } => "queue-sync",
-            Request::Queue {} => "queue",
+            Request::Queue { .. } => "queue",
             Request::Login { .. } => "login",
             Request::Passwd { .. } => "passwd",
             Request::UserAdd { .. } => "user-add",
@@ -358,7 +376,8 @@ mod tests {
             e.request
                 == Request::Cleanup {
                     token_hours: 48,
-                    sync_days: 7
+                    sync_days: 7,
+                    failed_days: 30
                 }
         );
     }

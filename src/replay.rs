@@ -12,13 +12,18 @@
 //!   untouched, cached admin tokens forgotten; each later cycle first makes a real admin request
 //!   (a user lookup, with a new admin token) and unblocks only when Keycloak accepts it.
 //!
+//! Exactly once, across crashes: before a change is sent, the item records (and flushes) what
+//! Keycloak said the user's password credential `createdDate` was; an item found with that
+//! mark after a crash is checked against Keycloak first and completed without sending when the
+//! date has moved (see [`crate::sync_queue::Applying`]).
+//!
 //! Whatever ends a cycle — the last item, a stop request, an outage, or an error of our own
 //! (the database) — every claimed item not yet finished goes back to `pending` before `run`
 //! returns: nothing is left `processing` until the next start.
 
 use crate::client::{CallError, ClientError, ResilientClient};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
-use crate::sync_queue::{Claimed, SyncData, SyncStatus};
+use crate::sync_queue::{Claimed, QueueError, SyncData, SyncStatus};
 use serde::Serialize;
 
 /// Meta key holding the reason the queue is blocked.
@@ -34,8 +39,11 @@ const UNBLOCK_PROBE_USER: &str = "keycloak-resilient-unblock-check";
 pub struct SyncReport {
     /// Items Keycloak dealt with (completed + failed + retried).
     pub processed: usize,
-    /// Applied in Keycloak.
+    /// Applied in Keycloak (including `already_applied`).
     pub completed: usize,
+    /// Of those, changes a crash interrupted after they were sent, found applied in Keycloak
+    /// and therefore not sent again.
+    pub already_applied: usize,
     /// Refused for good.
     pub failed: usize,
     /// Refused for a passing reason; will be retried.
@@ -139,13 +147,23 @@ fn replay_claimed(
             item.item.username,
             item.item.package
         );
-        match apply(client, item) {
-            Ok(()) => {
+        let outcome = match apply(client, item) {
+            Ok(applied) => Ok(applied),
+            Err(ApplyError::Call(e)) => Err(e),
+            Err(ApplyError::Queue(e)) => return Err(e.into()),
+        };
+        match outcome {
+            Ok(applied) => {
                 queue.complete(id)?;
                 client
                     .store()
                     .bump_counter(crate::metrics::SYNC_COMPLETED_COUNTER, 1)?;
-                log::info!("sync {id}: {what} applied in Keycloak");
+                if applied == Applied::Already {
+                    log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
+                    report.already_applied += 1;
+                } else {
+                    log::info!("sync {id}: {what} applied in Keycloak");
+                }
                 report.completed += 1;
             }
             Err(CallError::Keycloak(KcError::Rejected(r @ Rejection::Transient { .. }))) => {
@@ -190,8 +208,44 @@ fn replay_claimed(
     Ok(None)
 }
 
-fn apply(client: &ResilientClient, item: &Claimed) -> Result<(), CallError> {
+/// How [`apply`] succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Sent now; Keycloak accepted it.
+    Now,
+    /// An earlier attempt (interrupted before its answer was recorded) had been applied:
+    /// nothing sent.
+    Already,
+}
+
+/// Why [`apply`] did not succeed.
+#[derive(Debug)]
+pub(crate) enum ApplyError {
+    /// Keycloak refused, or was not reached (see [`crate::client::CallError`]).
+    Call(CallError),
+    /// Our database failed while marking the item (nothing was sent).
+    Queue(QueueError),
+}
+
+impl From<CallError> for ApplyError {
+    fn from(e: CallError) -> Self {
+        ApplyError::Call(e)
+    }
+}
+
+/// Applies one claimed item in Keycloak, at most once across crashes:
+/// 1. looks the user up and reads their password credential's `createdDate`;
+/// 2. if an earlier attempt was marked as sent and that date has moved since, it was applied:
+///    [`Applied::Already`], nothing sent;
+/// 3. otherwise marks the item as being sent with that date, flushed
+///    ([`crate::sync_queue::SyncQueue::mark_sending`]), then sends it. When Keycloak answers
+///    with an error the mark is cleared (not applied); when the outcome is unknown (timeout,
+///    5xx, connection lost) it stays, for the next attempt's step 2.
+///
+/// The caller completes, retries, fails or releases the item.
+pub(crate) fn apply(client: &ResilientClient, item: &Claimed) -> Result<Applied, ApplyError> {
     let realm = client.config().package(&item.item.package).realm;
+    let id = item.item.sync_id;
     match &item.data {
         SyncData::PasswordChange(pc) => {
             let user = client
@@ -199,9 +253,33 @@ fn apply(client: &ResilientClient, item: &Claimed) -> Result<(), CallError> {
                 .ok_or(CallError::Keycloak(KcError::Rejected(
                     Rejection::UserNotFound,
                 )))?;
-            client.call(|kc| {
+            let created = client
+                .call(|kc| forgetting_on_refusal(kc, kc.password_created(&realm, &user.id)))?;
+            if let Some(earlier) = &item.item.applying {
+                if earlier.applied(created) {
+                    return Ok(Applied::Already);
+                }
+            }
+            client
+                .queue()
+                .mark_sending(id, created)
+                .map_err(ApplyError::Queue)?;
+            let sent = client.call(|kc| {
                 forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, &pc.password))
-            })
+            });
+            match sent {
+                Ok(()) => Ok(Applied::Now),
+                Err(e) => {
+                    let outcome_unknown = matches!(e, CallError::Keycloak(KcError::Unavailable(_)));
+                    if !outcome_unknown {
+                        client
+                            .queue()
+                            .clear_sending(id)
+                            .map_err(ApplyError::Queue)?;
+                    }
+                    Err(ApplyError::Call(e))
+                }
+            }
         }
     }
 }

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const CLEANUP_TOKEN_HOURS: u64 = 48;
 /// Finished sync items older than this are removed by the loop's cleanup.
 pub const CLEANUP_SYNC_DAYS: u64 = 7;
+/// Failed sync items older than this are removed by the loop's cleanup (as `cleanup`'s
+/// default `--failed-days`).
+pub const CLEANUP_FAILED_DAYS: u64 = 30;
 /// How often the loops look at the stop flag.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -185,7 +188,8 @@ fn main_loop(
 
 fn cleanup(client: &ResilientClient, auth: &Auth) -> anyhow::Result<(usize, usize, usize)> {
     let tokens = client.cleanup_expired_tokens(CLEANUP_TOKEN_HOURS)?;
-    let syncs = client.cleanup_completed_syncs(CLEANUP_SYNC_DAYS)?;
+    let syncs = client.cleanup_completed_syncs(CLEANUP_SYNC_DAYS)?
+        + client.cleanup_failed_syncs(CLEANUP_FAILED_DAYS)?;
     let sessions = auth.sessions().cleanup()?;
     auth.events().cleanup()?;
     Ok((tokens, syncs, sessions))

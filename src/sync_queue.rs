@@ -29,6 +29,7 @@
 //! failed) its data is wiped.
 
 use crate::clock::SharedClock;
+use crate::store::codec::{self, CodecError};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -344,6 +345,10 @@ pub enum QueueError {
     /// A stored item is unreadable.
     #[error("damaged sync item: {0}")]
     Corrupt(String),
+    /// The local user record written together with a queue change (`passwd`) is gone or
+    /// unreadable.
+    #[error("local user record: {0}")]
+    LocalUser(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -389,6 +394,101 @@ pub struct SyncItem {
     /// `next_attempt_at`) instead of `sync_order` until a claim finds it due and promotes it.
     /// Meaningless unless `status` is pending.
     delayed: bool,
+    /// Set (and flushed) just before the change is sent to Keycloak; cleared once Keycloak's
+    /// answer is known. Still set on a pending item, it means an earlier attempt may have been
+    /// applied (a crash, or a timeout, came before the answer): the next attempt asks Keycloak
+    /// before sending it again. Absent from records written before layout 2.
+    pub applying: Option<Applying>,
+}
+
+/// An attempt whose outcome is unknown until Keycloak is asked (see [`SyncItem::applying`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applying {
+    /// When it was sent (our clock; for people reading `queue`, never compared with Keycloak's).
+    pub sent_at: DateTime<Utc>,
+    /// The `createdDate` (epoch milliseconds, Keycloak's clock) of the user's password
+    /// credential, read from Keycloak just before sending; `None` when the user had none.
+    /// Keycloak sets it anew on every password reset, so a different value later means the
+    /// password was reset since. Comparing Keycloak's clock only with itself keeps clock skew
+    /// between the two machines out of the decision.
+    pub password_created_before: Option<i64>,
+}
+
+impl Applying {
+    /// Pure decision after a crash: was the change sent at `self` applied, given the password
+    /// credential's `createdDate` Keycloak reports now? Yes when it differs from the one read
+    /// before sending (a reset happened since). An unchanged date, or no password at all, means
+    /// not applied: the change is sent again. Errs on the side of sending twice, never of
+    /// losing a change — except when someone else reset the password in Keycloak between our
+    /// read and our request, which cannot be told apart from our own reset.
+    pub fn applied(&self, password_created_now: Option<i64>) -> bool {
+        password_created_now.is_some() && password_created_now != self.password_created_before
+    }
+}
+
+/// The record layout of [`SyncItem`] written by this build (the version byte in front).
+const ITEM_LAYOUT: u8 = 2;
+
+/// [`SyncItem`] as layout 1 (every release before `applying`) wrote it: same fields, same
+/// order, without the last one. Read, never written.
+#[derive(Deserialize)]
+struct SyncItemV1 {
+    sync_id: Uuid,
+    username: String,
+    package: String,
+    sync_type: SyncType,
+    sealed_data: Option<Vec<u8>>,
+    queued_at: DateTime<Utc>,
+    processed_at: Option<DateTime<Utc>>,
+    status: SyncStatus,
+    attempts: u32,
+    last_error: Option<String>,
+    priority: u32,
+    next_attempt_at: DateTime<Utc>,
+    seq: u64,
+    delayed: bool,
+}
+
+impl From<SyncItemV1> for SyncItem {
+    fn from(v: SyncItemV1) -> SyncItem {
+        SyncItem {
+            sync_id: v.sync_id,
+            username: v.username,
+            package: v.package,
+            sync_type: v.sync_type,
+            sealed_data: v.sealed_data,
+            queued_at: v.queued_at,
+            processed_at: v.processed_at,
+            status: v.status,
+            attempts: v.attempts,
+            last_error: v.last_error,
+            priority: v.priority,
+            next_attempt_at: v.next_attempt_at,
+            seq: v.seq,
+            delayed: v.delayed,
+            applying: None,
+        }
+    }
+}
+
+fn encode_item(item: &SyncItem) -> Result<Vec<u8>, StoreError> {
+    codec::encode_versioned(ITEM_LAYOUT, item)
+        .map_err(|cause| StoreError::Encode { tree: TREE, cause })
+}
+
+/// Decodes a sync item of either layout.
+fn decode_item(bytes: &[u8]) -> Result<SyncItem, StoreError> {
+    let corrupt = |cause| StoreError::Corrupt { tree: TREE, cause };
+    let (layout, body) = codec::split(bytes).map_err(corrupt)?;
+    match layout {
+        ITEM_LAYOUT => codec::decode_body(body).map_err(corrupt),
+        1 => codec::decode_body::<SyncItemV1>(body)
+            .map(SyncItem::from)
+            .map_err(corrupt),
+        found => Err(corrupt(CodecError::Decode(format!(
+            "sync item layout {found} is unknown to this build (it reads 1 and {ITEM_LAYOUT})"
+        )))),
+    }
 }
 
 /// A claimed item with its opened data.
@@ -401,7 +501,7 @@ pub struct Claimed {
 }
 
 /// Counts per status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueCounts {
     /// Waiting.
     pub pending: usize,
@@ -413,6 +513,163 @@ pub struct QueueCounts {
     pub superseded: usize,
     /// Refused for good.
     pub failed: usize,
+}
+
+impl QueueCounts {
+    fn slot(&mut self, status: SyncStatus) -> &mut usize {
+        match status {
+            SyncStatus::Pending => &mut self.pending,
+            SyncStatus::Processing => &mut self.processing,
+            SyncStatus::Completed => &mut self.completed,
+            SyncStatus::Superseded => &mut self.superseded,
+            SyncStatus::Failed => &mut self.failed,
+        }
+    }
+
+    /// The count of `status`.
+    pub fn of(&self, status: SyncStatus) -> usize {
+        let mut copy = *self;
+        *copy.slot(status)
+    }
+
+    /// Every item counted.
+    pub fn total(&self) -> usize {
+        self.pending + self.processing + self.completed + self.superseded + self.failed
+    }
+}
+
+const ALL_STATUSES: [SyncStatus; 5] = [
+    SyncStatus::Pending,
+    SyncStatus::Processing,
+    SyncStatus::Completed,
+    SyncStatus::Superseded,
+    SyncStatus::Failed,
+];
+
+/// The `meta` key of the counter of items in `status` (u64 big-endian).
+fn count_key(status: SyncStatus) -> String {
+    format!("sync_count/{}", status.as_str())
+}
+
+/// Present in `meta` once the counters hold every item (a database from before layout 2 has
+/// none until one scan builds them).
+const COUNTS_BUILT: &str = "sync_count/built";
+
+/// Net change of each status's counter for a set of item changes. Pure.
+fn count_deltas(
+    changes: impl IntoIterator<Item = (Option<SyncStatus>, Option<SyncStatus>)>,
+) -> [i64; 5] {
+    let index = |s: SyncStatus| ALL_STATUSES.iter().position(|x| *x == s).unwrap_or(0);
+    let mut deltas = [0i64; 5];
+    for (old, new) in changes {
+        if let Some(old) = old {
+            deltas[index(old)] -= 1;
+        }
+        if let Some(new) = new {
+            deltas[index(new)] += 1;
+        }
+    }
+    deltas
+}
+
+fn read_count(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Adds `deltas` to the counters inside a transaction on `meta`.
+fn apply_deltas(
+    meta: &sled::transaction::TransactionalTree,
+    deltas: &[i64; 5],
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    for (status, delta) in ALL_STATUSES.iter().zip(deltas) {
+        if *delta == 0 {
+            continue;
+        }
+        let key = count_key(*status);
+        let old = read_count(meta.get(key.as_bytes())?.as_deref());
+        let new = if *delta < 0 {
+            old.saturating_sub(delta.unsigned_abs())
+        } else {
+            old.saturating_add(delta.unsigned_abs())
+        };
+        meta.insert(key.as_bytes(), &new.to_be_bytes()[..])?;
+    }
+    Ok(())
+}
+
+/// Where a page of [`SyncQueue::page`] starts: just after this position. Printed by `queue` as
+/// an opaque word (`--after`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// 0 due, 1 backing off, 2 in flight, 3 finished: the sections in the order `queue` lists.
+    section: u8,
+    /// The last key shown, in that section's tree.
+    key: Vec<u8>,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-", self.section)?;
+        for b in &self.key {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Cursor, QueueError> {
+        let bad = || QueueError::BadInput("not a cursor printed by `queue` (as `next`)".into());
+        let (section, hex) = s.split_once('-').ok_or_else(bad)?;
+        let section: u8 = section.parse().map_err(|_| bad())?;
+        if section > 3 || hex.len() % 2 != 0 || hex.len() > 128 {
+            return Err(bad());
+        }
+        let key = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(bad)?;
+        Ok(Cursor { section, key })
+    }
+}
+
+/// One page of the queue listing.
+#[derive(Debug)]
+pub struct Page {
+    /// At most the limit asked for, in listing order.
+    pub items: Vec<SyncItem>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Current bytes of a local user record → its new bytes (see [`LocalChange`]).
+pub type RecordChange<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
+
+/// A local user record written in the same transaction as a queue change (`passwd`): `change`
+/// gets the record's current bytes and returns the new ones. It may run more than once (sled
+/// retries a transaction on conflict), so it must only compute.
+pub struct LocalChange<'a> {
+    /// The record's key in `local_users`.
+    pub key: Vec<u8>,
+    /// Current bytes → new bytes.
+    pub change: RecordChange<'a>,
+}
+
+/// Why a queue transaction gave up.
+#[derive(Debug)]
+enum WriteAbort {
+    /// The local user record of a [`LocalChange`] is not there.
+    LocalUserMissing,
+    /// The local user record of a [`LocalChange`] could not be changed.
+    Local(StoreError),
 }
 
 /// A time as 8 big-endian bytes that sort in time order (sign bit flipped, so negative
@@ -575,6 +832,52 @@ impl SyncQueue {
                 "priority must be 1 or more (1 runs first)".into(),
             ));
         }
+        let (id, _) = self.enqueue_inner(username, package, data, priority, false, None)?;
+        Ok(id)
+    }
+
+    /// `passwd`: queues a password change and changes the local user record in ONE
+    /// transaction (flushed before it returns), so that a crash leaves either both or neither:
+    /// never a new local password that Keycloak will not hear of.
+    ///
+    /// With `claim` the item is written already claimed (`processing`) and returned with its
+    /// data, for the caller to send to Keycloak at once (see [`crate::replay::apply`]) and then
+    /// complete, fail or release — unless a change for the same user is in flight (a running
+    /// cycle), in which case it is queued behind it as usual and `None` is returned. A crash
+    /// before the caller is done leaves it to recovery like any claimed item.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::enqueue`]; [`QueueError::LocalUser`] when the local record is gone or
+    /// cannot be changed (then nothing was written).
+    pub fn enqueue_with_local_change(
+        &self,
+        username: &str,
+        package: &str,
+        data: SyncData,
+        priority: u32,
+        claim: bool,
+        local: &LocalChange<'_>,
+    ) -> Result<(Uuid, Option<Claimed>), QueueError> {
+        check_name("user", username)?;
+        check_name("package", package)?;
+        if priority == 0 {
+            return Err(QueueError::BadInput(
+                "priority must be 1 or more (1 runs first)".into(),
+            ));
+        }
+        self.enqueue_inner(username, package, data, priority, claim, Some(local))
+    }
+
+    fn enqueue_inner(
+        &self,
+        username: &str,
+        package: &str,
+        data: SyncData,
+        priority: u32,
+        claim: bool,
+        local: Option<&LocalChange<'_>>,
+    ) -> Result<(Uuid, Option<Claimed>), QueueError> {
         let sync_type = match data {
             SyncData::PasswordChange(_) => SyncType::PasswordChange,
         };
@@ -584,7 +887,7 @@ impl SyncQueue {
             .sealer()
             .seal(&data.to_bytes())
             .map_err(StoreError::from)?;
-        let id = {
+        let result = {
             let _g = self.guard();
             // Time and sequence are taken under the lock, so that the item written last is
             // also the one with the highest sequence: "newest" means the same thing to every
@@ -605,14 +908,27 @@ impl SyncQueue {
                 next_attempt_at: now,
                 seq: self.store.next_id()?,
                 delayed: false,
+                applying: None,
             };
+            // It is the newest: it supersedes the pending ones as a pending item would.
             let mut changes = self.settle_password_changes(&mut item, now)?;
+            let claim = claim
+                && !self
+                    .users_in_flight()?
+                    .contains(&store::user_key(username, package));
+            if claim {
+                item.status = SyncStatus::Processing;
+            }
             changes.push((None, item.clone()));
-            self.write(&changes)?;
-            item.sync_id
+            self.write_with(&changes, local)?;
+            let claimed = claim.then(|| Claimed {
+                item: item.clone(),
+                data,
+            });
+            (item.sync_id, claimed)
         };
         self.flush()?;
-        Ok(id)
+        Ok(result)
     }
 
     /// One item by id.
@@ -621,7 +937,10 @@ impl SyncQueue {
     ///
     /// [`QueueError::Store`] when the record is damaged or the database fails.
     pub fn get(&self, id: Uuid) -> Result<Option<SyncItem>, QueueError> {
-        Ok(store::get(&self.store.sync_items, TREE, id.as_bytes())?)
+        match self.store.sync_items.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode_item(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// [`SyncQueue::get`] for scans: a damaged record is logged (its id, never its content)
@@ -686,7 +1005,7 @@ impl SyncQueue {
                     log::error!(
                         "sync item {id} is damaged: taken out of the queue, record kept for inspection: {e}"
                     );
-                    self.store.sync_order.remove(key)?;
+                    self.drop_damaged(&self.store.sync_order, &key, SyncStatus::Pending)?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -731,13 +1050,20 @@ impl SyncQueue {
                 self.store.sync_delayed.remove(key)?;
                 continue;
             };
-            match self.get_or_skip(id)? {
-                Some(item) if item.status == SyncStatus::Pending && item.delayed => {
+            match self.get(id) {
+                Ok(Some(item)) if item.status == SyncStatus::Pending && item.delayed => {
                     let mut new = item.clone();
                     new.delayed = false;
                     self.write(&[(Some(item), new)])?;
                 }
-                _ => {
+                Err(e) if is_damage(&e) => {
+                    log::error!(
+                        "sync item {id} is damaged: taken out of the queue, record kept for inspection: {e}"
+                    );
+                    self.drop_damaged(&self.store.sync_delayed, &key, SyncStatus::Pending)?;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {
                     log::warn!(
                         "sync_delayed entry for sync item {id} that is not backing off: removed"
                     );
@@ -787,7 +1113,7 @@ impl SyncQueue {
     pub fn sealed_sample_opens(&self) -> Result<Option<bool>, QueueError> {
         for entry in self.store.sync_items.iter() {
             let (_, bytes) = entry?;
-            let Ok(item) = store::decode::<SyncItem>(TREE, &bytes) else {
+            let Ok(item) = decode_item(&bytes) else {
                 continue;
             };
             if let Some(sealed) = &item.sealed_data {
@@ -969,23 +1295,32 @@ impl SyncQueue {
                 self.store.sync_inflight.remove(key)?;
                 continue;
             };
-            match self.get_or_skip(id)? {
-                Some(old) if old.status == SyncStatus::Processing => {
-                    log::warn!("sync item {id} was left processing (crash?); back to pending");
+            match self.get(id) {
+                Ok(Some(old)) if old.status == SyncStatus::Processing => {
+                    if old.applying.is_some() {
+                        log::warn!("sync item {id} was being sent to Keycloak when the process stopped; back to pending, Keycloak will be asked whether it was applied before it is sent again");
+                    } else {
+                        log::warn!("sync item {id} was left processing (crash?); back to pending");
+                    }
                     self.change_locked(old, now, |item, _| item.status = SyncStatus::Pending)?;
                     recovered += 1;
                 }
-                Some(old) => {
+                Err(e) if is_damage(&e) => {
+                    log::error!(
+                        "sync_inflight entry for damaged sync item {id} dropped (record kept for inspection): {e}"
+                    );
+                    self.drop_damaged(&self.store.sync_inflight, &key, SyncStatus::Processing)?;
+                }
+                Err(e) => return Err(e),
+                Ok(Some(old)) => {
                     log::warn!(
                         "sync item {id} is {} but was in flight: reindexed",
                         old.status.as_str()
                     );
                     self.write(&[(Some(old.clone()), old)])?;
                 }
-                None => {
-                    log::warn!(
-                        "sync_inflight entry for sync item {id} dropped: record missing or damaged"
-                    );
+                Ok(None) => {
+                    log::warn!("sync_inflight entry for missing sync item {id} dropped");
                     self.store.sync_inflight.remove(key)?;
                 }
             }
@@ -1018,7 +1353,7 @@ impl SyncQueue {
     fn for_each_item(&self, mut f: impl FnMut(SyncItem)) -> Result<(), QueueError> {
         for entry in self.store.sync_items.iter() {
             let (key, bytes) = entry?;
-            match store::decode::<SyncItem>(TREE, &bytes) {
+            match decode_item(&bytes) {
                 Ok(item) => f(item),
                 Err(e) => log::error!(
                     "sync item {} is damaged and was skipped: {e}",
@@ -1068,9 +1403,16 @@ impl SyncQueue {
         Ok(false)
     }
 
-    /// Number of pending items, due now or backing off (counts the two index trees).
+    /// Number of pending items, due now or backing off (from the counters: no scan once they
+    /// are built). An unreadable counter is logged and the index trees are counted instead.
     pub fn pending_count(&self) -> usize {
-        self.store.sync_order.len() + self.store.sync_delayed.len()
+        match self.counts() {
+            Ok(c) => c.pending,
+            Err(e) => {
+                log::error!("sync queue counters unreadable ({e}); counting the indexes");
+                self.store.sync_order.len() + self.store.sync_delayed.len()
+            }
+        }
     }
 
     /// Whether a claim now would find anything: a due item, or a backing-off one now due.
@@ -1088,31 +1430,85 @@ impl SyncQueue {
             .is_some_and(|(key, _)| key.as_ref() <= &due_by[..]))
     }
 
-    /// Counts per status (scans the items; damaged records are logged and not counted).
+    /// Counts per status: read from counters kept in `meta` by every write, so O(1). A
+    /// database without counters (written before layout 2) gets them built by one scan, once.
+    /// Damaged records are not counted.
     ///
     /// # Errors
     ///
     /// [`QueueError::Store`] when the database fails.
     pub fn counts(&self) -> Result<QueueCounts, QueueError> {
+        if self.store.meta.get(COUNTS_BUILT.as_bytes())?.is_none() {
+            return self.rebuild_counts();
+        }
         let mut c = QueueCounts::default();
-        self.for_each_item(|item| match item.status {
-            SyncStatus::Pending => c.pending += 1,
-            SyncStatus::Processing => c.processing += 1,
-            SyncStatus::Completed => c.completed += 1,
-            SyncStatus::Superseded => c.superseded += 1,
-            SyncStatus::Failed => c.failed += 1,
+        for status in ALL_STATUSES {
+            let n = read_count(
+                self.store
+                    .meta
+                    .get(count_key(status).as_bytes())?
+                    .as_deref(),
+            );
+            *c.slot(status) = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        Ok(c)
+    }
+
+    /// Recounts every item (one scan) and stores the counters. Runs by itself once on a
+    /// database that has none; callable to repair counters after damage was found.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn rebuild_counts(&self) -> Result<QueueCounts, QueueError> {
+        let _g = self.guard();
+        let mut c = QueueCounts::default();
+        self.for_each_item(|item| *c.slot(item.status) += 1)?;
+        let result: Result<(), TransactionError<()>> = self.store.meta.transaction(|meta| {
+            for status in ALL_STATUSES {
+                let n = c.of(status) as u64;
+                meta.insert(count_key(status).as_bytes(), &n.to_be_bytes()[..])?;
+            }
+            meta.insert(COUNTS_BUILT.as_bytes(), &[1u8][..])?;
+            Ok(())
+        });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => QueueError::from(e),
+            TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
         })?;
+        log::info!("sync queue counters built: {} item(s)", c.total());
         Ok(c)
     }
 
     /// Removes completed and superseded items finished more than `max_age` ago. Failed items
-    /// stay until an operator has seen them (`queue` lists them with their reason); so do
-    /// damaged records (logged).
+    /// are left to [`SyncQueue::cleanup_failed`] (they keep the reason an operator needs);
+    /// damaged records stay (logged).
     ///
     /// # Errors
     ///
     /// [`QueueError::Store`] when the database fails.
     pub fn cleanup(&self, max_age: std::time::Duration) -> Result<usize, QueueError> {
+        self.remove_finished(max_age, |s| {
+            matches!(s, SyncStatus::Completed | SyncStatus::Superseded)
+        })
+    }
+
+    /// Removes failed items that failed more than `max_age` ago.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn cleanup_failed(&self, max_age: std::time::Duration) -> Result<usize, QueueError> {
+        self.remove_finished(max_age, |s| s == SyncStatus::Failed)
+    }
+
+    /// One scan; the chosen finished items older than `max_age` go, with their counters, in
+    /// transactions of a few hundred.
+    fn remove_finished(
+        &self,
+        max_age: std::time::Duration,
+        wanted: impl Fn(SyncStatus) -> bool,
+    ) -> Result<usize, QueueError> {
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
         let cutoff = self
             .clock
@@ -1123,34 +1519,212 @@ impl SyncQueue {
         let mut old = Vec::new();
         self.for_each_item(|item| {
             let old_enough = item.processed_at.is_some_and(|t| t < cutoff);
-            if matches!(item.status, SyncStatus::Completed | SyncStatus::Superseded) && old_enough {
-                old.push(item.sync_id);
+            if wanted(item.status) && item.status.is_finished() && old_enough {
+                old.push((item.sync_id, item.status));
             }
         })?;
-        for id in &old {
-            self.store.sync_items.remove(id.as_bytes())?;
+        let s = &self.store;
+        for chunk in old.chunks(256) {
+            let deltas = count_deltas(chunk.iter().map(|(_, status)| (Some(*status), None)));
+            let result: Result<(), TransactionError<()>> =
+                (&s.sync_items, &s.meta).transaction(|(items, meta)| {
+                    for (id, _) in chunk {
+                        items.remove(id.as_bytes())?;
+                    }
+                    apply_deltas(meta, &deltas)?;
+                    Ok(())
+                });
+            result.map_err(|e| match e {
+                TransactionError::Storage(e) => QueueError::from(e),
+                TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
+            })?;
         }
         Ok(old.len())
+    }
+
+    /// Takes the index entry `key` of a damaged record out of `index`, and the record out of
+    /// the counter of `counted_as` (the status that index implies), in one transaction, so the
+    /// counts agree with a scan (which skips damaged records). The record itself stays.
+    fn drop_damaged(
+        &self,
+        index: &sled::Tree,
+        key: &[u8],
+        counted_as: SyncStatus,
+    ) -> Result<(), QueueError> {
+        let deltas = count_deltas([(Some(counted_as), None)]);
+        let result: Result<(), TransactionError<()>> =
+            (index, &self.store.meta).transaction(|(index, meta)| {
+                if index.remove(key)?.is_some() {
+                    apply_deltas(meta, &deltas)?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => QueueError::from(e),
+            TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
+        })
+    }
+
+    /// Marks a claimed item as being sent to Keycloak and flushes, before the request goes
+    /// out: `password_created_before` is what Keycloak reported just now (see [`Applying`]).
+    /// After a crash the mark tells the next attempt to ask Keycloak first.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::NotFound`]; [`QueueError::Corrupt`] when the item is not `processing`;
+    /// [`QueueError::Store`] otherwise.
+    pub fn mark_sending(
+        &self,
+        id: Uuid,
+        password_created_before: Option<i64>,
+    ) -> Result<(), QueueError> {
+        {
+            let now = self.clock.now();
+            let _g = self.guard();
+            let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
+            if old.status != SyncStatus::Processing {
+                return Err(QueueError::Corrupt(format!(
+                    "sync item {id} is {}, not processing: not sent",
+                    old.status.as_str()
+                )));
+            }
+            let mut new = old.clone();
+            new.applying = Some(Applying {
+                sent_at: now,
+                password_created_before,
+            });
+            self.write(&[(Some(old), new)])?;
+        }
+        self.flush()
+    }
+
+    /// Keycloak answered the request sent after [`SyncQueue::mark_sending`] (with an error):
+    /// it was not applied, so the mark goes (no flush: a lost clear only costs one question to
+    /// Keycloak).
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::complete`].
+    pub fn clear_sending(&self, id: Uuid) -> Result<(), QueueError> {
+        let _g = self.guard();
+        let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
+        if old.applying.is_none() {
+            return Ok(());
+        }
+        let mut new = old.clone();
+        new.applying = None;
+        self.write(&[(Some(old), new)])
+    }
+
+    /// One page of the listing, in the order `queue` shows: pending items due now (queue
+    /// order), pending items backing off (by due time), items in flight, then finished items
+    /// (in id order). Reads the page and one item more, whatever the queue's size — except
+    /// that paging through finished items also reads the unfinished ones it steps over. Items
+    /// that change section between two pages may be missed or shown twice.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page, QueueError> {
+        use std::ops::Bound;
+        let limit = limit.max(1);
+        let mut items: Vec<SyncItem> = Vec::new();
+        let mut last: Option<Cursor> = None;
+        let first = after.map_or(0, |c| c.section);
+        let s = &self.store;
+        let trees = [
+            &s.sync_order,
+            &s.sync_delayed,
+            &s.sync_inflight,
+            &s.sync_items,
+        ];
+        for section in first..4u8 {
+            let from = match after {
+                Some(c) if c.section == section => Bound::Excluded(c.key.clone()),
+                _ => Bound::Unbounded,
+            };
+            let tree = trees[usize::from(section)];
+            for entry in tree.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
+                let (key, value) = entry?;
+                let item = if section == 3 {
+                    match decode_item(&value) {
+                        Ok(item) if item.status.is_finished() => item,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            log::error!(
+                                "sync item {} is damaged and was skipped: {e}",
+                                key_name(&key)
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    let raw_id = if section == 2 { &key } else { &value };
+                    let Some(id) = id_of(raw_id) else { continue };
+                    match self.get_or_skip(id)? {
+                        Some(item) => item,
+                        None => continue,
+                    }
+                };
+                if items.len() == limit {
+                    return Ok(Page { items, next: last });
+                }
+                items.push(item);
+                last = Some(Cursor {
+                    section,
+                    key: key.to_vec(),
+                });
+            }
+        }
+        Ok(Page { items, next: None })
     }
 
     /// Writes item changes and their index entries in one transaction. Index membership is
     /// derived from the record alone: pending and not delayed → `sync_order`; pending and
     /// delayed → `sync_delayed`; pending password change → `sync_by_user` as well;
-    /// processing → `sync_inflight`; finished → no index.
+    /// processing → `sync_inflight`; finished → no index. The per-status counters in `meta`
+    /// change in the same transaction.
     fn write(&self, changes: &[(Option<SyncItem>, SyncItem)]) -> Result<(), QueueError> {
+        self.write_with(changes, None)
+    }
+
+    /// [`SyncQueue::write`], plus a local user record changed in the same transaction.
+    fn write_with(
+        &self,
+        changes: &[(Option<SyncItem>, SyncItem)],
+        local: Option<&LocalChange<'_>>,
+    ) -> Result<(), QueueError> {
         let mut encoded = Vec::with_capacity(changes.len());
         for (_, new) in changes {
-            encoded.push(store::encode(TREE, new)?);
+            encoded.push(encode_item(new)?);
         }
+        let deltas = count_deltas(
+            changes
+                .iter()
+                .map(|(old, new)| (old.as_ref().map(|o| o.status), Some(new.status))),
+        );
         let s = &self.store;
-        let result: Result<(), TransactionError<()>> = (
+        let result: Result<(), TransactionError<WriteAbort>> = (
             &s.sync_items,
             &s.sync_order,
             &s.sync_by_user,
             &s.sync_inflight,
             &s.sync_delayed,
+            &s.meta,
+            &s.local_users,
         )
-            .transaction(|(items, order, by_user, inflight, delayed)| {
+            .transaction(|(items, order, by_user, inflight, delayed, meta, users)| {
+                if let Some(local) = local {
+                    let Some(current) = users.get(&local.key)? else {
+                        return Err(ConflictableTransactionError::Abort(
+                            WriteAbort::LocalUserMissing,
+                        ));
+                    };
+                    let new = (local.change)(&current)
+                        .map_err(|e| ConflictableTransactionError::Abort(WriteAbort::Local(e)))?;
+                    users.insert(local.key.as_slice(), new)?;
+                }
+                apply_deltas(meta, &deltas)?;
                 for ((old, new), bytes) in changes.iter().zip(&encoded) {
                     if let Some(old) = old {
                         order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
@@ -1182,11 +1756,16 @@ impl SyncQueue {
                         _ => {}
                     }
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
+                Ok::<(), ConflictableTransactionError<WriteAbort>>(())
             });
         result.map_err(|e| match e {
             TransactionError::Storage(e) => QueueError::from(e),
-            TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
+            TransactionError::Abort(WriteAbort::LocalUserMissing) => {
+                QueueError::LocalUser("the user was removed meanwhile; nothing changed".into())
+            }
+            TransactionError::Abort(WriteAbort::Local(e)) => {
+                QueueError::LocalUser(format!("{e}; nothing changed"))
+            }
         })
     }
 }
@@ -1200,6 +1779,7 @@ fn finish(
     item.status = status;
     item.processed_at = Some(now);
     item.sealed_data = None;
+    item.applying = None;
     if let Some(r) = reason {
         item.last_error = Some(r.into());
     }
@@ -1883,6 +2463,365 @@ mod tests {
         store.confirm_key(Some(true)).unwrap();
         let claimed = q.claim(10).unwrap();
         assert_eq!(password_of(&claimed[0]), "Queued-Pw-1");
+    }
+
+    /// A pending item as the previous release (layout 1) wrote it: `queue-sync --user alice
+    /// --package webapp --priority 3`, captured from that build's database.
+    const LAYOUT_1_RECORD: &str = "011000000000000000825b4cb9d5e04e8ea2e88c00e91b5b9b0500000000000000616c6963650600000000000000776562617070000000000137000000000000001f5259bd44c34ed51f645c40420a28d73bfad3f242237675bb96b615ea0ee0bc9630c722f3f8b0802b68ccbc949aa6e8aee5ecd89d5aee1e00000000000000323032362d31322d30315432323a35393a31372e3033323030383335395a00000000000000000000030000001e00000000000000323032362d31322d30315432323a35393a31372e3033323030383335395a000000000000000000";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_layout_1_record_from_the_previous_release_still_reads_and_counts() {
+        let bytes = unhex(LAYOUT_1_RECORD);
+        let item = decode_item(&bytes).unwrap();
+        assert_eq!(
+            item.sync_id,
+            "825b4cb9-d5e0-4e8e-a2e8-8c00e91b5b9b"
+                .parse::<Uuid>()
+                .unwrap()
+        );
+        assert_eq!(
+            (item.username.as_str(), item.package.as_str()),
+            ("alice", "webapp")
+        );
+        assert_eq!(
+            (item.status, item.priority, item.attempts),
+            (SyncStatus::Pending, 3, 0)
+        );
+        assert!(item.sealed_data.is_some() && item.applying.is_none() && !item.delayed);
+        // Written back, it takes the new layout and reads the same.
+        let again = encode_item(&item).unwrap();
+        assert_eq!(again[0], ITEM_LAYOUT);
+        assert_eq!(decode_item(&again).unwrap().sync_id, item.sync_id);
+
+        // A database of that release has no counters: the first count builds them by a scan.
+        let (q, _) = setup();
+        q.store
+            .sync_items
+            .insert(item.sync_id.as_bytes(), bytes)
+            .unwrap();
+        q.store
+            .sync_order
+            .insert(
+                order_key(3, item.queued_at, item.seq),
+                item.sync_id.as_bytes(),
+            )
+            .unwrap();
+        assert!(q.store.meta.get(COUNTS_BUILT).unwrap().is_none());
+        assert_eq!(q.counts().unwrap().pending, 1);
+        assert!(q.store.meta.get(COUNTS_BUILT).unwrap().is_some());
+        q.enqueue("bob", "webapp", "password_change", &pw("pw-bbbbbbbb"), 5)
+            .unwrap();
+        assert_eq!(q.counts().unwrap().pending, 2);
+        // An unknown newer layout is an error naming it, not a misread.
+        let mut newer = encode_item(&item).unwrap();
+        newer[0] = 9;
+        let err = decode_item(&newer).unwrap_err().to_string();
+        assert!(err.contains("layout 9"), "{err}");
+    }
+
+    /// The counters against a fresh scan of every record.
+    fn assert_counts_match_a_scan(q: &SyncQueue) {
+        let kept = q.counts().unwrap();
+        let scanned = q.rebuild_counts().unwrap();
+        assert_eq!(kept, scanned);
+    }
+
+    #[test]
+    fn counters_follow_every_transition_and_agree_with_a_scan() {
+        let (q, clock) = setup();
+        assert_eq!(q.counts().unwrap(), QueueCounts::default());
+        let a = q
+            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
+            .unwrap();
+        let b = q
+            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1)
+            .unwrap();
+        let c = q
+            .enqueue("c", "p", "password_change", &pw("pw-cccccc"), 1)
+            .unwrap();
+        assert_counts_match_a_scan(&q);
+        assert_eq!(q.counts().unwrap().pending, 3);
+        q.claim(10).unwrap();
+        assert_eq!(q.counts().unwrap().processing, 3);
+        q.complete(a).unwrap();
+        q.fail(b, "user not found").unwrap();
+        q.retry(c, "HTTP 409", std::time::Duration::from_secs(1))
+            .unwrap();
+        q.enqueue("c", "p", "password_change", &pw("pw-cccccc-2"), 1)
+            .unwrap();
+        let counts = q.counts().unwrap();
+        assert_eq!(
+            (
+                counts.pending,
+                counts.processing,
+                counts.completed,
+                counts.failed,
+                counts.superseded
+            ),
+            (1, 0, 1, 1, 1)
+        );
+        assert_counts_match_a_scan(&q);
+        assert_eq!(q.pending_count(), 1);
+        clock.advance(Duration::days(40));
+        assert_eq!(q.cleanup(std::time::Duration::from_secs(86400)).unwrap(), 2);
+        assert_eq!(
+            q.cleanup_failed(std::time::Duration::from_secs(86400))
+                .unwrap(),
+            1
+        );
+        assert_eq!(q.counts().unwrap().total(), 1);
+        assert_counts_match_a_scan(&q);
+    }
+
+    #[test]
+    fn cleanup_failed_removes_only_failed_items_older_than_its_age() {
+        let (q, clock) = setup();
+        let old_fail = q
+            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
+            .unwrap();
+        let done = q
+            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1)
+            .unwrap();
+        q.claim(5).unwrap();
+        q.fail(old_fail, "policy").unwrap();
+        q.complete(done).unwrap();
+        clock.advance(Duration::days(31));
+        let new_fail = q
+            .enqueue("c", "p", "password_change", &pw("pw-cccccc"), 1)
+            .unwrap();
+        q.claim(5).unwrap();
+        q.fail(new_fail, "policy").unwrap();
+        assert_eq!(
+            q.cleanup_failed(std::time::Duration::from_secs(30 * 86400))
+                .unwrap(),
+            1
+        );
+        assert!(q.get(old_fail).unwrap().is_none());
+        assert!(q.get(new_fail).unwrap().is_some());
+        assert!(
+            q.get(done).unwrap().is_some(),
+            "completed items are cleanup()'s"
+        );
+    }
+
+    #[test]
+    fn pages_walk_every_item_once_pending_first_and_cursors_round_trip() {
+        let (q, clock) = setup();
+        let mut all = HashSet::new();
+        for i in 0..7u32 {
+            all.insert(
+                q.enqueue(
+                    &format!("u{i}"),
+                    "p",
+                    "password_change",
+                    &pw("pw-1234567"),
+                    1 + i % 3,
+                )
+                .unwrap(),
+            );
+            clock.advance(Duration::seconds(1));
+        }
+        let claimed = ids(&q.claim(3).unwrap());
+        q.complete(claimed[0]).unwrap();
+        q.retry(claimed[1], "HTTP 409", std::time::Duration::from_secs(60))
+            .unwrap();
+        // claimed[2] stays in flight.
+        let mut seen = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let page = q.page(after.as_ref(), 2).unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items.iter().map(|i| (i.sync_id, i.status)));
+            match page.next {
+                Some(next) => {
+                    let printed = next.to_string();
+                    after = Some(printed.parse().unwrap());
+                    assert_eq!(after.as_ref(), Some(&next));
+                }
+                None => break,
+            }
+        }
+        let ids_seen: HashSet<Uuid> = seen.iter().map(|(id, _)| *id).collect();
+        assert_eq!(seen.len(), 7, "each item once: {seen:?}");
+        assert_eq!(ids_seen, all);
+        let statuses: Vec<SyncStatus> = seen.iter().map(|(_, s)| *s).collect();
+        let rank = |s: &SyncStatus| match s {
+            SyncStatus::Pending => 0,
+            SyncStatus::Processing => 1,
+            _ => 2,
+        };
+        assert!(
+            statuses.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
+            "{statuses:?}"
+        );
+        assert!(q.page(None, 100).unwrap().next.is_none());
+        for bad in ["", "x", "9-00", "0-0", "0-zz"] {
+            assert!(
+                matches!(bad.parse::<Cursor>(), Err(QueueError::BadInput(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_send_mark_survives_a_crash_and_keycloaks_date_decides() {
+        let before = Applying {
+            sent_at: Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap(),
+            password_created_before: Some(1_000),
+        };
+        assert!(
+            !before.applied(Some(1_000)),
+            "unchanged: not applied, send again"
+        );
+        assert!(before.applied(Some(1_001)), "reset since: applied");
+        assert!(
+            before.applied(Some(999)),
+            "Keycloak's clock stepped back: still a reset"
+        );
+        assert!(!before.applied(None), "no password at all: not ours");
+        let no_password = Applying {
+            password_created_before: None,
+            ..before
+        };
+        assert!(no_password.applied(Some(5)));
+        assert!(!no_password.applied(None));
+
+        let (q, _) = setup();
+        let id = q
+            .enqueue("u", "p", "password_change", &pw("pw-123456"), 1)
+            .unwrap();
+        q.claim(1).unwrap();
+        FLUSHED_UNDER_LOCK.with(|c| c.set(None));
+        q.mark_sending(id, Some(1_000)).unwrap();
+        assert_eq!(
+            FLUSHED_UNDER_LOCK.with(|c| c.get()),
+            Some(false),
+            "the mark is flushed before the request goes out"
+        );
+        let q2 = SyncQueue::new(q.store.clone(), q.clock.clone());
+        assert_eq!(q2.recover().unwrap(), 1);
+        let item = q2.get(id).unwrap().unwrap();
+        assert_eq!(item.status, SyncStatus::Pending);
+        assert_eq!(item.applying.unwrap().password_created_before, Some(1_000));
+        let claimed = q2.claim(1).unwrap();
+        assert!(
+            claimed[0].item.applying.is_some(),
+            "the next attempt sees the mark"
+        );
+        q2.clear_sending(id).unwrap();
+        assert!(q2.get(id).unwrap().unwrap().applying.is_none());
+        q2.mark_sending(id, None).unwrap();
+        q2.complete(id).unwrap();
+        assert!(
+            q2.get(id).unwrap().unwrap().applying.is_none(),
+            "finished: no mark"
+        );
+        assert!(
+            q2.mark_sending(id, None).is_err(),
+            "only a claimed item is sent"
+        );
+    }
+
+    #[test]
+    fn a_local_change_lands_with_its_queue_item_or_not_at_all() {
+        let (q, _) = setup();
+        q.store.local_users.insert(b"u\0p", &b"old"[..]).unwrap();
+        let data = || {
+            SyncData::PasswordChange(PasswordChange {
+                password: "pw-123456".into(),
+            })
+        };
+        let ok = |cur: &[u8]| -> Result<Vec<u8>, StoreError> {
+            assert_eq!(cur, b"old");
+            Ok(b"new".to_vec())
+        };
+        let (id, claimed) = q
+            .enqueue_with_local_change(
+                "u",
+                "p",
+                data(),
+                1,
+                true,
+                &LocalChange {
+                    key: b"u\0p".to_vec(),
+                    change: &ok,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            q.store.local_users.get(b"u\0p").unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+        let claimed = claimed.expect("claimed for an immediate send");
+        assert_eq!(claimed.item.sync_id, id);
+        assert_eq!(q.get(id).unwrap().unwrap().status, SyncStatus::Processing);
+        // A second change while the first is in flight waits behind it.
+        let (_, second) = q
+            .enqueue_with_local_change(
+                "u",
+                "p",
+                data(),
+                1,
+                true,
+                &LocalChange {
+                    key: b"u\0p".to_vec(),
+                    change: &ok2,
+                },
+            )
+            .unwrap();
+        fn ok2(_: &[u8]) -> Result<Vec<u8>, StoreError> {
+            Ok(b"newer".to_vec())
+        }
+        assert!(second.is_none());
+        // The local change fails: nothing at all is written.
+        let before = q.counts().unwrap();
+        let broken = |_: &[u8]| -> Result<Vec<u8>, StoreError> {
+            Err(StoreError::Corrupt {
+                tree: "local_users",
+                cause: CodecError::Decode("bad".into()),
+            })
+        };
+        let err = q
+            .enqueue_with_local_change(
+                "u",
+                "p",
+                data(),
+                1,
+                false,
+                &LocalChange {
+                    key: b"u\0p".to_vec(),
+                    change: &broken,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, QueueError::LocalUser(_)), "{err}");
+        let missing = q
+            .enqueue_with_local_change(
+                "nobody",
+                "p",
+                data(),
+                1,
+                false,
+                &LocalChange {
+                    key: b"nobody\0p".to_vec(),
+                    change: &ok2,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(missing, QueueError::LocalUser(_)), "{missing}");
+        assert_eq!(q.counts().unwrap(), before);
+        assert_eq!(
+            q.store.local_users.get(b"u\0p").unwrap().as_deref(),
+            Some(&b"newer"[..])
+        );
+        assert_counts_match_a_scan(&q);
     }
 
     #[test]

@@ -1208,3 +1208,61 @@ fn drop_while_refusing_is_fine() {
     drop(kc);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn credentials_list_the_password_with_a_created_date_that_moves_on_reset() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let id = kc.user_id("dave").unwrap();
+    let list = |token: &str| {
+        client()
+            .get(format!("{}/{id}/credentials", users_url(&kc)))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let (status, before) = status_json(list(&token));
+    assert_eq!(status, 200);
+    let creds = before
+        .as_array()
+        .expect("an array of CredentialRepresentation");
+    assert_eq!(creds.len(), 1);
+    assert_eq!(creds[0]["type"], "password");
+    assert!(creds[0].get("secretData").is_none(), "never the secret");
+    assert!(creds[0]["credentialData"].is_string());
+    let created = creds[0]["createdDate"]
+        .as_u64()
+        .expect("epoch milliseconds");
+    assert!(
+        created > 1_000_000_000_000,
+        "milliseconds, not seconds: {created}"
+    );
+
+    std::thread::sleep(Duration::from_millis(3));
+    let response = client()
+        .put(format!("{}/{id}/reset-password", users_url(&kc)))
+        .bearer_auth(&token)
+        .json(&json!({"type": "password", "value": "Dave-New-Password-2", "temporary": false}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (_, after) = status_json(list(&token));
+    assert_eq!(
+        after[0]["id"], creds[0]["id"],
+        "a reset keeps the credential id"
+    );
+    assert!(after[0]["createdDate"].as_u64().unwrap() > created);
+    assert_eq!(
+        kc.password_resets("dave"),
+        vec!["Dave-New-Password-2".to_string()]
+    );
+
+    // Without view-users: 403, as every admin read.
+    let (_, no_admin) = status_json(client_credentials(
+        &kc,
+        "no-admin-rights",
+        "no-admin-test-secret",
+    ));
+    let weak = no_admin["access_token"].as_str().unwrap();
+    assert_eq!(list(weak).status(), StatusCode::FORBIDDEN);
+}

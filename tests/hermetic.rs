@@ -99,6 +99,61 @@ fn passwd_online_synchronized_and_policy_rejection() {
 }
 
 #[test]
+fn replay_after_a_crash_mid_send_is_not_applied_twice() {
+    let fake = fake();
+    scenarios::replay_after_a_crash_mid_send_is_not_applied_twice(&fake);
+}
+
+/// Issue 7, point 4: Keycloak applied a reset but its answer was lost (the connection closed):
+/// the outcome is unknown, so the item goes back to pending with its send mark; the next cycle
+/// asks Keycloak, finds the password reset since, and completes it without sending it again.
+#[test]
+fn a_reset_whose_answer_was_lost_is_not_sent_again() {
+    let (fake, user) = fake_with_user("lost");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    let id = client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Lost-Answer-Pw-1"}),
+            1,
+        )
+        .unwrap();
+    fake.lose_reset_answers(1);
+    let first = client.process_sync_queue(10).unwrap();
+    assert_eq!((first.completed, first.released), (0, 1), "{first:?}");
+    let left = client.queue().get(id).unwrap().unwrap();
+    assert_eq!(left.status, SyncStatus::Pending);
+    assert!(
+        left.applying.is_some(),
+        "outcome unknown: the send mark stays"
+    );
+    assert_eq!(
+        fake.password_resets(&user),
+        vec!["Lost-Answer-Pw-1".to_string()]
+    );
+
+    let second = client.process_sync_queue(10).unwrap();
+    assert_eq!(
+        (second.completed, second.already_applied),
+        (1, 1),
+        "{second:?}"
+    );
+    assert_eq!(
+        fake.password_resets(&user),
+        vec!["Lost-Answer-Pw-1".to_string()],
+        "applied exactly once"
+    );
+    assert_eq!(
+        client.queue().get(id).unwrap().unwrap().status,
+        SyncStatus::Completed
+    );
+}
+
+#[test]
 fn allow_offline_false_refuses_when_down() {
     scenarios::allow_offline_false_refuses_when_down(&fake());
 }

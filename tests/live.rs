@@ -83,6 +83,7 @@ scenario!(
     passwd_while_down_then_sync,
     passwd_online_synchronized_and_policy_rejection,
     allow_offline_false_refuses_when_down,
+    replay_after_a_crash_mid_send_is_not_applied_twice,
 );
 
 // --- keeping the server up ------------------------------------------------------------------

@@ -245,24 +245,34 @@ pub fn sync_now(
     Ok(EXIT_OK)
 }
 
-pub fn cleanup(
-    auth: &Auth,
-    token_hours: u64,
-    sync_days: u64,
-    json: bool,
-    io: &mut Io,
-) -> anyhow::Result<u8> {
+/// The ages `cleanup` removes things after.
+pub struct CleanupAges {
+    /// Cached tokens.
+    pub token_hours: u64,
+    /// Completed and superseded sync items.
+    pub sync_days: u64,
+    /// Failed sync items.
+    pub failed_days: u64,
+}
+
+pub fn cleanup(auth: &Auth, ages: CleanupAges, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     let out = &mut *io.out;
+    let CleanupAges {
+        token_hours,
+        sync_days,
+        failed_days,
+    } = ages;
     let client = auth.client();
     let tokens = client.cleanup_expired_tokens(token_hours)?;
     let syncs = client.cleanup_completed_syncs(sync_days)?;
+    let failed = client.cleanup_failed_syncs(failed_days)?;
     let sessions = auth.sessions().cleanup()?;
     let events = auth.events().cleanup()?;
     client.store().flush()?;
     if json {
         print_json(
             out,
-            &json!({"tokens_removed": tokens, "syncs_removed": syncs, "sessions_removed": sessions, "auth_events_removed": events}),
+            &json!({"tokens_removed": tokens, "syncs_removed": syncs, "failed_syncs_removed": failed, "sessions_removed": sessions, "auth_events_removed": events}),
         )?;
     } else {
         writeln!(
@@ -272,6 +282,10 @@ pub fn cleanup(
         writeln!(
             out,
             "removed {syncs} finished sync item(s) older than {sync_days}d"
+        )?;
+        writeln!(
+            out,
+            "removed {failed} failed sync item(s) older than {failed_days}d"
         )?;
         writeln!(out, "removed {sessions} expired session(s)")?;
     }
@@ -393,41 +407,64 @@ pub fn queue_sync(
     Ok(EXIT_OK)
 }
 
-pub fn queue(client: &ResilientClient, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+pub fn queue(
+    client: &ResilientClient,
+    limit: usize,
+    after: Option<&str>,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
     let out = &mut *io.out;
-    let items = client.queue().list()?;
-    let rows: Vec<_> = items
-        .iter()
-        .map(|i| {
-            json!({
-                "sync_id": i.sync_id,
-                "user": i.username,
-                "package": i.package,
-                "sync_type": i.sync_type.as_str(),
-                "status": i.status.as_str(),
-                "priority": i.priority,
-                "attempts": i.attempts,
-                "queued_at": rfc3339(i.queued_at),
-                "processed_at": i.processed_at.map(rfc3339),
-                "next_attempt_at": rfc3339(i.next_attempt_at),
-                "last_error": i.last_error,
-            })
-        })
-        .collect();
+    let after = after
+        .map(str::parse::<crate::sync_queue::Cursor>)
+        .transpose()
+        .context("--after")?;
+    let queue = client.queue();
+    let counts = queue.counts()?;
+    let page = queue.page(after.as_ref(), limit)?;
+    let next = page.next.as_ref().map(ToString::to_string);
     if json {
-        print_json(out, &rows)?;
+        let rows: Vec<_> = page
+            .items
+            .iter()
+            .map(|i| {
+                json!({
+                    "sync_id": i.sync_id,
+                    "user": i.username,
+                    "package": i.package,
+                    "sync_type": i.sync_type.as_str(),
+                    "status": i.status.as_str(),
+                    "priority": i.priority,
+                    "attempts": i.attempts,
+                    "queued_at": rfc3339(i.queued_at),
+                    "processed_at": i.processed_at.map(rfc3339),
+                    "next_attempt_at": rfc3339(i.next_attempt_at),
+                    "last_error": i.last_error,
+                    "sent_at": i.applying.map(|a| rfc3339(a.sent_at)),
+                })
+            })
+            .collect();
+        print_json(
+            out,
+            &json!({"items": rows, "next": next, "counts": counts, "blocked": client.queue_blocked()}),
+        )?;
         return Ok(EXIT_OK);
     }
     if let Some(b) = client.queue_blocked() {
         writeln!(out, "queue BLOCKED: {b}")?;
     }
-    if items.is_empty() {
+    writeln!(
+        out,
+        "{} pending, {} processing, {} completed, {} superseded, {} failed",
+        counts.pending, counts.processing, counts.completed, counts.superseded, counts.failed
+    )?;
+    if page.items.is_empty() && after.is_none() {
         writeln!(out, "queue is empty")?;
     }
-    for i in &items {
+    for i in &page.items {
         writeln!(
             out,
-            "{} {:<10} p{} {}/{} {} queued {} attempts {}{}",
+            "{} {:<10} p{} {}/{} {} queued {} attempts {}{}{}",
             i.sync_id,
             i.status.as_str(),
             i.priority,
@@ -436,10 +473,22 @@ pub fn queue(client: &ResilientClient, json: bool, io: &mut Io) -> anyhow::Resul
             i.sync_type.as_str(),
             rfc3339(i.queued_at),
             i.attempts,
+            i.applying
+                .map(|a| format!(
+                    " (sent {}, outcome unknown: Keycloak is asked before it is sent again)",
+                    rfc3339(a.sent_at)
+                ))
+                .unwrap_or_default(),
             i.last_error
                 .as_ref()
                 .map(|e| format!(" — {e}"))
                 .unwrap_or_default()
+        )?;
+    }
+    if let Some(next) = next {
+        writeln!(
+            out,
+            "more: keycloak-resilient queue --limit {limit} --after {next}"
         )?;
     }
     Ok(EXIT_OK)

@@ -129,9 +129,11 @@ fn gather(command: Command) -> anyhow::Result<Request> {
         Command::Cleanup {
             token_hours,
             sync_days,
+            failed_days,
         } => Request::Cleanup {
             token_hours,
             sync_days,
+            failed_days,
         },
         Command::Authenticate(w) => {
             let password = password()?;
@@ -172,7 +174,15 @@ fn gather(command: Command) -> anyhow::Result<Request> {
                 priority,
             }
         }
-        Command::Queue => Request::Queue {},
+        Command::Queue { limit, after } => {
+            // Checked here, so a typo is reported before anything is opened.
+            if let Some(cursor) = &after {
+                cursor
+                    .parse::<crate::sync_queue::Cursor>()
+                    .context("--after")?;
+            }
+            Request::Queue { limit, after }
+        }
         Command::Login(w) => {
             let password = password()?;
             let Who { user, package } = who(w);
@@ -254,7 +264,17 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::Cleanup {
             token_hours,
             sync_days,
-        } => engine::cleanup(auth, token_hours, sync_days, json, io),
+            failed_days,
+        } => engine::cleanup(
+            auth,
+            engine::CleanupAges {
+                token_hours,
+                sync_days,
+                failed_days,
+            },
+            json,
+            io,
+        ),
         Request::Authenticate {
             user,
             package,
@@ -281,7 +301,9 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             json,
             io,
         ),
-        Request::Queue {} => engine::queue(client, json, io),
+        Request::Queue { limit, after } => {
+            engine::queue(client, limit as usize, after.as_deref(), json, io)
+        }
         Request::Login {
             user,
             package,

@@ -31,6 +31,27 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Encodes `value` behind an explicit version byte: for a record type whose layout moved on
+/// from [`RECORD_VERSION`] (it then decodes its older layouts itself, see [`split`]).
+pub fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![version];
+    bincode::serialize_into(&mut out, value).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// A record's version byte and its body, for types that read more than one layout.
+pub fn split(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
+    match bytes.split_first() {
+        Some((&version, body)) => Ok((version, body)),
+        None => Err(CodecError::Version { found: 0 }),
+    }
+}
+
+/// Decodes a record body (after [`split`]).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    bincode::deserialize(body).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 /// Decodes a record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bytes.split_first() {

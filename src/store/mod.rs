@@ -15,7 +15,7 @@
 //! | `local_users` | `lower(user) 0x00 package` | [`crate::local_users::LocalUser`] |
 //! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
 //! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
-//! | `meta` | name | breaker state, health probe, queue block, counters, schema version |
+//! | `meta` | name | breaker state, health probe, queue block, counters (`sync_count/<status>`: items per status, kept by the queue's transactions), schema version |
 
 pub mod codec;
 pub mod lock;
@@ -37,7 +37,11 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// background thread a moment after the last handle of an earlier open in this process drops.
 const SLED_LOCK_ATTEMPTS: u32 = 20;
 /// The layout version of the trees; bumped with a migration step when the layout changes.
-const LAYOUT_VERSION: u32 = 1;
+/// - 2: sync items may carry an `applying` mark (layout-1 records still decode as they are);
+///   per-status queue counters in `meta` (`sync_count/*`), built by one scan on first use.
+///   Builds that know only 1 refuse a layout-2 database: they would write items without
+///   keeping the counters.
+const LAYOUT_VERSION: u32 = 2;
 /// Name in `meta` of the key check value (see [`Sealer::check_value`]).
 const KEY_CHECK: &str = "key_check";
 
@@ -224,6 +228,8 @@ impl Store {
         match store.get_meta::<u32>("layout_version")? {
             None => store.put_meta("layout_version", &LAYOUT_VERSION)?,
             Some(v) if v == LAYOUT_VERSION => {}
+            // 1 → 2 needs no rewrite (see LAYOUT_VERSION).
+            Some(1) => store.put_meta("layout_version", &LAYOUT_VERSION)?,
             Some(found) => {
                 return Err(StoreError::Layout {
                     path: store.path.clone(),
@@ -533,7 +539,10 @@ mod tests {
         // cross-process refusal is covered by the CLI tests.
         drop(_first);
         let again = Store::open(&path).unwrap();
-        assert_eq!(again.get_meta::<u32>("layout_version").unwrap(), Some(1));
+        assert_eq!(
+            again.get_meta::<u32>("layout_version").unwrap(),
+            Some(LAYOUT_VERSION)
+        );
     }
 
     #[test]

@@ -86,9 +86,14 @@ pub fn status(env: &TestEnv) -> Value {
 }
 
 pub fn queue(env: &TestEnv) -> Vec<Value> {
-    kr_json(env, &["queue"], "", 0)
+    let page = kr_json(env, &["queue", "--limit", "10000"], "", 0);
+    assert!(
+        page["next"].is_null(),
+        "one page holds the test's queue: {page}"
+    );
+    page["items"]
         .as_array()
-        .expect("queue --json is an array")
+        .expect("queue --json has an items array")
         .clone()
 }
 

@@ -50,6 +50,12 @@
 //!   token endpoint (405, measured); Keycloak answers some others with 405 as well.
 //! - `briefRepresentation`, `first` and `max` are ignored by the user search; `PUT` on a user
 //!   ignores `username` (the realm has `editUsernameAllowed: false`).
+//! - `GET /users/{id}/credentials` lists only the password credential, shaped as Keycloak's
+//!   `CredentialRepresentation` (`id`, `type`, `createdDate` in epoch milliseconds, set anew by
+//!   every reset; `credentialData` as a JSON string; never `secretData`, which Keycloak blanks).
+//!   Not in the recorded transcript: from Keycloak's `UserResource.credentials()` and
+//!   `JpaUserCredentialStore.updateCredential` (which copies the new `createdDate`); the live
+//!   scenario `credentials_created_date_moves_on_reset` checks it against the real server.
 //! - Not measured, from Keycloak's source or a guess: reset-password's
 //!   `{"error":"No password provided"}` (no `value`), the refresh grant's `Session not active`
 //!   (user deleted) and `User disabled`, a created user being disabled unless `enabled` is
@@ -229,7 +235,7 @@ impl FakeKeycloak {
         let mut state = lock(&self.shared.state);
         let username = username.to_lowercase();
         if let Some(user) = state.users.iter_mut().find(|u| u.username == username) {
-            user.password = Some(password.to_string());
+            user.set_password(password);
             user.enabled = enabled;
         } else {
             let mut user = User::new(&username);
@@ -237,7 +243,7 @@ impl FakeKeycloak {
             user.first_name = Some(capitalise(&username));
             user.last_name = Some("Test".to_string());
             user.email_verified = true;
-            user.password = Some(password.to_string());
+            user.set_password(password);
             user.enabled = enabled;
             state.users.push(user);
         }
@@ -250,6 +256,30 @@ impl FakeKeycloak {
         state
             .user_by_name(username)
             .and_then(|u| u.password.clone())
+    }
+
+    /// Every password set through the admin API's reset-password for this user, in order
+    /// (values, so tests can tell how often each change was applied).
+    pub fn password_resets(&self, username: &str) -> Vec<String> {
+        let state = lock(&self.shared.state);
+        state
+            .user_by_name(username)
+            .map(|u| u.resets.clone())
+            .unwrap_or_default()
+    }
+
+    /// The next `n` successful reset-password requests are applied but never answered: the
+    /// connection is closed instead, as when the network fails after Keycloak did the work.
+    pub fn lose_reset_answers(&self, n: usize) {
+        lock(&self.shared.state).lose_reset_answers = n;
+    }
+
+    /// The `createdDate` the credentials endpoint reports for the user's password.
+    pub fn password_created(&self, username: &str) -> Option<u64> {
+        let state = lock(&self.shared.state);
+        state
+            .user_by_name(username)
+            .and_then(|u| u.password_credential.as_ref().map(|c| c.1))
     }
 
     /// The Keycloak id of a user (case-insensitive username).
@@ -352,6 +382,8 @@ struct State {
     refresh_tokens: HashMap<String, RefreshGrant>,
     /// `"METHOD /path"` of every request handled.
     requests: Vec<String>,
+    /// Successful resets still to leave unanswered (see `lose_reset_answers`).
+    lose_reset_answers: usize,
 }
 
 struct Client {
@@ -377,6 +409,10 @@ struct User {
     email_verified: bool,
     /// Plain text: this is a test double, and tests read it back with `password_of`.
     password: Option<String>,
+    /// The password credential's (id, createdDate in epoch ms), while there is a password.
+    password_credential: Option<(String, u64)>,
+    /// Values set by reset-password, in order.
+    resets: Vec<String>,
     /// Milliseconds since the epoch, as Keycloak reports it.
     created_timestamp: u64,
     /// Non-empty means the password grant answers "Account is not fully set up".
@@ -386,6 +422,18 @@ struct User {
 }
 
 impl User {
+    /// Sets the password as Keycloak's `PasswordCredentialProvider` does: a new credential
+    /// the first time, else the same credential id with a new `createdDate`.
+    fn set_password(&mut self, value: &str) {
+        self.password = Some(value.to_string());
+        let id = self
+            .password_credential
+            .take()
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.password_credential = Some((id, now_millis()));
+    }
+
     fn new(username: &str) -> User {
         User {
             id: uuid::Uuid::new_v4().to_string(),
@@ -396,6 +444,8 @@ impl User {
             enabled: false,
             email_verified: false,
             password: None,
+            password_credential: None,
+            resets: Vec::new(),
             created_timestamp: now_millis(),
             required_actions: Vec::new(),
             service_account_client: None,
@@ -435,6 +485,7 @@ impl State {
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
             requests: Vec::new(),
+            lose_reset_answers: 0,
         };
         for &(name, password, enabled) in FIXTURE_USERS {
             let mut user = User::new(name);
@@ -443,7 +494,7 @@ impl State {
             user.last_name = Some("Test".to_string());
             user.enabled = enabled;
             user.email_verified = true;
-            user.password = Some(password.to_string());
+            user.set_password(password);
             state.users.push(user);
         }
         let clients = [
@@ -635,6 +686,10 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
         }
         Behavior::Normal => handle(shared, &request),
     };
+    if response.lost {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     write_response(&mut stream, &response);
 }
 
@@ -796,6 +851,8 @@ struct Response {
     content_type: Option<&'static str>,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// Close the connection instead of answering (`lose_reset_answers`).
+    lost: bool,
 }
 
 impl Response {
@@ -806,6 +863,7 @@ impl Response {
             content_type: Some("application/json"),
             headers: Vec::new(),
             body: body.to_string().into_bytes(),
+            lost: false,
         }
     }
 
@@ -823,6 +881,7 @@ impl Response {
             content_type: None,
             headers: Vec::new(),
             body: Vec::new(),
+            lost: false,
         }
     }
 
@@ -851,6 +910,7 @@ impl Response {
             content_type: Some("text/html"),
             headers: Vec::new(),
             body: b"<html><body>Error</body></html>".to_vec(),
+            lost: false,
         }
     }
 
@@ -1557,7 +1617,9 @@ fn admin_endpoints(
             }
             match (method, tail) {
                 ("PUT", [] | ["reset-password"]) if !json_sent => unsupported(),
-                ("GET" | "PUT" | "DELETE", []) | ("PUT", ["reset-password"])
+                ("GET" | "PUT" | "DELETE", [])
+                | ("PUT", ["reset-password"])
+                | ("GET", ["credentials"])
                     if !may_manage_users =>
                 {
                     forbidden()
@@ -1569,11 +1631,37 @@ fn admin_endpoints(
                 ("PUT", []) => update_user(state, request, id),
                 ("DELETE", []) => delete_user(state, id),
                 ("PUT", ["reset-password"]) => reset_password(state, request, id),
+                ("GET", ["credentials"]) => match state.user_by_id(id) {
+                    Some(user) => admin_ok(&credentials_representation(user)),
+                    None => Response::error(404, "User not found"),
+                },
                 _ => Response::error(404, "HTTP 404 Not Found"),
             }
         }
         _ => Response::error(404, "HTTP 404 Not Found"),
     }
+}
+
+/// `GET /users/{id}/credentials`: Keycloak's `CredentialRepresentation` list, secrets blanked
+/// (the hash parameters are those of Keycloak 26's default argon2 provider).
+fn credentials_representation(user: &User) -> Value {
+    let Some((id, created)) = &user.password_credential else {
+        return json!([]);
+    };
+    let credential_data = json!({
+        "hashIterations": 5,
+        "algorithm": "argon2",
+        "additionalParameters": {
+            "hashLength": ["32"], "memory": ["7168"], "type": ["id"], "version": ["1.3"],
+            "parallelism": ["1"]
+        }
+    });
+    json!([{
+        "id": id,
+        "type": "password",
+        "createdDate": created,
+        "credentialData": credential_data.to_string(),
+    }])
 }
 
 /// A successful admin API read, with the headers 26.7.3 sends.
@@ -1783,7 +1871,7 @@ fn create_user(state: &mut State, request: &Request, base: &str) -> Response {
             // The whole creation is rolled back.
             return password_too_short();
         }
-        user.password = Some(value.to_string());
+        user.set_password(value);
         if credential.get("temporary").and_then(Value::as_bool) == Some(true)
             && !user.required_actions.iter().any(|a| a == "UPDATE_PASSWORD")
         {
@@ -1887,10 +1975,18 @@ fn reset_password(state: &mut State, request: &Request, id: &str) -> Response {
     let Some(user) = state.users.iter_mut().find(|u| u.id == id) else {
         return Response::error(404, "User not found");
     };
-    user.password = Some(value.to_string());
+    user.set_password(value);
+    user.resets.push(value.to_string());
     user.required_actions.retain(|a| a != "UPDATE_PASSWORD");
     if temporary {
         user.required_actions.push("UPDATE_PASSWORD".to_string());
+    }
+    if state.lose_reset_answers > 0 {
+        state.lose_reset_answers -= 1;
+        return Response {
+            lost: true,
+            ..Response::empty(204)
+        };
     }
     Response::empty(204)
 }

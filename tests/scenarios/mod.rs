@@ -870,3 +870,104 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     let back = auth.login(&user, PACKAGE, password).unwrap();
     assert_eq!(back.auth_mode, Some(AuthMode::Keycloak), "{back:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 13
+
+/// Exactly-once replay across a crash between "sent to Keycloak" and "recorded as done": an
+/// item marked as sent is checked against Keycloak's password credential `createdDate` (epoch
+/// milliseconds, moved by every reset) before it is sent again. Also pins the credential
+/// list's shape on the real server: the date moves on a reset and is in milliseconds.
+pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
+    let env = TestEnv::new(&server.url(), &Tuning::default());
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    let first = "First-Password-1";
+    let user = keycloak_user(server, "midsend", first);
+    let realm = client.config().keycloak.realm.clone();
+    let kc_id = client
+        .call(|kc| kc.find_user(&realm, &user))
+        .expect("look the user up")
+        .expect("user exists")
+        .id;
+    let created = |client: &ResilientClient| {
+        client
+            .call(|kc| kc.password_created(&realm, &kc_id))
+            .expect("read the credential list")
+    };
+
+    // Sent, applied, then the process died before recording it.
+    let applied = "Applied-Once-Password-2";
+    let id = client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": applied}),
+            1,
+        )
+        .unwrap();
+    assert_eq!(client.queue().claim(1).unwrap().len(), 1);
+    let before = created(&client).expect("the user has a password");
+    assert!(
+        before > 1_000_000_000_000,
+        "createdDate is epoch milliseconds: {before}"
+    );
+    client.queue().mark_sending(id, Some(before)).unwrap();
+    std::thread::sleep(Duration::from_millis(5)); // a reset in the same millisecond looks unchanged
+    client
+        .call(|kc| kc.reset_password(&realm, &kc_id, applied))
+        .expect("the send the crash interrupted");
+    let after = created(&client).expect("still a password");
+    assert!(
+        after > before,
+        "a reset moves createdDate: {before} → {after}"
+    );
+
+    let store = client.store().clone();
+    drop(client);
+    let restarted = ResilientClient::with_parts(
+        env.config(),
+        store.clone(),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .expect("restart over the same store");
+    let report = restarted.process_sync_queue(10).unwrap();
+    assert_eq!(
+        (report.completed, report.already_applied),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(item(&restarted, id).status, SyncStatus::Completed);
+    assert_eq!(created(&restarted), Some(after), "not sent a second time");
+    assert!(server.login_works(&user, applied));
+
+    // Marked, but the process died before the request left: sent on the next run.
+    let second = "Sent-After-Restart-3";
+    let id2 = restarted
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": second}),
+            1,
+        )
+        .unwrap();
+    assert_eq!(restarted.queue().claim(1).unwrap().len(), 1);
+    restarted
+        .queue()
+        .mark_sending(id2, created(&restarted))
+        .unwrap();
+    drop(restarted);
+    let again = ResilientClient::with_parts(env.config(), store, std::sync::Arc::new(clock))
+        .expect("restart over the same store");
+    let report = again.process_sync_queue(10).unwrap();
+    assert_eq!(
+        (report.completed, report.already_applied),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(item(&again, id2).status, SyncStatus::Completed);
+    assert!(server.login_works(&user, second));
+    assert!(!server.login_works(&user, applied));
+}
