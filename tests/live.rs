@@ -626,7 +626,7 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
             let (code, j, out, err, _) = cli(&env, &["--json", "queue"], "");
             assert_eq!(code, 0, "queue: {out}{err}");
             assert!(!out.contains(p2), "the queued password must not be shown");
-            assert_eq!(j[0]["status"], "pending", "{out}");
+            assert_eq!(j["items"][0]["status"], "pending", "{out}");
 
             server.come_back();
 
