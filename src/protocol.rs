@@ -204,6 +204,24 @@ fn default_priority() -> u32 {
 }
 
 impl Request {
+    /// The user and package a request names, if any.
+    pub fn who(&self) -> Option<(&str, &str)> {
+        match self {
+            Request::Authenticate { user, package, .. }
+            | Request::CachedToken { user, package }
+            | Request::Refresh { user, package }
+            | Request::QueueSync { user, package, .. }
+            | Request::Login { user, package, .. }
+            | Request::Passwd { user, package, .. }
+            | Request::UserAdd { user, package, .. }
+            | Request::UserDisable { user, package }
+            | Request::UserEnable { user, package }
+            | Request::UserUnlock { user, package }
+            | Request::UserRemove { user, package } => Some((user, package)),
+            _ => None,
+        }
+    }
+
     /// The package of a request that uses it to reach Keycloak or to create something; the
     /// requests that only look at or remove what exists (cached-token, user disable/enable/
     /// unlock/remove) still accept a package the config no longer lists, so it can be
@@ -308,6 +326,11 @@ fn describe(op: &str, e: &serde_json::Error) -> String {
     let msg = e.to_string();
     if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
         format!("request {op:?}: a field has the wrong type")
+    } else if let Some(rest) = msg.strip_prefix("unknown field `") {
+        // The unknown key itself is not repeated: it may be a password typed in the wrong
+        // place. What is expected is.
+        let expected = rest.split_once("`, ").map(|(_, e)| e).unwrap_or("");
+        format!("request {op:?}: unknown field, {expected}")
     } else {
         format!("request {op:?}: {msg}")
     }
@@ -395,6 +418,10 @@ mod tests {
                 "missing field `password`",
             ),
             (r#"{"op":"status","extra":1}"#, "unknown field"),
+            (
+                r#"{"op":"login","s3cret-pw":1}"#,
+                "unknown field, expected one of `user`",
+            ),
             (
                 r#"{"op":"login","user":"a","package":"p","password":"x","pw":1}"#,
                 "unknown field",

@@ -276,6 +276,18 @@ fn a_slow_keycloak_call_does_not_block_other_clients() {
     )
     .expect(0);
     kr(&env, &["queue"], "").expect(0);
+    // A login's own Keycloak call starts while `authenticate` still waits on its own: it
+    // waits for nobody else's (it would not reach Keycloak before `authenticate` is done if
+    // requests were served one at a time).
+    let seen = fake.request_count();
+    let login = spawn(&env, &args(&["login"], "alice"), &format!("{ALICE_PW}\n"));
+    while fake.request_count() == seen {
+        assert!(
+            Instant::now() < deadline,
+            "login's Keycloak call waited behind authenticate's"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut stuck = stuck;
     assert!(
         stuck.try_wait().expect("try_wait").is_none(),
@@ -284,6 +296,102 @@ fn a_slow_keycloak_call_does_not_block_other_clients() {
     fake.set_behavior(Behavior::Normal);
     let out = finish(stuck);
     assert!(out.code == 0 || out.code == 1, "{out:#?}");
+    let out = finish(login);
+    assert_eq!(out.code, 0, "local password decides: {out:#?}");
+}
+
+/// Every name in a request follows the one name rule, whatever the command, over the socket
+/// and on the command line alike.
+#[test]
+fn names_are_checked_for_every_command() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    for (cmd, user) in [
+        ("cached-token", ".."),
+        ("refresh", "a/b"),
+        ("authenticate", "evil\u{202e}txt"),
+    ] {
+        let out = kr(&env, &args(&[cmd], user), &format!("{ALICE_PW}\n")).expect(2);
+        assert!(one_line(&out).contains("--user"), "{cmd}: {out:?}");
+    }
+    let _svc = started(&env);
+    let a = call(
+        &env,
+        r#"{"op":"cached-token","user":"../../etc/passwd","package":"webapp"}"#,
+    );
+    assert_eq!(a["exit"], json!(2), "{a}");
+    assert!(a["stderr"].as_str().unwrap().contains("--user"), "{a}");
+}
+
+/// A service with every connection slot taken answers "not run"; the command line keeps
+/// trying until --lock-timeout, then says why.
+#[test]
+fn a_busy_service_turns_commands_away_until_the_lock_timeout() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    let _svc = started(&env);
+    let hogs: Vec<UnixStream> = (0..64)
+        .map(|_| UnixStream::connect(socket_path(&env)).expect("connect"))
+        .collect();
+    // Each hog is served by a thread of its own: wait until all are (a request over one of
+    // them gets its answer only once its thread runs).
+    for hog in &hogs {
+        let mut conn = hog.try_clone().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        conn.write_all(b"{\"op\":\"user-list\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line).unwrap();
+        assert!(line.contains("\"exit\":0"), "{line}");
+    }
+    let out = kr(&env, &["--lock-timeout", "0.5", "status"], "").expect(3);
+    let line = one_line(&out);
+    assert!(line.contains("too many connections"), "{line}");
+    assert!(line.contains("--lock-timeout"), "{line}");
+    drop(hogs);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = kr(&env, &["--lock-timeout", "0.5", "status"], "");
+        if out.code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still busy: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `sync-now` sent to the service stops between items when the service is told to stop:
+/// it answers with what it did, and the service exits 0.
+#[test]
+fn a_forwarded_sync_now_stops_between_items_at_shutdown() {
+    let t = Tuning {
+        extra: "service:\n  sync_interval_seconds: 3600\n".into(),
+        ..Tuning::default()
+    };
+    let (fake, env) = fake_and_env(&t);
+    let mut svc = started(&env);
+    for i in 0..5 {
+        let user = format!("sync{i}");
+        fake.add_user(&user, ALICE_PW, true);
+        let data = format!("{{\"new_password\": \"{NEW_PW}{i}\"}}");
+        kr(
+            &env,
+            &args(&["queue-sync", "--type", "password_change"], &user),
+            &data,
+        )
+        .expect(0);
+    }
+    fake.set_behavior(Behavior::Slow(Duration::from_millis(700)));
+    let seen = fake.request_count();
+    let sync = spawn(&env, &["--json", "sync-now"], "");
+    while fake.request_count() == seen {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    svc.sigterm();
+    let out = finish(sync);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let processed = v["report"]["processed"].as_u64().expect("processed");
+    assert!(processed < 5, "the cycle went on after the stop: {v}");
+    assert_eq!(svc.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
 
 /// The wire protocol: errors are answers, the connection carries several requests, and the
@@ -570,4 +678,88 @@ fn a_half_written_snapshot_does_not_lock_users_out() {
         s.contains("login"),
         "the lock note names the last holder: {s}"
     );
+}
+
+/// The deployment files run as shipped: the cron line (under /bin/sh, with the secrets file
+/// sourced) drains the queue, and the unit's ExecStart starts a service that the cron line's
+/// sync-now is then served by. Paths are moved into a temporary directory; nothing else
+/// changes.
+#[test]
+fn contrib_cron_line_and_unit_command_work() {
+    let (fake, env) = fake_and_env(&Tuning::default());
+    let dir = env.dir.path().display().to_string();
+    let secrets = env.dir.path().join("secrets.env");
+    std::fs::write(&secrets, "KEYCLOAK_CLIENT_SECRET=ignored-here\n").unwrap();
+    let localize = |s: &str| {
+        s.replace("/usr/local/bin/keycloak-resilient", BIN)
+            .replace(
+                "/etc/keycloak-resilient/config.yaml",
+                &env.config_path().display().to_string(),
+            )
+            .replace(
+                "/etc/keycloak-resilient/secrets.env",
+                &secrets.display().to_string(),
+            )
+            .replace("/var/lib/keycloak-resilient", &dir)
+    };
+    let cron = std::fs::read_to_string(repo_file("contrib/keycloak-resilient.cron")).unwrap();
+    let line = cron
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.starts_with("SHELL=") && !l.trim().is_empty())
+        .expect("a cron line");
+    let mut fields = line.splitn(7, ' ');
+    let user = fields.nth(5).expect("user field");
+    assert_eq!(user, "keycloak-resilient");
+    let command = localize(fields.next().expect("command"));
+    let run_cron = || {
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", &command])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run /bin/sh");
+        assert!(o.status.success(), "cron line failed: {o:?}");
+    };
+
+    fake.add_user("cronuser", ALICE_PW, true);
+    let data = format!("{{\"new_password\": \"{NEW_PW}\"}}");
+    kr(
+        &env,
+        &args(&["queue-sync", "--type", "password_change"], "cronuser"),
+        &data,
+    )
+    .expect(0);
+    run_cron();
+    assert_eq!(fake.password_of("cronuser").as_deref(), Some(NEW_PW));
+
+    let unit = std::fs::read_to_string(repo_file("contrib/keycloak-resilient.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let exec = localize(exec);
+    let mut argv = exec.split_whitespace();
+    let mut child = std::process::Command::new(argv.next().unwrap())
+        .args(argv)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start as the unit does");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("control socket:"))),
+        "the unit's service serves the socket"
+    );
+    kr(
+        &env,
+        &args(&["queue-sync", "--type", "password_change"], "cronuser"),
+        &data.replace(NEW_PW, ALICE_PW),
+    )
+    .expect(0);
+    run_cron();
+    assert_eq!(fake.password_of("cronuser").as_deref(), Some(ALICE_PW));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

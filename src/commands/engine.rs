@@ -213,7 +213,7 @@ pub fn sync_now(
     let batch = batch
         .map(|b| b as usize)
         .unwrap_or(client.config().service.batch_size);
-    let report = client.process_sync_queue(batch)?;
+    let report = client.process_sync_queue_until(batch, io.stopping)?;
     // Failed items include those a claim could not open (wrong key, damaged record): they are
     // not in this run's report, but must not go unseen.
     let failed_syncs = client.queue().counts()?.failed;
@@ -502,10 +502,25 @@ pub fn start(config: Config, lock_timeout: Duration, out: &mut dyn Write) -> any
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
-    let server = super::server::Server::start(auth.clone(), stop.clone())?;
-    let result = crate::service::run(auth.client(), stop.clone(), Some(server.path()), out);
+    // Without its socket the service still keeps logins and sync going; one-shot commands
+    // then wait for the lock and say who holds it.
+    let server = match super::server::Server::start(auth.clone(), stop.clone()) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            log::error!("{e:#}; one-shot commands cannot reach this service");
+            None
+        }
+    };
+    let result = crate::service::run(
+        auth.client(),
+        stop.clone(),
+        server.as_ref().map(|s| s.path()),
+        out,
+    );
     stop.store(true, Ordering::SeqCst);
-    server.shutdown();
+    if let Some(server) = server {
+        server.shutdown();
+    }
     // Requests answered during the drain wrote after the loop's last flush.
     auth.client().store().flush()?;
     result?;

@@ -70,15 +70,23 @@ pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result
     }
 }
 
-/// Sends `envelope` over `conn` and prints the answer as the command would have printed it;
-/// returns the command's exit code, or `None` when the service did not run the request (it is
-/// shutting down: sending it again is safe).
+/// What came of sending a request.
+pub enum Sent {
+    /// The service ran it; the command's exit code.
+    Answered(u8),
+    /// The service did not run it (busy, or shutting down), and says why: sending it again is
+    /// safe.
+    NotRun(String),
+}
+
+/// Sends `envelope` over `conn` and, when the service ran it, prints the answer as the command
+/// would have printed it.
 pub fn send(
     mut conn: UnixStream,
     envelope: &Envelope,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> anyhow::Result<Option<u8>> {
+) -> anyhow::Result<Sent> {
     let mut line = envelope.to_line().context("encoding the request")?;
     line.push('\n');
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
@@ -109,10 +117,13 @@ pub fn send(
     let answer: Answer = serde_json::from_slice(&reply)
         .context("the running service's answer is not valid (is it another version?)")?;
     if answer.not_run {
-        return Ok(None);
+        let why = answer.stderr.trim();
+        return Ok(Sent::NotRun(
+            why.strip_prefix("error: ").unwrap_or(why).to_string(),
+        ));
     }
     out.write_all(answer.stdout.as_bytes())?;
     out.flush()?;
     err.write_all(answer.stderr.as_bytes())?;
-    Ok(Some(answer.exit))
+    Ok(Sent::Answered(answer.exit))
 }

@@ -39,12 +39,16 @@ pub const EXIT_RUNTIME: u8 = 3;
 /// Exit code: local password changed, Keycloak refused it.
 pub const EXIT_PARTIAL: u8 = 4;
 
-/// Where a command writes: stdout and stderr, or buffers when the service answers a request.
+/// Where a command writes — stdout and stderr, or buffers when the service answers a request —
+/// and whether it should wrap up early.
 pub struct Io<'a> {
     /// The command's output.
     pub out: &'a mut dyn Write,
     /// Refusal reasons.
     pub err: &'a mut dyn Write,
+    /// True once the service running the command is shutting down: a long command (a sync
+    /// cycle) stops between items. Always false for a direct run.
+    pub stopping: &'a dyn Fn() -> bool,
 }
 
 /// Loads the config named by `--config`, with `--data-dir` applied.
@@ -100,14 +104,26 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
         match forward::open_or_connect(config.clone(), wait)? {
             forward::Target::Local(auth) => {
-                return execute(envelope.request, &auth, json, &mut Io { out, err })
+                let mut io = Io {
+                    out,
+                    err,
+                    stopping: &|| false,
+                };
+                return execute(envelope.request, &auth, json, &mut io);
             }
             forward::Target::Service(conn) => {
-                if let Some(code) = forward::send(conn, &envelope, out, err)? {
-                    return Ok(code);
+                match forward::send(conn, &envelope, out, err)? {
+                    forward::Sent::Answered(code) => return Ok(code),
+                    // The service is busy or stopping and did not run it: try again (it, or
+                    // the next holder of the database) until the wait is over.
+                    forward::Sent::NotRun(why) if std::time::Instant::now() >= deadline => {
+                        return Err(anyhow::anyhow!(
+                            "{why} (tried for {:.1}s; wait longer with --lock-timeout)",
+                            lock_timeout.as_secs_f64()
+                        ));
+                    }
+                    forward::Sent::NotRun(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
-                // The service is stopping and did not run it: the next holder will.
-                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -255,6 +271,10 @@ fn absolute(path: &Path) -> Result<PathBuf, InputError> {
 /// Runs a request against an open engine, writing what the command line would print.
 pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     let client = auth.client();
+    if let Some((user, package)) = request.who() {
+        crate::store::check_name("--user", user).map_err(InputError)?;
+        crate::store::check_name("--package", package).map_err(InputError)?;
+    }
     if let Some(package) = request.package_to_check() {
         check_package(client.config(), package)?;
     }
@@ -349,13 +369,19 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
 
 /// Runs a request and captures its outcome as an [`Answer`]: what [`execute`] printed, and
 /// an error as the binary would print it (`error: …` and its exit code).
-pub fn answer(request: Request, format: Format, auth: &Auth) -> Answer {
+pub fn answer(
+    request: Request,
+    format: Format,
+    auth: &Auth,
+    stopping: &dyn Fn() -> bool,
+) -> Answer {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let json = format == Format::Json;
     let (outcome, logged) = crate::logs::capture(|| {
         let mut io = Io {
             out: &mut out,
             err: &mut err,
+            stopping,
         };
         execute(request, auth, json, &mut io)
     });

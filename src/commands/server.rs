@@ -110,10 +110,11 @@ impl Server {
     }
 }
 
-/// How long shutdown waits for requests in flight: one request's worth of Keycloak calls
-/// (admin token, user lookup, password reset), each bounded by the configured timeout.
+/// How long shutdown waits for requests in flight: one request's worth of Keycloak calls (a
+/// password change: admin token, user lookup, credential date, reset, and one retry after a
+/// refused token), each bounded by the configured timeout. A sync cycle stops between items.
 fn drain_bound(auth: &Auth) -> Duration {
-    auth.client().config().keycloak.timeout * 3 + Duration::from_secs(2)
+    auth.client().config().keycloak.timeout * 5 + Duration::from_secs(2)
 }
 
 fn accept_loop(listener: UnixListener, auth: Arc<Auth>, stop: Arc<AtomicBool>, drain: Duration) {
@@ -124,12 +125,16 @@ fn accept_loop(listener: UnixListener, auth: Arc<Auth>, stop: Arc<AtomicBool>, d
             Ok((stream, _)) => {
                 workers.retain(|w| !w.is_finished());
                 if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    // Not run: the command line tries again until its --lock-timeout.
                     refuse(
                         stream,
-                        &Answer::error(
-                            super::EXIT_RUNTIME,
-                            "the service is serving too many connections; try again",
-                        ),
+                        &Answer {
+                            not_run: true,
+                            ..Answer::error(
+                                super::EXIT_RUNTIME,
+                                "the service is serving too many connections; the request was not run",
+                            )
+                        },
                     );
                     continue;
                 }
@@ -243,7 +248,7 @@ fn serve(mut stream: UnixStream, auth: &Auth, stop: &AtomicBool) {
         // start at a line: answer, then close.
         let (answer, close) = match next_line(&mut stream, &mut pending, stop) {
             Next::Line(_) if stop.load(Ordering::SeqCst) => (shutting_down(), true),
-            Next::Line(line) => (handle(&line, auth), false),
+            Next::Line(line) => (handle(&line, auth, stop), false),
             Next::Closed | Next::Stopping { partial: false } => return,
             Next::Stopping { partial: true } => (shutting_down(), true),
             Next::TooLong => (
@@ -288,6 +293,13 @@ fn next_line(stream: &mut UnixStream, pending: &mut Vec<u8>, stop: &AtomicBool) 
             return Next::TooLong;
         }
         if stop.load(Ordering::SeqCst) {
+            // A request may be waiting unread (sent just before the stop): one more read
+            // finds it, so that it is answered "not run" rather than dropped unanswered.
+            if pending.is_empty() {
+                if let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    pending.extend_from_slice(&chunk[..n]);
+                }
+            }
             return Next::Stopping {
                 partial: !pending.is_empty(),
             };
@@ -311,14 +323,16 @@ fn next_line(stream: &mut UnixStream, pending: &mut Vec<u8>, stop: &AtomicBool) 
 }
 
 /// Parses and runs one request line.
-fn handle(line: &[u8], auth: &Auth) -> Answer {
+fn handle(line: &[u8], auth: &Auth, stop: &AtomicBool) -> Answer {
     let Ok(text) = std::str::from_utf8(line) else {
         return Answer::error(EXIT_INPUT, "bad request: not UTF-8");
     };
     match Envelope::parse(text.trim_end()) {
         Ok(envelope) => {
             log::debug!("control socket: {}", envelope.request.op());
-            super::answer(envelope.request, envelope.format, auth)
+            super::answer(envelope.request, envelope.format, auth, &|| {
+                stop.load(Ordering::SeqCst)
+            })
         }
         Err(why) => Answer::error(EXIT_INPUT, &format!("bad request: {why}")),
     }
