@@ -356,7 +356,7 @@ pub enum QueueError {
 
 impl From<sled::Error> for QueueError {
     fn from(e: sled::Error) -> Self {
-        QueueError::Store(StoreError::Sled(e))
+        QueueError::Store(StoreError::from(e))
     }
 }
 

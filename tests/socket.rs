@@ -763,3 +763,69 @@ fn contrib_cron_line_and_unit_command_work() {
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// A full disk (here: a file size limit on the service, which sled meets the same way) makes
+/// requests fail at once with one line and exit 3 — never a hang — and every change that was
+/// acknowledged before is still there afterwards.
+#[test]
+fn a_full_disk_fails_requests_with_one_line_and_keeps_what_was_acknowledged() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    kr(&env, &["status"], "").expect(0);
+    // dash's `ulimit -f` counts 512-byte blocks: about 550 KB, a little over sled's first
+    // segment. SIGXFSZ ignored, so a write past it fails with EFBIG instead of killing.
+    let mut svc = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 1100; exec {BIN} --config {} start",
+            env.config_path().display()
+        ))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start under a file size limit");
+    let mut lines = BufReader::new(svc.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("control socket:"))));
+    let mut conn = UnixStream::connect(socket_path(&env)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut acknowledged = 0;
+    let mut failure = None;
+    for i in 0..5000 {
+        let req = json!({"op": "queue-sync", "user": format!("u{i}"), "package": PACKAGE,
+            "type": "password_change", "data": {"new_password": "x".repeat(1000)}});
+        conn.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an answer, not a hang");
+        let a: Value = serde_json::from_str(&line).expect("whole answer");
+        if a["exit"] == json!(0) {
+            acknowledged += 1;
+        } else {
+            failure = Some(a);
+            break;
+        }
+    }
+    let failure = failure.expect("the size limit was reached");
+    assert_eq!(failure["exit"], json!(3), "{failure}");
+    let err = failure["stderr"].as_str().unwrap().trim_end();
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(
+        err.contains("file too large") && err.contains("disk is full"),
+        "{err}"
+    );
+    // Still answering, at once.
+    let a = call(&env, r#"{"op":"user-list"}"#);
+    assert!(a["exit"] == json!(0) || a["exit"] == json!(3), "{a}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &svc.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the service hung at shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counts = kr_json(&env, &["queue", "--limit", "1"], "", 0)["counts"].clone();
+    assert_eq!(counts["pending"], json!(acknowledged), "{counts}");
+    assert!(acknowledged > 0);
+}

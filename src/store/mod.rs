@@ -68,6 +68,9 @@ pub enum StoreError {
     /// sled reported an error.
     #[error("database error: {0}")]
     Sled(sled::Error),
+    /// Reading or writing the database files failed.
+    #[error("database I/O error: {0}")]
+    Io(String),
     /// A record did not decode.
     #[error("damaged record in tree {tree}: {cause}")]
     Corrupt {
@@ -101,7 +104,26 @@ pub enum StoreError {
 // (an anyhow chain printed with `{:#}` would say it twice).
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Sled(e)
+        match e {
+            sled::Error::Io(cause) => StoreError::Io(describe_io(&cause)),
+            other => StoreError::Sled(other),
+        }
+    }
+}
+
+/// An I/O error of sled's as one readable line. sled hands some of them on as a string of
+/// their `Debug` form (`Os { code: 27, kind: FileTooLarge, … }`): the kind says it better.
+fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let what = match e.raw_os_error() {
+        Some(_) => e.to_string(),
+        None => e.kind().to_string(),
+    };
+    match e.kind() {
+        K::StorageFull | K::FileTooLarge | K::QuotaExceeded => format!(
+            "{what}: the disk is full or a file size limit was reached; free some space and run the command again"
+        ),
+        _ => what,
     }
 }
 
