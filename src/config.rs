@@ -90,7 +90,7 @@ impl Preset {
 // Stage 1: the file as written.
 
 /// The file's layout, as written; only serde checks here.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     keycloak: RawKeycloak,
@@ -102,7 +102,7 @@ pub struct RawConfig {
     auth: RawAuth,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeycloak {
     server_url: String,
@@ -124,7 +124,7 @@ struct RawKeycloak {
     resilience: RawResilience,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPackage {
     realm: Option<String>,
@@ -132,7 +132,7 @@ struct RawPackage {
     client_secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawResilience {
     enabled: Option<bool>,
@@ -144,13 +144,13 @@ struct RawResilience {
     health_check_cache_seconds: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     path: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawService {
     sync_interval_seconds: Option<i64>,
@@ -159,7 +159,7 @@ struct RawService {
     metrics_textfile: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     max_failed_logins: Option<i64>,
