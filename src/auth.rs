@@ -15,7 +15,7 @@ use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
 use crate::store::StoreError;
 use crate::sync_queue::{LocalChange, PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST};
-use crate::token_cache::Verifier;
+use crate::token_cache::{TokenCache, Verifier};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -334,9 +334,16 @@ impl Auth {
             password: new.to_string(),
         });
         let change = |current: &[u8]| record.apply(current);
+        // The cached token follows the new password: its verifier is replaced in the same
+        // transaction as the password, so that no crash and no concurrent login or refresh can
+        // leave the old password opening it offline. Updated rather than dropped because the
+        // user keeps an offline token (with the new password) while Keycloak is away; a damaged
+        // entry is dropped, which is always safe.
+        let retoken = |current: &[u8]| TokenCache::with_verifier(current, &record.hash);
         let local = LocalChange {
             key: record.key.clone(),
             change: &change,
+            cached_token: Some(&retoken),
         };
         let try_now = self.client.should_try_keycloak();
         let (id, claimed) = queue.enqueue_with_local_change(
@@ -348,9 +355,6 @@ impl Auth {
             &local,
         )?;
         log::info!("password of local user {username:?} in package {package:?} changed");
-        self.client
-            .tokens()
-            .set_verifier(username, package, &record.hash)?;
         let queued = PasswdResult {
             mode: PasswdMode::Queued,
             sync_id: Some(id),
@@ -413,5 +417,108 @@ fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResul
         reason: Some(reason),
         locked_until,
         access_token: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+    use crate::health::{ProbeRecord, META_KEY};
+    use crate::keycloak::TokenSet;
+    use crate::store::{codec::RECORD_VERSION, user_key, Store};
+    use chrono::TimeZone;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const OLD: &str = "Old-Password-1";
+    const NEW: &str = "New-Password-22";
+
+    /// Login and passwd over a Keycloak that refuses every connection at once, with a fresh
+    /// successful probe on record: passwd tries it at once (claimed), and puts the change back.
+    fn auth_with_keycloak_gone() -> Auth {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "keycloak:\n  server_url: http://127.0.0.1:{port}\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n  resilience:\n    failure_threshold: 100\n    health_check_cache_seconds: 3600\n"
+        );
+        let config =
+            Config::parse(&yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap();
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        let up = ProbeRecord {
+            at: clock.now(),
+            ok: true,
+            outage: false,
+            reason: None,
+        };
+        store.put_meta(META_KEY, &up).unwrap();
+        Auth::new(ResilientClient::with_parts(config, store, Arc::new(clock)).unwrap())
+    }
+
+    fn tokens() -> TokenSet {
+        TokenSet {
+            access_token: "access".into(),
+            expires_in: 300,
+            refresh_token: Some("refresh".into()),
+            refresh_expires_in: 1800,
+            token_type: "Bearer".into(),
+        }
+    }
+
+    fn verified_hash(auth: &Auth, user: &str, password: &str) -> String {
+        match auth.users().verify(user, "web", password).unwrap() {
+            Verification::Ok { hash } => hash,
+            other => panic!("{user}: {other:?}"),
+        }
+    }
+
+    /// The verifier changes in passwd's own transaction: a login that verified the old password
+    /// just before, and writes its token just after, does not bring the old verifier back; a
+    /// damaged entry is dropped rather than failing the change.
+    #[test]
+    fn passwd_sets_the_cached_verifier_with_the_password() {
+        let auth = auth_with_keycloak_gone();
+        let cache = auth.client().tokens();
+        auth.users().add("alice", "web", OLD).unwrap();
+        let old_hash = verified_hash(&auth, "alice", OLD);
+        cache
+            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .unwrap();
+
+        let changed = auth.change_password("alice", "web", OLD, NEW).unwrap();
+        assert_eq!(changed.mode, PasswdMode::Queued);
+        assert!(cache
+            .authenticate("alice", "web", OLD, None)
+            .unwrap()
+            .is_none());
+        assert!(cache
+            .authenticate("alice", "web", NEW, None)
+            .unwrap()
+            .is_some());
+        // The slow login's write lands now.
+        cache
+            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .unwrap();
+        assert!(
+            cache
+                .authenticate("alice", "web", OLD, None)
+                .unwrap()
+                .is_none(),
+            "the old password opens the cache again"
+        );
+
+        auth.users().add("bob", "web", OLD).unwrap();
+        auth.client()
+            .store()
+            .token_cache
+            .insert(user_key("bob", "web"), &[RECORD_VERSION, 0xff][..])
+            .unwrap();
+        auth.change_password("bob", "web", OLD, NEW).unwrap();
+        assert!(cache.entry("bob", "web").unwrap().is_none());
+        verified_hash(&auth, "bob", NEW);
     }
 }

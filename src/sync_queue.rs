@@ -653,14 +653,23 @@ pub struct Page {
 /// Current bytes of a local user record → its new bytes (see [`LocalChange`]).
 pub type RecordChange<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
 
+/// Current bytes of a token cache entry → its new bytes, or `None` to drop it (see
+/// [`LocalChange`]).
+pub type CachedTokenChange<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
+
 /// A local user record written in the same transaction as a queue change (`passwd`): `change`
 /// gets the record's current bytes and returns the new ones. It may run more than once (sled
 /// retries a transaction on conflict), so it must only compute.
 pub struct LocalChange<'a> {
-    /// The record's key in `local_users`.
+    /// The record's key in `local_users`; also the key of the account's entry in
+    /// `token_cache` (both are [`store::user_key`] of the user and package).
     pub key: Vec<u8>,
     /// Current bytes → new bytes.
     pub change: RecordChange<'a>,
+    /// The account's token cache entry, if it has one, changed (or dropped) in the same
+    /// transaction: the new password's verifier lands with the new password, or not at all.
+    /// Pure as `change` is.
+    pub cached_token: Option<CachedTokenChange<'a>>,
 }
 
 /// Why a queue transaction gave up.
@@ -1712,52 +1721,48 @@ impl SyncQueue {
             &s.sync_delayed,
             &s.meta,
             &s.local_users,
+            &s.token_cache,
         )
-            .transaction(|(items, order, by_user, inflight, delayed, meta, users)| {
-                if let Some(local) = local {
-                    let Some(current) = users.get(&local.key)? else {
-                        return Err(ConflictableTransactionError::Abort(
-                            WriteAbort::LocalUserMissing,
-                        ));
-                    };
-                    let new = (local.change)(&current)
-                        .map_err(|e| ConflictableTransactionError::Abort(WriteAbort::Local(e)))?;
-                    users.insert(local.key.as_slice(), new)?;
-                }
-                apply_deltas(meta, &deltas)?;
-                for ((old, new), bytes) in changes.iter().zip(&encoded) {
-                    if let Some(old) = old {
-                        order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
-                        delayed.remove(&delayed_key(old.next_attempt_at, old.seq)[..])?;
-                        by_user.remove(by_user_key(old))?;
-                        inflight.remove(old.sync_id.as_bytes())?;
+            .transaction(
+                |(items, order, by_user, inflight, delayed, meta, users, cache)| {
+                    if let Some(local) = local {
+                        apply_local_change(users, cache, local)?;
                     }
-                    items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
-                    match new.status {
-                        SyncStatus::Pending => {
-                            if new.delayed {
-                                delayed.insert(
-                                    &delayed_key(new.next_attempt_at, new.seq)[..],
-                                    new.sync_id.as_bytes(),
-                                )?;
-                            } else {
-                                order.insert(
-                                    &order_key(new.priority, new.queued_at, new.seq)[..],
-                                    new.sync_id.as_bytes(),
-                                )?;
-                            }
-                            if new.sync_type == SyncType::PasswordChange {
-                                by_user.insert(by_user_key(new), &[][..])?;
-                            }
+                    apply_deltas(meta, &deltas)?;
+                    for ((old, new), bytes) in changes.iter().zip(&encoded) {
+                        if let Some(old) = old {
+                            order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
+                            delayed.remove(&delayed_key(old.next_attempt_at, old.seq)[..])?;
+                            by_user.remove(by_user_key(old))?;
+                            inflight.remove(old.sync_id.as_bytes())?;
                         }
-                        SyncStatus::Processing => {
-                            inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                        items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
+                        match new.status {
+                            SyncStatus::Pending => {
+                                if new.delayed {
+                                    delayed.insert(
+                                        &delayed_key(new.next_attempt_at, new.seq)[..],
+                                        new.sync_id.as_bytes(),
+                                    )?;
+                                } else {
+                                    order.insert(
+                                        &order_key(new.priority, new.queued_at, new.seq)[..],
+                                        new.sync_id.as_bytes(),
+                                    )?;
+                                }
+                                if new.sync_type == SyncType::PasswordChange {
+                                    by_user.insert(by_user_key(new), &[][..])?;
+                                }
+                            }
+                            SyncStatus::Processing => {
+                                inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
-                }
-                Ok::<(), ConflictableTransactionError<WriteAbort>>(())
-            });
+                    Ok::<(), ConflictableTransactionError<WriteAbort>>(())
+                },
+            );
         result.map_err(|e| match e {
             TransactionError::Storage(e) => QueueError::from(e),
             TransactionError::Abort(WriteAbort::LocalUserMissing) => {
@@ -1768,6 +1773,32 @@ impl SyncQueue {
             }
         })
     }
+}
+
+/// Inside a queue transaction: the account record of `local` changed, and its token cache
+/// entry with it (when it has one).
+fn apply_local_change(
+    users: &sled::transaction::TransactionalTree,
+    cache: &sled::transaction::TransactionalTree,
+    local: &LocalChange<'_>,
+) -> Result<(), ConflictableTransactionError<WriteAbort>> {
+    let Some(current) = users.get(&local.key)? else {
+        return Err(ConflictableTransactionError::Abort(
+            WriteAbort::LocalUserMissing,
+        ));
+    };
+    let new = (local.change)(&current)
+        .map_err(|e| ConflictableTransactionError::Abort(WriteAbort::Local(e)))?;
+    users.insert(local.key.as_slice(), new)?;
+    if let Some(retoken) = local.cached_token {
+        if let Some(cached) = cache.get(&local.key)? {
+            match retoken(&cached) {
+                Some(new) => cache.insert(local.key.as_slice(), new)?,
+                None => cache.remove(local.key.as_slice())?,
+            };
+        }
+    }
+    Ok(())
 }
 
 fn finish(
@@ -2752,6 +2783,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok,
+                    cached_token: None,
                 },
             )
             .unwrap();
@@ -2773,6 +2805,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok2,
+                    cached_token: None,
                 },
             )
             .unwrap();
@@ -2798,6 +2831,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &broken,
+                    cached_token: None,
                 },
             )
             .unwrap_err();
@@ -2812,6 +2846,7 @@ mod tests {
                 &LocalChange {
                     key: b"nobody\0p".to_vec(),
                     change: &ok2,
+                    cached_token: None,
                 },
             )
             .unwrap_err();
