@@ -749,6 +749,19 @@ thread_local! {
     static FLUSHED_UNDER_LOCK: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many of this thread's next item transitions (complete, fail, retry, release) fail
+    /// as a full disk would, before anything is written (see [`fail_next_transitions`]).
+    static FAILING_TRANSITIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the next `n` item transitions on this thread fail with a database error.
+#[cfg(test)]
+pub(crate) fn fail_next_transitions(n: usize) {
+    FAILING_TRANSITIONS.with(|c| c.set(n));
+}
+
 /// The queue over the store.
 #[derive(Clone)]
 pub struct SyncQueue {
@@ -1200,6 +1213,12 @@ impl SyncQueue {
         id: Uuid,
         change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
     ) -> Result<(), QueueError> {
+        #[cfg(test)]
+        if FAILING_TRANSITIONS.with(|c| c.replace(c.get().saturating_sub(1)) > 0) {
+            return Err(QueueError::Store(StoreError::Sled(sled::Error::Io(
+                std::io::Error::other("injected fault: no space left on device"),
+            ))));
+        }
         let now = self.clock.now();
         let _g = self.guard();
         let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
