@@ -1125,24 +1125,34 @@ impl SyncQueue {
         SyncData::from_bytes(item.sync_type, bytes)
     }
 
-    /// Whether the first item still holding sealed data opens with the store's key; `None`
-    /// when no item holds any. Used once, to settle the key of a database written before key
+    /// Whether the store's key opens the items still holding sealed data: `Some(true)` as soon
+    /// as one opens, `Some(false)` when some were tried and none opened, `None` when no item
+    /// holds any. At most [`store::KEY_SAMPLES`] are tried, so that one damaged record cannot
+    /// pass for a wrong key. Used once, to settle the key of a database written before key
     /// check values existed (see [`Store::confirm_key`]).
     ///
     /// # Errors
     ///
     /// [`QueueError::Store`] when the database fails.
     pub fn sealed_sample_opens(&self) -> Result<Option<bool>, QueueError> {
+        let mut tried = 0;
         for entry in self.store.sync_items.iter() {
             let (_, bytes) = entry?;
             let Ok(item) = decode_item(&bytes) else {
                 continue;
             };
-            if let Some(sealed) = &item.sealed_data {
-                return Ok(Some(self.store.sealer().open(sealed).is_ok()));
+            let Some(sealed) = &item.sealed_data else {
+                continue;
+            };
+            if self.store.sealer().open(sealed).is_ok() {
+                return Ok(Some(true));
+            }
+            tried += 1;
+            if tried == store::KEY_SAMPLES {
+                break;
             }
         }
-        Ok(None)
+        Ok((tried > 0).then_some(false))
     }
 
     /// Keycloak applied the change.
@@ -2513,6 +2523,44 @@ mod tests {
         store.confirm_key(Some(true)).unwrap();
         let claimed = q.claim(10).unwrap();
         assert_eq!(password_of(&claimed[0]), "Queued-Pw-1");
+    }
+
+    /// Flips a bit of an item's sealed data: the record still decodes, the data no longer opens.
+    fn damage_sealed(q: &SyncQueue, key: &[u8]) {
+        let bytes = q.store.sync_items.get(key).unwrap().unwrap();
+        let mut item = decode_item(&bytes).unwrap();
+        let sealed = item.sealed_data.as_mut().unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        q.store
+            .sync_items
+            .insert(key, encode_item(&item).unwrap())
+            .unwrap();
+    }
+
+    /// An old database whose first sealed item is damaged is not taken for a wrong key while
+    /// another item opens; only when none opens is the key refused.
+    #[test]
+    fn one_damaged_sealed_item_does_not_pass_for_a_wrong_key() {
+        let (q, _) = setup();
+        assert_eq!(q.sealed_sample_opens().unwrap(), None, "nothing to check");
+        for user in ["a", "b", "c"] {
+            q.enqueue(user, "p", "password_change", &pw("pw-123456"), 1)
+                .unwrap();
+        }
+        let keys: Vec<_> = q
+            .store
+            .sync_items
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
+        damage_sealed(&q, &keys[0]);
+        assert_eq!(q.sealed_sample_opens().unwrap(), Some(true));
+        for key in &keys[1..] {
+            damage_sealed(&q, key);
+        }
+        assert_eq!(q.sealed_sample_opens().unwrap(), Some(false));
     }
 
     /// A pending item as the previous release (layout 1) wrote it: `queue-sync --user alice

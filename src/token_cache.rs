@@ -374,6 +374,36 @@ impl TokenCache {
             .is_some())
     }
 
+    /// Whether the store's key opens the sealed tokens of the cache: `Some(true)` as soon as
+    /// one opens, `Some(false)` when some were tried and none opened, `None` when the cache
+    /// holds none. At most [`store::KEY_SAMPLES`] are tried; entries that do not decode are
+    /// skipped. Used once, to settle the key of a database written before key check values
+    /// existed (see [`Store::confirm_key`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sled`] when the database fails.
+    pub fn sealed_sample_opens(&self) -> Result<Option<bool>, StoreError> {
+        let sealer = self.store.sealer();
+        let mut tried = 0;
+        for item in self.store.token_cache.iter() {
+            let (_, bytes) = item?;
+            let Ok(entry) = store::decode::<CachedToken>(TREE, &bytes) else {
+                continue;
+            };
+            for sealed in std::iter::once(&entry.access_token).chain(&entry.refresh_token) {
+                if sealer.open(sealed).is_ok() {
+                    return Ok(Some(true));
+                }
+                tried += 1;
+                if tried >= store::KEY_SAMPLES {
+                    return Ok(Some(false));
+                }
+            }
+        }
+        Ok((tried > 0).then_some(false))
+    }
+
     /// (entries inside the grace period, all entries).
     pub fn counts(&self) -> Result<(usize, usize), StoreError> {
         let mut valid = 0;
