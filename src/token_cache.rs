@@ -6,10 +6,10 @@
 //! the password changed centrally and the old one must stop working offline too.
 //!
 //! Requests run concurrently (one thread per socket client), so no entry is ever read and then
-//! written back blindly: changes to an entry are compare-and-swap loops ([`TokenCache::update`]),
+//! written back blindly: changes to an entry are compare-and-swap loops (`TokenCache::update`),
 //! a login's write is checked against the local account in one transaction
 //! ([`Verifier::Hash`]), and `passwd` sets the new verifier in its own transaction (see
-//! [`TokenCache::with_verifier`]). A `passwd` can therefore never be undone by a login or a
+//! `TokenCache::with_verifier`). A `passwd` can therefore never be undone by a login or a
 //! refresh that read the entry, or the old password's hash, just before it.
 
 use crate::clock::SharedClock;
@@ -340,7 +340,7 @@ impl TokenCache {
 
     /// Replaces the verifier of the entry of `username` in `package` (the password changed
     /// locally and the cached token should follow it). `passwd` does this inside its own
-    /// transaction instead (see [`TokenCache::with_verifier`]).
+    /// transaction instead (see `TokenCache::with_verifier`).
     pub fn set_verifier(
         &self,
         username: &str,
