@@ -14,8 +14,10 @@ use crate::lockout::LockoutPolicy;
 use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
 use crate::store::StoreError;
-use crate::sync_queue::{LocalChange, PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST};
-use crate::token_cache::Verifier;
+use crate::sync_queue::{
+    LocalChange, PasswordChange, QueueError, SyncData, SyncQueue, SyncStatus, PRIORITY_HIGHEST,
+};
+use crate::token_cache::{TokenCache, Verifier};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -314,7 +316,9 @@ impl Auth {
     /// local password that Keycloak will not hear of. When Keycloak looks usable the change
     /// is written already claimed and sent at once, through the same exactly-once path as the
     /// replay ([`crate::replay`]); it is completed, failed (Keycloak refused it for good) or
-    /// put back to pending (Keycloak away) afterwards.
+    /// put back to pending (Keycloak away) afterwards. When recording that fails (a database
+    /// error), the change is put back to pending before the error is returned, so that it does
+    /// not hold up the user's later changes until a restart.
     pub fn change_password(
         &self,
         username: &str,
@@ -334,9 +338,16 @@ impl Auth {
             password: new.to_string(),
         });
         let change = |current: &[u8]| record.apply(current);
+        // The cached token follows the new password: its verifier is replaced in the same
+        // transaction as the password, so that no crash and no concurrent login or refresh can
+        // leave the old password opening it offline. Updated rather than dropped because the
+        // user keeps an offline token (with the new password) while Keycloak is away; a damaged
+        // entry is dropped, which is always safe.
+        let retoken = |current: &[u8]| TokenCache::with_verifier(current, &record.hash);
         let local = LocalChange {
             key: record.key.clone(),
             change: &change,
+            cached_token: Some(&retoken),
         };
         let try_now = self.client.should_try_keycloak();
         let (id, claimed) = queue.enqueue_with_local_change(
@@ -348,9 +359,6 @@ impl Auth {
             &local,
         )?;
         log::info!("password of local user {username:?} in package {package:?} changed");
-        self.client
-            .tokens()
-            .set_verifier(username, package, &record.hash)?;
         let queued = PasswdResult {
             mode: PasswdMode::Queued,
             sync_id: Some(id),
@@ -362,7 +370,7 @@ impl Auth {
         let outcome = replay::apply(&self.client, &claimed);
         let result = match outcome {
             Ok(_) => {
-                queue.complete(id)?;
+                settle_claimed(queue, id, queue.complete(id))?;
                 Ok(PasswdResult {
                     mode: PasswdMode::Synchronized,
                     sync_id: None,
@@ -372,7 +380,7 @@ impl Auth {
             Err(ApplyError::Call(CallError::Keycloak(KcError::Rejected(r))))
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
-                queue.fail(id, &r.to_string())?;
+                settle_claimed(queue, id, queue.fail(id, &r.to_string()))?;
                 log::warn!(
                     "passwd {username}/{package}: local password changed, Keycloak refused: {r}"
                 );
@@ -389,18 +397,54 @@ impl Auth {
                     );
                 }
                 // Not counted as an attempt, as when a cycle meets an outage.
-                queue.release(id, Some(&e.to_string()))?;
+                settle_claimed(queue, id, queue.release(id, Some(&e.to_string())))?;
                 Ok(queued)
             }
             Err(ApplyError::Queue(e)) => {
-                if let Err(put_back) = queue.release(id, None) {
-                    log::error!("sync {id}: could not put it back to pending: {put_back}");
-                }
+                put_back_after_error(queue, id);
                 Err(e.into())
             }
         };
         self.client.store().flush()?;
         result
+    }
+}
+
+/// Passes on `settled`, the outcome of completing, failing or releasing the claimed item `id`
+/// — after putting the item back to pending when that failed (see [`put_back_after_error`]).
+///
+/// # Errors
+///
+/// `settled`'s error.
+fn settle_claimed(
+    queue: &SyncQueue,
+    id: Uuid,
+    settled: Result<(), QueueError>,
+) -> Result<(), QueueError> {
+    if settled.is_err() {
+        put_back_after_error(queue, id);
+    }
+    settled
+}
+
+/// Puts the claimed item `id` back to pending after a database error (a full disk, say) left
+/// it `processing`. Left so, it would hold up every later change of its user until a restart:
+/// recovery runs only at startup, and claims skip users with a change in flight. Best effort,
+/// as for a sync cycle's claimed items ([`crate::replay::run`]): a failure is logged. An item
+/// that is no longer `processing` is left alone. A change Keycloak had applied is not sent
+/// twice when it comes round again: its `applying` mark tells the replay
+/// ([`crate::replay::apply`]).
+fn put_back_after_error(queue: &SyncQueue, id: Uuid) {
+    let still_claimed = match queue.get(id) {
+        Ok(Some(item)) => item.status == SyncStatus::Processing,
+        Ok(None) => false,
+        // Unreadable: try anyway; the release says what is wrong if it cannot.
+        Err(_) => true,
+    };
+    if still_claimed {
+        if let Err(e) = queue.release(id, None) {
+            log::error!("sync {id}: could not put it back to pending: {e}");
+        }
     }
 }
 
@@ -413,5 +457,158 @@ fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResul
         reason: Some(reason),
         locked_until,
         access_token: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+    use crate::health::{ProbeRecord, META_KEY};
+    use crate::keycloak::TokenSet;
+    use crate::store::{codec::RECORD_VERSION, user_key, Store};
+    use crate::sync_queue::fail_next_transitions;
+    use chrono::TimeZone;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const OLD: &str = "Old-Password-1";
+    const NEW: &str = "New-Password-22";
+
+    /// Login and passwd over a Keycloak that refuses every connection at once, with a fresh
+    /// successful probe on record: passwd tries it at once (claimed), and puts the change back.
+    fn auth_with_keycloak_gone() -> Auth {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "keycloak:\n  server_url: http://127.0.0.1:{port}\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n  resilience:\n    failure_threshold: 100\n    health_check_cache_seconds: 3600\n"
+        );
+        let config =
+            Config::parse(&yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap();
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        let up = ProbeRecord {
+            at: clock.now(),
+            ok: true,
+            outage: false,
+            reason: None,
+        };
+        store.put_meta(META_KEY, &up).unwrap();
+        Auth::new(ResilientClient::with_parts(config, store, Arc::new(clock)).unwrap())
+    }
+
+    fn tokens() -> TokenSet {
+        TokenSet {
+            access_token: "access".into(),
+            expires_in: 300,
+            refresh_token: Some("refresh".into()),
+            refresh_expires_in: 1800,
+            token_type: "Bearer".into(),
+        }
+    }
+
+    fn verified_hash(auth: &Auth, user: &str, password: &str) -> String {
+        match auth.users().verify(user, "web", password).unwrap() {
+            Verification::Ok { hash } => hash,
+            other => panic!("{user}: {other:?}"),
+        }
+    }
+
+    /// The verifier changes in passwd's own transaction: a login that verified the old password
+    /// just before, and writes its token just after, does not bring the old verifier back; a
+    /// damaged entry is dropped rather than failing the change.
+    #[test]
+    fn passwd_sets_the_cached_verifier_with_the_password() {
+        let auth = auth_with_keycloak_gone();
+        let cache = auth.client().tokens();
+        auth.users().add("alice", "web", OLD).unwrap();
+        let old_hash = verified_hash(&auth, "alice", OLD);
+        cache
+            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .unwrap();
+
+        let changed = auth.change_password("alice", "web", OLD, NEW).unwrap();
+        assert_eq!(changed.mode, PasswdMode::Queued);
+        assert!(cache
+            .authenticate("alice", "web", OLD, None)
+            .unwrap()
+            .is_none());
+        assert!(cache
+            .authenticate("alice", "web", NEW, None)
+            .unwrap()
+            .is_some());
+        // The slow login's write lands now.
+        cache
+            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .unwrap();
+        assert!(
+            cache
+                .authenticate("alice", "web", OLD, None)
+                .unwrap()
+                .is_none(),
+            "the old password opens the cache again"
+        );
+
+        auth.users().add("bob", "web", OLD).unwrap();
+        auth.client()
+            .store()
+            .token_cache
+            .insert(user_key("bob", "web"), &[RECORD_VERSION, 0xff][..])
+            .unwrap();
+        auth.change_password("bob", "web", OLD, NEW).unwrap();
+        assert!(cache.entry("bob", "web").unwrap().is_none());
+        verified_hash(&auth, "bob", NEW);
+    }
+
+    /// A database error settling the change passwd claimed (here: putting it back after
+    /// Keycloak was not reached) must not leave it `processing` until the next restart.
+    #[test]
+    fn a_failed_settle_after_passwd_puts_the_change_back_to_pending() {
+        let auth = auth_with_keycloak_gone();
+        auth.users().add("alice", "web", OLD).unwrap();
+        fail_next_transitions(1);
+        let err = auth
+            .change_password("alice", "web", OLD, NEW)
+            .expect_err("the failed release is reported");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        verified_hash(&auth, "alice", NEW);
+        let queue = auth.client().queue();
+        let items = queue.list().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].status, SyncStatus::Pending, "{:?}", items[0]);
+        assert!(auth.client().store().sync_inflight.is_empty());
+        assert_eq!(queue.claim(10).unwrap().len(), 1, "it can be sent again");
+    }
+
+    #[test]
+    fn a_settle_that_worked_is_passed_on_and_nothing_else_is_touched() {
+        let auth = auth_with_keycloak_gone();
+        let queue = auth.client().queue();
+        let id = queue
+            .enqueue(
+                "alice",
+                "web",
+                "password_change",
+                &serde_json::json!({"new_password": NEW}),
+                1,
+            )
+            .unwrap();
+        let claimed = queue.claim(1).unwrap();
+        assert_eq!(claimed.len(), 1);
+        settle_claimed(queue, id, queue.complete(id)).unwrap();
+        assert_eq!(
+            queue.get(id).unwrap().unwrap().status,
+            SyncStatus::Completed
+        );
+        // An error after the item was finished leaves it finished.
+        let err = settle_claimed(queue, id, Err(QueueError::NotFound(id))).unwrap_err();
+        assert!(matches!(err, QueueError::NotFound(_)));
+        assert_eq!(
+            queue.get(id).unwrap().unwrap().status,
+            SyncStatus::Completed
+        );
     }
 }

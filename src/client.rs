@@ -237,7 +237,15 @@ impl ResilientClient {
         let tokens = TokenCache::new(store.clone(), clock.clone(), r.token_grace_period);
         let queue = SyncQueue::new(store.clone(), clock.clone());
         if store.key_unverified() {
-            store.confirm_key(queue.sealed_sample_opens()?)?;
+            // Both trees that hold sealed values: a queue with none (or only damaged ones) must
+            // not let a wrong key through while the token cache holds sealed tokens.
+            let opens = match queue.sealed_sample_opens()? {
+                Some(true) => Some(true),
+                from_queue => {
+                    crate::store::any_sample_opens([from_queue, tokens.sealed_sample_opens()?])
+                }
+            };
+            store.confirm_key(opens)?;
         }
         queue.recover()?;
         Ok(ResilientClient {
@@ -735,5 +743,84 @@ impl ResilientClient {
             queue_blocked: self.queue_blocked(),
             unavailable_reason: (!available).then(|| self.unavailable_reason()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keycloak::TokenSet;
+    use crate::store::Sealer;
+    use crate::token_cache::Verifier;
+    use chrono::{TimeZone, Utc};
+    use std::path::Path;
+
+    fn config() -> Config {
+        let yaml = "keycloak:\n  server_url: http://127.0.0.1:9\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n";
+        Config::parse(yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap()
+    }
+
+    /// A database from before key check values whose queue holds no sealed data (its one item
+    /// is finished) but whose token cache holds sealed tokens: a wrong key is refused and
+    /// writes no check value of its own, so the right key still opens it afterwards.
+    #[test]
+    fn an_old_database_with_sealed_tokens_only_refuses_a_wrong_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let clock: SharedClock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap(),
+        ));
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let client =
+                ResilientClient::with_parts(config(), store.clone(), clock.clone()).unwrap();
+            let tokens = TokenSet {
+                access_token: "access".into(),
+                expires_in: 300,
+                refresh_token: Some("refresh".into()),
+                refresh_expires_in: 1800,
+                token_type: "Bearer".into(),
+            };
+            client
+                .tokens()
+                .put("alice", "web", &tokens, Verifier::Password("pw"))
+                .unwrap();
+            let id = client
+                .queue_sync(
+                    "alice",
+                    "web",
+                    "password_change",
+                    &serde_json::json!({"new_password": "pw-123456"}),
+                    1,
+                )
+                .unwrap();
+            client.queue().claim(1).unwrap();
+            client.queue().complete(id).unwrap();
+            assert_eq!(client.queue().sealed_sample_opens().unwrap(), None);
+            store.remove_meta("key_check").unwrap();
+            store.flush().unwrap();
+        }
+        let key_file = Sealer::key_path(&path);
+        let right_key = std::fs::read(&key_file).unwrap();
+        std::fs::write(&key_file, [7u8; 32]).unwrap();
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            assert!(store.key_unverified());
+            let err = ResilientClient::with_parts(config(), store, clock.clone()).unwrap_err();
+            assert!(
+                matches!(err, ClientError::Store(StoreError::KeyMismatch { .. })),
+                "{err}"
+            );
+        }
+        std::fs::write(&key_file, &right_key).unwrap();
+        {
+            let store = Arc::new(Store::open(&path).expect("the right key still opens it"));
+            assert!(store.key_unverified());
+            let client = ResilientClient::with_parts(config(), store, clock.clone()).unwrap();
+            assert!(client.get_cached_token("alice", "web").unwrap().is_some());
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(!store.key_unverified(), "its check value was written");
     }
 }

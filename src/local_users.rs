@@ -715,6 +715,17 @@ impl PasswordChangeRecord {
     }
 }
 
+/// The password hash in a stored account record: for a writer that checks, inside its own
+/// transaction, that the password did not change since it read it (see
+/// [`crate::token_cache::Verifier::Hash`]).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when `record` does not decode.
+pub(crate) fn hash_in_record(record: &[u8]) -> Result<String, StoreError> {
+    let user: LocalUser = store::decode(TREE, record)?;
+    Ok(user.hash)
+}
+
 /// Why one import row was not imported.
 enum RowError {
     /// The account is there already.

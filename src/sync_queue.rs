@@ -653,14 +653,23 @@ pub struct Page {
 /// Current bytes of a local user record → its new bytes (see [`LocalChange`]).
 pub type RecordChange<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<u8>, StoreError>;
 
+/// Current bytes of a token cache entry → its new bytes, or `None` to drop it (see
+/// [`LocalChange`]).
+pub type CachedTokenChange<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
+
 /// A local user record written in the same transaction as a queue change (`passwd`): `change`
 /// gets the record's current bytes and returns the new ones. It may run more than once (sled
 /// retries a transaction on conflict), so it must only compute.
 pub struct LocalChange<'a> {
-    /// The record's key in `local_users`.
+    /// The record's key in `local_users`; also the key of the account's entry in
+    /// `token_cache` (both are [`store::user_key`] of the user and package).
     pub key: Vec<u8>,
     /// Current bytes → new bytes.
     pub change: RecordChange<'a>,
+    /// The account's token cache entry, if it has one, changed (or dropped) in the same
+    /// transaction: the new password's verifier lands with the new password, or not at all.
+    /// Pure as `change` is.
+    pub cached_token: Option<CachedTokenChange<'a>>,
 }
 
 /// Why a queue transaction gave up.
@@ -738,6 +747,19 @@ type Changes = Vec<(Option<SyncItem>, SyncItem)>;
 thread_local! {
     /// Whether the queue lock was held when this thread last flushed (see `flush`).
     static FLUSHED_UNDER_LOCK: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many of this thread's next item transitions (complete, fail, retry, release) fail
+    /// as a full disk would, before anything is written (see [`fail_next_transitions`]).
+    static FAILING_TRANSITIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the next `n` item transitions on this thread fail with a database error.
+#[cfg(test)]
+pub(crate) fn fail_next_transitions(n: usize) {
+    FAILING_TRANSITIONS.with(|c| c.set(n));
 }
 
 /// The queue over the store.
@@ -1103,24 +1125,34 @@ impl SyncQueue {
         SyncData::from_bytes(item.sync_type, bytes)
     }
 
-    /// Whether the first item still holding sealed data opens with the store's key; `None`
-    /// when no item holds any. Used once, to settle the key of a database written before key
+    /// Whether the store's key opens the items still holding sealed data: `Some(true)` as soon
+    /// as one opens, `Some(false)` when some were tried and none opened, `None` when no item
+    /// holds any. At most [`store::KEY_SAMPLES`] are tried, so that one damaged record cannot
+    /// pass for a wrong key. Used once, to settle the key of a database written before key
     /// check values existed (see [`Store::confirm_key`]).
     ///
     /// # Errors
     ///
     /// [`QueueError::Store`] when the database fails.
     pub fn sealed_sample_opens(&self) -> Result<Option<bool>, QueueError> {
+        let mut tried = 0;
         for entry in self.store.sync_items.iter() {
             let (_, bytes) = entry?;
             let Ok(item) = decode_item(&bytes) else {
                 continue;
             };
-            if let Some(sealed) = &item.sealed_data {
-                return Ok(Some(self.store.sealer().open(sealed).is_ok()));
+            let Some(sealed) = &item.sealed_data else {
+                continue;
+            };
+            if self.store.sealer().open(sealed).is_ok() {
+                return Ok(Some(true));
+            }
+            tried += 1;
+            if tried == store::KEY_SAMPLES {
+                break;
             }
         }
-        Ok(None)
+        Ok((tried > 0).then_some(false))
     }
 
     /// Keycloak applied the change.
@@ -1191,6 +1223,12 @@ impl SyncQueue {
         id: Uuid,
         change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
     ) -> Result<(), QueueError> {
+        #[cfg(test)]
+        if FAILING_TRANSITIONS.with(|c| c.replace(c.get().saturating_sub(1)) > 0) {
+            return Err(QueueError::Store(StoreError::Sled(sled::Error::Io(
+                std::io::Error::other("injected fault: no space left on device"),
+            ))));
+        }
         let now = self.clock.now();
         let _g = self.guard();
         let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
@@ -1712,52 +1750,48 @@ impl SyncQueue {
             &s.sync_delayed,
             &s.meta,
             &s.local_users,
+            &s.token_cache,
         )
-            .transaction(|(items, order, by_user, inflight, delayed, meta, users)| {
-                if let Some(local) = local {
-                    let Some(current) = users.get(&local.key)? else {
-                        return Err(ConflictableTransactionError::Abort(
-                            WriteAbort::LocalUserMissing,
-                        ));
-                    };
-                    let new = (local.change)(&current)
-                        .map_err(|e| ConflictableTransactionError::Abort(WriteAbort::Local(e)))?;
-                    users.insert(local.key.as_slice(), new)?;
-                }
-                apply_deltas(meta, &deltas)?;
-                for ((old, new), bytes) in changes.iter().zip(&encoded) {
-                    if let Some(old) = old {
-                        order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
-                        delayed.remove(&delayed_key(old.next_attempt_at, old.seq)[..])?;
-                        by_user.remove(by_user_key(old))?;
-                        inflight.remove(old.sync_id.as_bytes())?;
+            .transaction(
+                |(items, order, by_user, inflight, delayed, meta, users, cache)| {
+                    if let Some(local) = local {
+                        apply_local_change(users, cache, local)?;
                     }
-                    items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
-                    match new.status {
-                        SyncStatus::Pending => {
-                            if new.delayed {
-                                delayed.insert(
-                                    &delayed_key(new.next_attempt_at, new.seq)[..],
-                                    new.sync_id.as_bytes(),
-                                )?;
-                            } else {
-                                order.insert(
-                                    &order_key(new.priority, new.queued_at, new.seq)[..],
-                                    new.sync_id.as_bytes(),
-                                )?;
-                            }
-                            if new.sync_type == SyncType::PasswordChange {
-                                by_user.insert(by_user_key(new), &[][..])?;
-                            }
+                    apply_deltas(meta, &deltas)?;
+                    for ((old, new), bytes) in changes.iter().zip(&encoded) {
+                        if let Some(old) = old {
+                            order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
+                            delayed.remove(&delayed_key(old.next_attempt_at, old.seq)[..])?;
+                            by_user.remove(by_user_key(old))?;
+                            inflight.remove(old.sync_id.as_bytes())?;
                         }
-                        SyncStatus::Processing => {
-                            inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                        items.insert(new.sync_id.as_bytes(), bytes.as_slice())?;
+                        match new.status {
+                            SyncStatus::Pending => {
+                                if new.delayed {
+                                    delayed.insert(
+                                        &delayed_key(new.next_attempt_at, new.seq)[..],
+                                        new.sync_id.as_bytes(),
+                                    )?;
+                                } else {
+                                    order.insert(
+                                        &order_key(new.priority, new.queued_at, new.seq)[..],
+                                        new.sync_id.as_bytes(),
+                                    )?;
+                                }
+                                if new.sync_type == SyncType::PasswordChange {
+                                    by_user.insert(by_user_key(new), &[][..])?;
+                                }
+                            }
+                            SyncStatus::Processing => {
+                                inflight.insert(new.sync_id.as_bytes(), &[][..])?;
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
-                }
-                Ok::<(), ConflictableTransactionError<WriteAbort>>(())
-            });
+                    Ok::<(), ConflictableTransactionError<WriteAbort>>(())
+                },
+            );
         result.map_err(|e| match e {
             TransactionError::Storage(e) => QueueError::from(e),
             TransactionError::Abort(WriteAbort::LocalUserMissing) => {
@@ -1768,6 +1802,32 @@ impl SyncQueue {
             }
         })
     }
+}
+
+/// Inside a queue transaction: the account record of `local` changed, and its token cache
+/// entry with it (when it has one).
+fn apply_local_change(
+    users: &sled::transaction::TransactionalTree,
+    cache: &sled::transaction::TransactionalTree,
+    local: &LocalChange<'_>,
+) -> Result<(), ConflictableTransactionError<WriteAbort>> {
+    let Some(current) = users.get(&local.key)? else {
+        return Err(ConflictableTransactionError::Abort(
+            WriteAbort::LocalUserMissing,
+        ));
+    };
+    let new = (local.change)(&current)
+        .map_err(|e| ConflictableTransactionError::Abort(WriteAbort::Local(e)))?;
+    users.insert(local.key.as_slice(), new)?;
+    if let Some(retoken) = local.cached_token {
+        if let Some(cached) = cache.get(&local.key)? {
+            match retoken(&cached) {
+                Some(new) => cache.insert(local.key.as_slice(), new)?,
+                None => cache.remove(local.key.as_slice())?,
+            };
+        }
+    }
+    Ok(())
 }
 
 fn finish(
@@ -2465,6 +2525,44 @@ mod tests {
         assert_eq!(password_of(&claimed[0]), "Queued-Pw-1");
     }
 
+    /// Flips a bit of an item's sealed data: the record still decodes, the data no longer opens.
+    fn damage_sealed(q: &SyncQueue, key: &[u8]) {
+        let bytes = q.store.sync_items.get(key).unwrap().unwrap();
+        let mut item = decode_item(&bytes).unwrap();
+        let sealed = item.sealed_data.as_mut().unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        q.store
+            .sync_items
+            .insert(key, encode_item(&item).unwrap())
+            .unwrap();
+    }
+
+    /// An old database whose first sealed item is damaged is not taken for a wrong key while
+    /// another item opens; only when none opens is the key refused.
+    #[test]
+    fn one_damaged_sealed_item_does_not_pass_for_a_wrong_key() {
+        let (q, _) = setup();
+        assert_eq!(q.sealed_sample_opens().unwrap(), None, "nothing to check");
+        for user in ["a", "b", "c"] {
+            q.enqueue(user, "p", "password_change", &pw("pw-123456"), 1)
+                .unwrap();
+        }
+        let keys: Vec<_> = q
+            .store
+            .sync_items
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
+        damage_sealed(&q, &keys[0]);
+        assert_eq!(q.sealed_sample_opens().unwrap(), Some(true));
+        for key in &keys[1..] {
+            damage_sealed(&q, key);
+        }
+        assert_eq!(q.sealed_sample_opens().unwrap(), Some(false));
+    }
+
     /// A pending item as the previous release (layout 1) wrote it: `queue-sync --user alice
     /// --package webapp --priority 3`, captured from that build's database.
     const LAYOUT_1_RECORD: &str = "011000000000000000825b4cb9d5e04e8ea2e88c00e91b5b9b0500000000000000616c6963650600000000000000776562617070000000000137000000000000001f5259bd44c34ed51f645c40420a28d73bfad3f242237675bb96b615ea0ee0bc9630c722f3f8b0802b68ccbc949aa6e8aee5ecd89d5aee1e00000000000000323032362d31322d30315432323a35393a31372e3033323030383335395a00000000000000000000030000001e00000000000000323032362d31322d30315432323a35393a31372e3033323030383335395a000000000000000000";
@@ -2752,6 +2850,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok,
+                    cached_token: None,
                 },
             )
             .unwrap();
@@ -2773,6 +2872,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok2,
+                    cached_token: None,
                 },
             )
             .unwrap();
@@ -2798,6 +2898,7 @@ mod tests {
                 &LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &broken,
+                    cached_token: None,
                 },
             )
             .unwrap_err();
@@ -2812,6 +2913,7 @@ mod tests {
                 &LocalChange {
                     key: b"nobody\0p".to_vec(),
                     change: &ok2,
+                    cached_token: None,
                 },
             )
             .unwrap_err();

@@ -4,13 +4,24 @@
 //! used, so that while Keycloak is away the same password (and only that one) gets the cached
 //! token back. Tokens are sealed at rest. A Keycloak "invalid credentials" answer drops the entry:
 //! the password changed centrally and the old one must stop working offline too.
+//!
+//! Requests run concurrently (one thread per socket client), so no entry is ever read and then
+//! written back blindly: changes to an entry are compare-and-swap loops (`TokenCache::update`),
+//! a login's write is checked against the local account in one transaction
+//! ([`Verifier::Hash`]), and `passwd` sets the new verifier in its own transaction (see
+//! `TokenCache::with_verifier`). A `passwd` can therefore never be undone by a login or a
+//! refresh that read the entry, or the old password's hash, just before it.
 
 use crate::clock::SharedClock;
 use crate::keycloak::TokenSet;
+use crate::local_users;
 use crate::password;
 use crate::store::{self, user_key, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionError;
+use sled::Transactional;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 const TREE: &str = "token_cache";
@@ -70,7 +81,11 @@ pub enum Verifier<'a> {
     /// Hash this password now.
     Password(&'a str),
     /// A PHC hash of the same password that the caller already has (local auth verified the
-    /// password against it): no second argon2 run on the login path.
+    /// password against it): no second argon2 run on the login path. The entry is written only
+    /// if the local account (same user and package) still holds this hash when it is written:
+    /// a `passwd` that landed since local auth read it must not get the old password's
+    /// verifier written back over its new one. Otherwise the fresh token is still returned,
+    /// just not cached.
     Hash(&'a str),
 }
 
@@ -92,7 +107,8 @@ impl TokenCache {
         }
     }
 
-    /// Stores a fresh Keycloak answer and returns it as an [`AuthToken`].
+    /// Stores a fresh Keycloak answer and returns it as an [`AuthToken`] (with
+    /// [`Verifier::Hash`], only if the local account still holds that hash).
     pub fn put(
         &self,
         username: &str,
@@ -100,13 +116,40 @@ impl TokenCache {
         tokens: &TokenSet,
         verifier: Verifier<'_>,
     ) -> Result<AuthToken, StoreError> {
-        let now = self.clock.now();
-        let verifier = match verifier {
-            Verifier::Password(p) => password::hash(p)?,
-            Verifier::Hash(h) => h.to_string(),
+        let (verifier, checked_locally) = match verifier {
+            Verifier::Password(p) => (password::hash(p)?, false),
+            Verifier::Hash(h) => (h.to_string(), true),
         };
+        let entry = self.fresh_entry(username, package, tokens, verifier)?;
+        let key = user_key(username, package);
+        let bytes = store::encode(TREE, &entry)?;
+        if !checked_locally {
+            self.store.token_cache.insert(key, bytes)?;
+        } else if !self.put_if_local_hash(&key, &entry.verifier, bytes)? {
+            log::info!(
+                "token of {username}/{package} not cached: the local password changed meanwhile"
+            );
+        }
+        Ok(AuthToken {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires_at: entry.expires_at,
+            cached: false,
+            cached_at: None,
+        })
+    }
+
+    /// A new entry for `tokens`, just issued, its secrets sealed.
+    fn fresh_entry(
+        &self,
+        username: &str,
+        package: &str,
+        tokens: &TokenSet,
+        verifier: String,
+    ) -> Result<CachedToken, StoreError> {
+        let now = self.clock.now();
         let sealer = self.store.sealer();
-        let entry = CachedToken {
+        Ok(CachedToken {
             username: username.to_string(),
             package: package.to_string(),
             access_token: sealer.seal_str(&tokens.access_token)?,
@@ -122,19 +165,31 @@ impl TokenCache {
             last_used: None,
             use_count: 0,
             verifier,
-        };
-        store::put(
-            &self.store.token_cache,
-            TREE,
-            &user_key(username, package),
-            &entry,
-        )?;
-        Ok(AuthToken {
-            access_token: tokens.access_token.clone(),
-            refresh_token: tokens.refresh_token.clone(),
-            expires_at: entry.expires_at,
-            cached: false,
-            cached_at: None,
+        })
+    }
+
+    /// Writes `bytes` as the entry at `key` if the local account at the same key holds the hash
+    /// `phc`: checked and written in one transaction. `passwd` changes the account and this
+    /// entry in one transaction too, so it is either wholly before this one (then `phc` is out
+    /// of date and nothing is written) or wholly after it (and sets its verifier over this
+    /// one). A missing or unreadable account record writes nothing either. Returns whether it
+    /// was written.
+    fn put_if_local_hash(&self, key: &[u8], phc: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        let s = &self.store;
+        let result: Result<bool, TransactionError<Infallible>> = (&s.local_users, &s.token_cache)
+            .transaction(|(users, cache)| {
+                let current = users.get(key)?;
+                let same = current
+                    .as_deref()
+                    .is_some_and(|r| local_users::hash_in_record(r).is_ok_and(|h| h == phc));
+                if same {
+                    cache.insert(key, bytes.as_slice())?;
+                }
+                Ok(same)
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => StoreError::from(e),
+            TransactionError::Abort(never) => match never {},
         })
     }
 
@@ -164,43 +219,34 @@ impl TokenCache {
         if !matches {
             return Ok(None);
         }
-        self.hand_out(username, package)
+        // Handed out only if the verifier just checked is still the entry's: a `passwd` since
+        // then has set another one.
+        self.hand_out(username, package, Some(&entry.verifier))
     }
 
     /// The cached token inside the grace period, without a password check; marks it used.
     pub fn get(&self, username: &str, package: &str) -> Result<Option<AuthToken>, StoreError> {
-        self.hand_out(username, package)
+        self.hand_out(username, package, None)
     }
 
-    fn hand_out(&self, username: &str, package: &str) -> Result<Option<AuthToken>, StoreError> {
-        let key = user_key(username, package);
+    /// Marks the entry used and returns its tokens, if it is inside the grace period and (with
+    /// `verified`) still has that verifier.
+    fn hand_out(
+        &self,
+        username: &str,
+        package: &str,
+        verified: Option<&str>,
+    ) -> Result<Option<AuthToken>, StoreError> {
         let now = self.clock.now();
-        let mut found = None;
-        // Read-modify-write on one key; the tree's update is atomic per key.
-        let mut failure = None;
-        self.store.token_cache.update_and_fetch(&key, |old| {
-            let bytes = old?;
-            let mut entry: CachedToken = match store::decode(TREE, bytes) {
-                Ok(e) => e,
-                Err(e) => {
-                    failure = Some(e);
-                    return Some(bytes.to_vec());
-                }
-            };
-            if !self.in_grace(&entry) {
-                return Some(bytes.to_vec());
+        let handed = self.update(&user_key(username, package), |entry| {
+            if !self.in_grace(entry) || verified.is_some_and(|v| v != entry.verifier) {
+                return false;
             }
             entry.last_used = Some(now);
             entry.use_count = entry.use_count.saturating_add(1);
-            found = Some(entry.clone());
-            store::encode(TREE, &entry)
-                .ok()
-                .or_else(|| Some(bytes.to_vec()))
+            true
         })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let Some(entry) = found else { return Ok(None) };
+        let Some(entry) = handed else { return Ok(None) };
         let sealer = self.store.sealer();
         Ok(Some(AuthToken {
             access_token: sealer.open_string(&entry.access_token)?,
@@ -213,6 +259,38 @@ impl TokenCache {
             cached: true,
             cached_at: Some(entry.cached_at),
         }))
+    }
+
+    /// Read-modify-write of the entry at `key` as one atomic step: `change` gets the entry as
+    /// it is and says whether to write it as changed; the write is a compare-and-swap against
+    /// the bytes read, and when another write landed in between, `change` runs again on the
+    /// newer entry. So a verifier set by `passwd` meanwhile is kept, and an entry dropped
+    /// meanwhile stays dropped. Returns the entry as written; `None` when there is none or
+    /// `change` declined.
+    fn update(
+        &self,
+        key: &[u8],
+        mut change: impl FnMut(&mut CachedToken) -> bool,
+    ) -> Result<Option<CachedToken>, StoreError> {
+        let tree = &self.store.token_cache;
+        loop {
+            let Some(current) = tree.get(key)? else {
+                return Ok(None);
+            };
+            let mut entry: CachedToken = store::decode(TREE, &current)?;
+            if !change(&mut entry) {
+                return Ok(None);
+            }
+            let new = store::encode(TREE, &entry)?;
+            #[cfg(test)]
+            tests::between_read_and_write();
+            if tree
+                .compare_and_swap(key, Some(current), Some(new))?
+                .is_ok()
+            {
+                return Ok(Some(entry));
+            }
+        }
     }
 
     /// The unsealed refresh token of the entry, if it has one (regardless of age).
@@ -233,39 +311,58 @@ impl TokenCache {
     }
 
     /// Replaces the tokens of an existing entry with a refreshed set, keeping its verifier (the
-    /// password did not change); the grace period starts again. None when there is no entry.
+    /// password did not change — or if it did meanwhile, the new verifier is the one kept); the
+    /// grace period starts again. None when there is no entry (also when it was dropped while
+    /// Keycloak was asked).
     pub fn replace_tokens(
         &self,
         username: &str,
         package: &str,
         tokens: &TokenSet,
     ) -> Result<Option<AuthToken>, StoreError> {
-        let Some(entry) = self.entry(username, package)? else {
-            return Ok(None);
-        };
-        Ok(Some(self.put(
-            username,
-            package,
-            tokens,
-            Verifier::Hash(&entry.verifier),
-        )?))
+        let fresh = self.fresh_entry(username, package, tokens, String::new())?;
+        let written = self.update(&user_key(username, package), |entry| {
+            let verifier = std::mem::take(&mut entry.verifier);
+            *entry = CachedToken {
+                verifier,
+                ..fresh.clone()
+            };
+            true
+        })?;
+        Ok(written.map(|entry| AuthToken {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires_at: entry.expires_at,
+            cached: false,
+            cached_at: None,
+        }))
     }
 
-    /// Replaces the verifier of every entry of `username` in `package` (the password changed
-    /// locally and the cached token should follow it).
+    /// Replaces the verifier of the entry of `username` in `package` (the password changed
+    /// locally and the cached token should follow it). `passwd` does this inside its own
+    /// transaction instead (see `TokenCache::with_verifier`).
     pub fn set_verifier(
         &self,
         username: &str,
         package: &str,
         phc: &str,
     ) -> Result<bool, StoreError> {
-        let key = user_key(username, package);
-        let Some(mut entry) = self.entry(username, package)? else {
-            return Ok(false);
-        };
+        let written = self.update(&user_key(username, package), |entry| {
+            entry.verifier = phc.to_string();
+            true
+        })?;
+        Ok(written.is_some())
+    }
+
+    /// For `passwd`'s transaction: the stored entry `current` with its verifier replaced by
+    /// `phc`. `None` when `current` does not decode or encode: the caller then drops the entry,
+    /// which is always safe (a cache miss only means no offline token) — a damaged entry must
+    /// neither stop a password change nor keep an old verifier. Pure: sled may run the
+    /// transaction more than once.
+    pub(crate) fn with_verifier(current: &[u8], phc: &str) -> Option<Vec<u8>> {
+        let mut entry: CachedToken = store::decode(TREE, current).ok()?;
         entry.verifier = phc.to_string();
-        store::put(&self.store.token_cache, TREE, &key, &entry)?;
-        Ok(true)
+        store::encode(TREE, &entry).ok()
     }
 
     /// Drops the entry (Keycloak said the password is wrong, or the account is gone).
@@ -275,6 +372,36 @@ impl TokenCache {
             .token_cache
             .remove(user_key(username, package))?
             .is_some())
+    }
+
+    /// Whether the store's key opens the sealed tokens of the cache: `Some(true)` as soon as
+    /// one opens, `Some(false)` when some were tried and none opened, `None` when the cache
+    /// holds none. At most [`store::KEY_SAMPLES`] are tried; entries that do not decode are
+    /// skipped. Used once, to settle the key of a database written before key check values
+    /// existed (see [`Store::confirm_key`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sled`] when the database fails.
+    pub fn sealed_sample_opens(&self) -> Result<Option<bool>, StoreError> {
+        let sealer = self.store.sealer();
+        let mut tried = 0;
+        for item in self.store.token_cache.iter() {
+            let (_, bytes) = item?;
+            let Ok(entry) = store::decode::<CachedToken>(TREE, &bytes) else {
+                continue;
+            };
+            for sealed in std::iter::once(&entry.access_token).chain(&entry.refresh_token) {
+                if sealer.open(sealed).is_ok() {
+                    return Ok(Some(true));
+                }
+                tried += 1;
+                if tried >= store::KEY_SAMPLES {
+                    return Ok(Some(false));
+                }
+            }
+        }
+        Ok((tried > 0).then_some(false))
     }
 
     /// (entries inside the grace period, all entries).
@@ -332,10 +459,39 @@ fn after(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
+    use crate::local_users::LocalUsers;
+    use crate::lockout::LockoutPolicy;
     use chrono::TimeZone;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Run once by [`TokenCache::update`] between its read and its write: another
+        /// request's write landing in that window.
+        static RACE: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(crate) fn between_read_and_write() {
+        if let Some(race) = RACE.with(|r| r.borrow_mut().take()) {
+            race();
+        }
+    }
+
+    /// Makes `race` run in the window of the next read-modify-write on this thread.
+    fn race_next_update(race: impl FnOnce() + 'static) {
+        RACE.with(|r| *r.borrow_mut() = Some(Box::new(race)));
+    }
+
+    fn users(cache: &TokenCache) -> LocalUsers {
+        let policy = LockoutPolicy {
+            max_failures: 5,
+            window: std::time::Duration::from_secs(60),
+            lockout: std::time::Duration::from_secs(60),
+        };
+        LocalUsers::new(cache.store.clone(), cache.clock.clone(), policy)
+    }
 
     fn setup() -> (TokenCache, ManualClock) {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap());
@@ -416,7 +572,9 @@ mod tests {
     #[test]
     fn a_known_hash_skips_the_second_verify_and_verifier_follows_password() {
         let (cache, _) = setup();
-        let phc = password::hash("old").unwrap();
+        let users = users(&cache);
+        users.add("u", "p", "old").unwrap();
+        let phc = users.get("u", "p").unwrap().unwrap().hash;
         cache
             .put("u", "p", &tokens("t"), Verifier::Hash(&phc))
             .unwrap();
@@ -471,5 +629,112 @@ mod tests {
         assert!(cache.entry("a", "p").unwrap().is_none());
         assert!(cache.remove("b", "p").unwrap());
         assert_eq!(cache.counts().unwrap(), (0, 0));
+    }
+
+    /// A login that verified the old password locally, then got its token from Keycloak after
+    /// a `passwd` changed the local password: its write would put the old verifier back.
+    #[test]
+    fn a_login_writing_after_a_password_change_does_not_bring_the_old_verifier_back() {
+        let (cache, _) = setup();
+        let users = users(&cache);
+        users.add("u", "p", "old").unwrap();
+        let old_phc = users.get("u", "p").unwrap().unwrap().hash;
+        users.set_password("u", "p", "new").unwrap();
+        let token = cache
+            .put("u", "p", &tokens("t"), Verifier::Hash(&old_phc))
+            .unwrap();
+        assert_eq!(token.access_token, "t", "the fresh token is still returned");
+        assert!(cache.entry("u", "p").unwrap().is_none(), "but not cached");
+        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
+        // The hash the account holds is cached as before; an unknown account's is not.
+        let new_phc = users.get("u", "p").unwrap().unwrap().hash;
+        cache
+            .put("u", "p", &tokens("t2"), Verifier::Hash(&new_phc))
+            .unwrap();
+        assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+        cache
+            .put("ghost", "p", &tokens("t3"), Verifier::Hash(&new_phc))
+            .unwrap();
+        assert!(cache.entry("ghost", "p").unwrap().is_none());
+    }
+
+    /// A refresh that read the entry just before a password change set its new verifier.
+    #[test]
+    fn a_refresh_racing_a_password_change_keeps_the_new_verifier() {
+        let (cache, _) = setup();
+        cache
+            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .unwrap();
+        let new_phc = password::hash("new").unwrap();
+        let racer = cache.clone();
+        race_next_update(move || {
+            assert!(racer.set_verifier("u", "p", &new_phc).unwrap());
+        });
+        let refreshed = cache
+            .replace_tokens("u", "p", &tokens("t2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(refreshed.access_token, "t2");
+        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
+        let got = cache.authenticate("u", "p", "new", None).unwrap().unwrap();
+        assert_eq!(got.access_token, "t2", "the refreshed tokens are kept too");
+    }
+
+    /// A refresh whose entry was dropped meanwhile (Keycloak refused the password, the account
+    /// was disabled) does not bring it back.
+    #[test]
+    fn a_refresh_racing_a_drop_does_not_recreate_the_entry() {
+        let (cache, _) = setup();
+        cache
+            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .unwrap();
+        let racer = cache.clone();
+        race_next_update(move || {
+            assert!(racer.remove("u", "p").unwrap());
+        });
+        assert!(cache
+            .replace_tokens("u", "p", &tokens("t2"))
+            .unwrap()
+            .is_none());
+        assert!(cache.entry("u", "p").unwrap().is_none());
+    }
+
+    /// Two verifier changes racing: the later write wins whole, neither is lost half-way; and
+    /// an offline login checked against the old verifier is not handed the token once a
+    /// password change replaced it.
+    #[test]
+    fn verifier_changes_and_hand_outs_are_atomic() {
+        let (cache, _) = setup();
+        cache
+            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .unwrap();
+        let newer = password::hash("newer").unwrap();
+        let racer = cache.clone();
+        race_next_update(move || {
+            assert!(racer.set_verifier("u", "p", &newer).unwrap());
+        });
+        // The password check passes on the entry as read; the change lands before the token
+        // is handed out.
+        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
+        assert_eq!(cache.entry("u", "p").unwrap().unwrap().use_count, 0);
+        assert!(cache
+            .authenticate("u", "p", "newer", None)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn with_verifier_rewrites_a_record_and_gives_up_on_a_damaged_one() {
+        let (cache, _) = setup();
+        cache
+            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .unwrap();
+        let key = user_key("u", "p");
+        let current = cache.store.token_cache.get(&key).unwrap().unwrap();
+        let phc = password::hash("new").unwrap();
+        let new = TokenCache::with_verifier(&current, &phc).unwrap();
+        cache.store.token_cache.insert(&key, new).unwrap();
+        assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+        assert!(TokenCache::with_verifier(&[store::codec::RECORD_VERSION, 0xff], &phc).is_none());
     }
 }

@@ -44,6 +44,10 @@ const SLED_LOCK_ATTEMPTS: u32 = 20;
 const LAYOUT_VERSION: u32 = 2;
 /// Name in `meta` of the key check value (see [`Sealer::check_value`]).
 const KEY_CHECK: &str = "key_check";
+/// How many sealed values of one tree the key of an older database is tried on, at most (see
+/// [`Store::confirm_key`]): enough that a few damaged records do not pass for a wrong key,
+/// few enough that a wrong key is refused without a scan of the whole database.
+pub const KEY_SAMPLES: usize = 32;
 
 /// What can go wrong with the embedded database.
 #[derive(Debug, thiserror::Error)]
@@ -273,9 +277,12 @@ impl Store {
     }
 
     /// Settles the key of a database written before key check values existed: `sample_opens`
-    /// says whether a sealed record of it opened with the key (`None`: it holds none, so there
-    /// is nothing a wrong key could lose). A key that opened it, or nothing to check against,
-    /// gets its check value written; a key that did not is refused, and nothing is written.
+    /// says whether any of the sealed records tried opened with the key (`Some(false)`: some
+    /// were tried, none opened; `None`: it holds none, so there is nothing a wrong key could
+    /// lose). The caller tries the records of every tree holding sealed values (the queue and
+    /// the token cache) and combines them with [`any_sample_opens`]. A key that opened one, or
+    /// nothing to check against, gets its check value written; a key that opened none is
+    /// refused, and nothing is written.
     pub fn confirm_key(&self, sample_opens: Option<bool>) -> Result<(), StoreError> {
         if !self.key_unverified {
             return Ok(());
@@ -348,6 +355,17 @@ impl Store {
     pub fn next_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
     }
+}
+
+/// The answers of several trees to "does the key open your sealed records?" as one (see
+/// [`Store::confirm_key`]): yes if any tree's did; no if some tree had sealed records and none
+/// opened; `None` only if no tree had any.
+pub fn any_sample_opens(answers: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    answers.into_iter().fold(None, |all, one| match (all, one) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (None, None) => None,
+    })
 }
 
 /// Reads and decodes one record.
@@ -657,6 +675,21 @@ mod tests {
         s.confirm_key(Some(true)).unwrap();
         let check: Vec<u8> = s.get_meta(KEY_CHECK).unwrap().expect("check value written");
         assert!(s.sealer().matches_check(&check));
+    }
+
+    #[test]
+    fn sample_answers_combine_to_yes_if_any_opens_and_none_only_if_none_was_tried() {
+        for (answers, all) in [
+            (vec![], None),
+            (vec![None, None], None),
+            (vec![None, Some(false)], Some(false)),
+            (vec![Some(false), None], Some(false)),
+            (vec![Some(false), Some(true)], Some(true)),
+            (vec![Some(true), Some(false)], Some(true)),
+            (vec![None, Some(true)], Some(true)),
+        ] {
+            assert_eq!(any_sample_opens(answers.clone()), all, "{answers:?}");
+        }
     }
 
     #[test]
