@@ -463,15 +463,9 @@ fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
-    use crate::config::Config;
-    use crate::health::{ProbeRecord, META_KEY};
     use crate::keycloak::TokenSet;
-    use crate::store::{codec::RECORD_VERSION, user_key, Store};
+    use crate::store::{codec::RECORD_VERSION, user_key};
     use crate::sync_queue::fail_next_transitions;
-    use chrono::TimeZone;
-    use std::path::Path;
-    use std::sync::Arc;
 
     const OLD: &str = "Old-Password-1";
     const NEW: &str = "New-Password-22";
@@ -479,25 +473,7 @@ mod tests {
     /// Login and passwd over a Keycloak that refuses every connection at once, with a fresh
     /// successful probe on record: passwd tries it at once (claimed), and puts the change back.
     fn auth_with_keycloak_gone() -> Auth {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let yaml = format!(
-            "keycloak:\n  server_url: http://127.0.0.1:{port}\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n  resilience:\n    failure_threshold: 100\n    health_check_cache_seconds: 3600\n"
-        );
-        let config =
-            Config::parse(&yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap();
-        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap());
-        let store = Arc::new(Store::temporary().unwrap());
-        let up = ProbeRecord {
-            at: clock.now(),
-            ok: true,
-            outage: false,
-            reason: None,
-        };
-        store.put_meta(META_KEY, &up).unwrap();
-        Auth::new(ResilientClient::with_parts(config, store, Arc::new(clock)).unwrap())
+        Auth::new(crate::replay::tests::client_with_keycloak_gone().0)
     }
 
     fn tokens() -> TokenSet {

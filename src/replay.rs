@@ -328,7 +328,7 @@ fn release_unfinished(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::config::Config;
@@ -342,7 +342,7 @@ mod tests {
 
     /// A client whose Keycloak refuses every connection at once, with a fresh successful
     /// probe on record so that a cycle starts without asking.
-    fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
+    pub(crate) fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
