@@ -133,12 +133,14 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
 /// a prompt) and makes paths absolute, so that the request means the same wherever it runs.
 /// Done before the database is opened, so that bad input changes nothing.
 fn gather(command: Command) -> anyhow::Result<Request> {
-    let who = |w: crate::cli::UserArgs| Who {
-        user: w.user,
-        package: w.package,
-    };
-    let password =
-        || -> Result<String, InputError> { Ok(input::passwords(&["password"])?.remove(0)) };
+    use crate::cli::UserArgs;
+    // A request about a user, and one that also carries the password read from stdin.
+    let named = |w: UserArgs, make: fn(String, String) -> Request| make(w.user, w.package);
+    let with_password =
+        |w: UserArgs, make: fn(String, String, String) -> Request| -> Result<Request, InputError> {
+            let password = input::passwords(&["password"])?.remove(0);
+            Ok(make(w.user, w.package, password))
+        };
     Ok(match command {
         Command::Status => Request::Status {},
         Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
@@ -152,22 +154,14 @@ fn gather(command: Command) -> anyhow::Result<Request> {
             failed_days,
         },
         Command::Authenticate(w) => {
-            let password = password()?;
-            let Who { user, package } = who(w);
-            Request::Authenticate {
+            with_password(w, |user, package, password| Request::Authenticate {
                 user,
                 package,
                 password,
-            }
+            })?
         }
-        Command::CachedToken(w) => {
-            let Who { user, package } = who(w);
-            Request::CachedToken { user, package }
-        }
-        Command::Refresh(w) => {
-            let Who { user, package } = who(w);
-            Request::Refresh { user, package }
-        }
+        Command::CachedToken(w) => named(w, |user, package| Request::CachedToken { user, package }),
+        Command::Refresh(w) => named(w, |user, package| Request::Refresh { user, package }),
         Command::QueueSync {
             who: w,
             sync_type,
@@ -181,10 +175,9 @@ fn gather(command: Command) -> anyhow::Result<Request> {
             crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
             let data = crate::sync_queue::parse_strict_json(&text)
                 .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
-            let Who { user, package } = who(w);
             Request::QueueSync {
-                user,
-                package,
+                user: w.user,
+                package: w.package,
                 sync_type,
                 data,
                 priority,
@@ -199,52 +192,41 @@ fn gather(command: Command) -> anyhow::Result<Request> {
             }
             Request::Queue { limit, after }
         }
-        Command::Login(w) => {
-            let password = password()?;
-            let Who { user, package } = who(w);
-            Request::Login {
-                user,
-                package,
-                password,
-            }
-        }
+        Command::Login(w) => with_password(w, |user, package, password| Request::Login {
+            user,
+            package,
+            password,
+        })?,
         Command::Passwd(w) => {
             let mut pws = input::passwords(&["old password", "new password"])?;
             let new_password = pws.remove(1);
             let old_password = pws.remove(0);
-            let Who { user, package } = who(w);
             Request::Passwd {
-                user,
-                package,
+                user: w.user,
+                package: w.package,
                 old_password,
                 new_password,
             }
         }
         Command::User(UserCommand::Add(w)) => {
-            let password = password()?;
-            let Who { user, package } = who(w);
-            Request::UserAdd {
+            with_password(w, |user, package, password| Request::UserAdd {
                 user,
                 package,
                 password,
-            }
+            })?
         }
         Command::User(UserCommand::List) => Request::UserList {},
         Command::User(UserCommand::Disable(w)) => {
-            let Who { user, package } = who(w);
-            Request::UserDisable { user, package }
+            named(w, |user, package| Request::UserDisable { user, package })
         }
         Command::User(UserCommand::Enable(w)) => {
-            let Who { user, package } = who(w);
-            Request::UserEnable { user, package }
+            named(w, |user, package| Request::UserEnable { user, package })
         }
         Command::User(UserCommand::Unlock(w)) => {
-            let Who { user, package } = who(w);
-            Request::UserUnlock { user, package }
+            named(w, |user, package| Request::UserUnlock { user, package })
         }
         Command::User(UserCommand::Remove(w)) => {
-            let Who { user, package } = who(w);
-            Request::UserRemove { user, package }
+            named(w, |user, package| Request::UserRemove { user, package })
         }
         Command::User(UserCommand::Import { file }) => Request::UserImport {
             file: absolute(&file)?,
