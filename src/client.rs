@@ -481,6 +481,18 @@ impl ResilientClient {
         )
     }
 
+    /// Whether a password change of (user, package) waits in the queue or is in flight (an
+    /// unreadable queue is logged and read as no).
+    fn password_change_queued(&self, username: &str, package: &str) -> bool {
+        self.inner
+            .queue
+            .has_pending_password_change(username, package)
+            .unwrap_or_else(|e| {
+                log::error!("sync queue unreadable: {e}");
+                false
+            })
+    }
+
     /// [`ResilientClient::authenticate`] for callers that already verified the password against
     /// a PHC hash (local auth): that hash becomes the cache's verifier, and the offline check
     /// skips a second argon2 run when the cached verifier is that same hash.
@@ -495,6 +507,19 @@ impl ResilientClient {
         let pkg = self.inner.config.package(package);
         let reason = if self.should_try_keycloak() {
             match self.call(|kc| kc.password_grant(&pkg, username, password)) {
+                // While a password change of ours waits in the queue, Keycloak still takes the
+                // password it replaces: the token is good, but that password must not become
+                // the offline verifier (it would keep working offline for the grace period).
+                // Login's verifier is the local hash, checked against the account instead.
+                Ok(tokens)
+                    if matches!(verifier, Verifier::Password(_))
+                        && self.password_change_queued(username, package) =>
+                {
+                    log::info!(
+                        "token of {username}/{package} not cached: a queued password change replaces the password Keycloak accepted"
+                    );
+                    return Ok(self.inner.tokens.uncached(&tokens));
+                }
                 Ok(tokens) => {
                     return Ok(self
                         .inner
@@ -505,14 +530,7 @@ impl ResilientClient {
                     // The password changed centrally (or the account went away): the cached
                     // token must stop working offline too — unless a queued change of ours
                     // explains why Keycloak still has the old password.
-                    let explained = self
-                        .inner
-                        .queue
-                        .has_pending_password_change(username, package)
-                        .unwrap_or_else(|e| {
-                            log::error!("sync queue unreadable: {e}");
-                            false
-                        });
+                    let explained = self.password_change_queued(username, package);
                     if !explained && self.inner.tokens.remove(username, package)? {
                         log::info!(
                             "dropped cached token of {username}/{package}: Keycloak refused ({r})"

@@ -140,6 +140,18 @@ impl TokenCache {
     }
 
     /// A new entry for `tokens`, just issued, its secrets sealed.
+    /// A fresh Keycloak answer as an [`AuthToken`], not stored: for an answer that must not
+    /// become the offline verifier (see `ResilientClient::authenticate_with`).
+    pub fn uncached(&self, tokens: &TokenSet) -> AuthToken {
+        AuthToken {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires_at: after(self.clock.now(), tokens.expires_in),
+            cached: false,
+            cached_at: None,
+        }
+    }
+
     fn fresh_entry(
         &self,
         username: &str,

@@ -1080,3 +1080,44 @@ fn blocked_queue_check_makes_a_real_admin_request_with_a_fresh_token() {
     assert_eq!((item.status, item.attempts), (SyncStatus::Pending, 0));
     assert!(client.queue_blocked().is_some(), "still blocked");
 }
+
+/// While a password change of ours waits in the queue, Keycloak still accepts the password it
+/// replaces: `authenticate` hands out that token, but does not make the old password the
+/// offline verifier (it would keep working offline for the whole grace period).
+#[test]
+fn authenticate_with_the_replaced_password_is_not_cached_while_a_change_is_queued() {
+    let fake = FakeKeycloak::start();
+    let user = unique_user("queued");
+    fake.add_user(&user, "Old-Password-1", true);
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let client = env.client();
+    client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"new_password": "New-Password-2"}),
+            1,
+        )
+        .expect("queue");
+    let token = client
+        .authenticate(&user, "Old-Password-1", PACKAGE)
+        .expect("Keycloak still takes the old password");
+    assert!(!token.cached);
+    assert!(
+        client
+            .get_cached_token(&user, PACKAGE)
+            .expect("cache")
+            .is_none(),
+        "the replaced password became the offline verifier"
+    );
+    // Once the change is applied, a login with the new password is cached as usual.
+    client.process_sync_queue(10).expect("sync");
+    client
+        .authenticate(&user, "New-Password-2", PACKAGE)
+        .expect("new password");
+    assert!(client
+        .get_cached_token(&user, PACKAGE)
+        .expect("cache")
+        .is_some());
+}
