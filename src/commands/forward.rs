@@ -9,7 +9,7 @@
 use super::{from_store, server::SOCKET_FILE};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::protocol::{Answer, Envelope};
+use crate::protocol::{Answer, Envelope, Request};
 use crate::store::{Store, StoreError};
 use anyhow::{anyhow, Context};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,9 +26,28 @@ pub enum Target {
 
 /// How often to look again while the database is locked.
 const POLL: Duration = Duration::from_millis(25);
-/// How long to wait for the service's answer: long enough for a sync cycle of Keycloak calls,
-/// bounded so that a stuck (not dead: a dead one closes the socket) service frees its caller.
+/// How long to wait for the service's answer to most requests: bounded, so that a stuck (not
+/// dead: a dead one closes the socket) service frees its caller.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Keycloak calls one sync item takes at most (admin token, user lookup, credential date,
+/// reset, one retry after a refused token).
+const CALLS_PER_ITEM: u32 = 5;
+
+/// How long to wait for the answer to `request`: a `sync-now` may make a batch's worth of
+/// Keycloak calls, each bounded by the configured timeout.
+pub fn answer_timeout(request: &Request, config: &Config) -> Duration {
+    match request {
+        Request::SyncNow { batch_size } => {
+            let batch = batch_size.unwrap_or(config.service.batch_size as u32);
+            let cycle = config
+                .keycloak
+                .timeout
+                .saturating_mul(batch.saturating_mul(CALLS_PER_ITEM));
+            ANSWER_TIMEOUT.max(cycle.saturating_add(ANSWER_TIMEOUT))
+        }
+        _ => ANSWER_TIMEOUT,
+    }
+}
 /// Longest answer accepted (a `queue` listing of a long queue is the largest).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -84,13 +103,14 @@ pub enum Sent {
 pub fn send(
     mut conn: UnixStream,
     envelope: &Envelope,
+    answer_timeout: Duration,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<Sent> {
     let mut line = envelope.to_line().context("encoding the request")?;
     line.push('\n');
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    conn.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    conn.set_read_timeout(Some(answer_timeout))?;
     // A write error here (the service went away) shows up as no answer below.
     let _ = conn.write_all(line.as_bytes());
     drop(line);
@@ -105,7 +125,7 @@ pub fn send(
         ) {
             return Err(anyhow!(
                 "the running service gave no answer within {}s; the command may or may not have been carried out",
-                ANSWER_TIMEOUT.as_secs()
+                answer_timeout.as_secs()
             ));
         }
     }
@@ -126,4 +146,30 @@ pub fn send(
     out.flush()?;
     err.write_all(answer.stderr.as_bytes())?;
     Ok(Sent::Answered(answer.exit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_sync_now_waits_for_a_batch_of_keycloak_calls_others_for_the_fixed_bound() {
+        let yaml = "keycloak:\n  server_url: http://127.0.0.1:9\n  realm: demo\n  client_id: web\n  timeout_seconds: 5\nservice:\n  batch_size: 100\n";
+        let config = Config::parse(yaml, Path::new("/x/config.yaml"), &|_| None).unwrap();
+        let status = Request::Status {};
+        assert_eq!(answer_timeout(&status, &config), ANSWER_TIMEOUT);
+        let default_batch = Request::SyncNow { batch_size: None };
+        assert_eq!(
+            answer_timeout(&default_batch, &config),
+            Duration::from_secs(100 * 5 * 5 + 300)
+        );
+        let small = Request::SyncNow {
+            batch_size: Some(2),
+        };
+        assert_eq!(
+            answer_timeout(&small, &config),
+            Duration::from_secs(2 * 5 * 5 + 300)
+        );
+    }
 }

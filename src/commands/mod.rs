@@ -112,7 +112,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
                 return execute(envelope.request, &auth, json, &mut io);
             }
             forward::Target::Service(conn) => {
-                match forward::send(conn, &envelope, out, err)? {
+                let timeout = forward::answer_timeout(&envelope.request, &config);
+                match forward::send(conn, &envelope, timeout, out, err)? {
                     forward::Sent::Answered(code) => return Ok(code),
                     // The service is busy or stopping and did not run it: try again (it, or
                     // the next holder of the database) until the wait is over.
