@@ -847,13 +847,6 @@ impl SyncQueue {
         data: SyncData,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
-        check_name("user", username)?;
-        check_name("package", package)?;
-        if priority == 0 {
-            return Err(QueueError::BadInput(
-                "priority must be 1 or more (1 runs first)".into(),
-            ));
-        }
         let (id, _) = self.enqueue_inner(username, package, data, priority, false, None)?;
         Ok(id)
     }
@@ -881,13 +874,6 @@ impl SyncQueue {
         claim: bool,
         local: &LocalChange<'_>,
     ) -> Result<(Uuid, Option<Claimed>), QueueError> {
-        check_name("user", username)?;
-        check_name("package", package)?;
-        if priority == 0 {
-            return Err(QueueError::BadInput(
-                "priority must be 1 or more (1 runs first)".into(),
-            ));
-        }
         self.enqueue_inner(username, package, data, priority, claim, Some(local))
     }
 
@@ -900,6 +886,13 @@ impl SyncQueue {
         claim: bool,
         local: Option<&LocalChange<'_>>,
     ) -> Result<(Uuid, Option<Claimed>), QueueError> {
+        check_name("user", username)?;
+        check_name("package", package)?;
+        if priority == 0 {
+            return Err(QueueError::BadInput(
+                "priority must be 1 or more (1 runs first)".into(),
+            ));
+        }
         let sync_type = match data {
             SyncData::PasswordChange(_) => SyncType::PasswordChange,
         };
@@ -1510,10 +1503,7 @@ impl SyncQueue {
             meta.insert(COUNTS_BUILT.as_bytes(), &[1u8][..])?;
             Ok(())
         });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => QueueError::from(e),
-            TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
-        })?;
+        tx_result(result)?;
         log::info!("sync queue counters built: {} item(s)", c.total());
         Ok(c)
     }
@@ -1572,10 +1562,7 @@ impl SyncQueue {
                     apply_deltas(meta, &deltas)?;
                     Ok(())
                 });
-            result.map_err(|e| match e {
-                TransactionError::Storage(e) => QueueError::from(e),
-                TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
-            })?;
+            tx_result(result)?;
         }
         Ok(old.len())
     }
@@ -1597,10 +1584,7 @@ impl SyncQueue {
                 }
                 Ok(())
             });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => QueueError::from(e),
-            TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
-        })
+        tx_result(result)
     }
 
     /// Marks a claimed item as being sent to Keycloak and flushes, before the request goes
@@ -1828,6 +1812,14 @@ fn apply_local_change(
         }
     }
     Ok(())
+}
+
+/// A queue transaction that never aborts on purpose, as a queue result.
+fn tx_result(result: Result<(), TransactionError<()>>) -> Result<(), QueueError> {
+    result.map_err(|e| match e {
+        TransactionError::Storage(e) => QueueError::from(e),
+        TransactionError::Abort(()) => QueueError::Corrupt("transaction aborted".into()),
+    })
 }
 
 fn finish(

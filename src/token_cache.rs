@@ -130,28 +130,16 @@ impl TokenCache {
                 "token of {username}/{package} not cached: the local password changed meanwhile"
             );
         }
-        Ok(AuthToken {
-            access_token: tokens.access_token.clone(),
-            refresh_token: tokens.refresh_token.clone(),
-            expires_at: entry.expires_at,
-            cached: false,
-            cached_at: None,
-        })
+        Ok(live(tokens, entry.expires_at))
     }
 
-    /// A new entry for `tokens`, just issued, its secrets sealed.
     /// A fresh Keycloak answer as an [`AuthToken`], not stored: for an answer that must not
     /// become the offline verifier (see `ResilientClient::authenticate_with`).
     pub fn uncached(&self, tokens: &TokenSet) -> AuthToken {
-        AuthToken {
-            access_token: tokens.access_token.clone(),
-            refresh_token: tokens.refresh_token.clone(),
-            expires_at: after(self.clock.now(), tokens.expires_in),
-            cached: false,
-            cached_at: None,
-        }
+        live(tokens, after(self.clock.now(), tokens.expires_in))
     }
 
+    /// A new entry for `tokens`, just issued, its secrets sealed.
     fn fresh_entry(
         &self,
         username: &str,
@@ -341,13 +329,7 @@ impl TokenCache {
             };
             true
         })?;
-        Ok(written.map(|entry| AuthToken {
-            access_token: tokens.access_token.clone(),
-            refresh_token: tokens.refresh_token.clone(),
-            expires_at: entry.expires_at,
-            cached: false,
-            cached_at: None,
-        }))
+        Ok(written.map(|entry| live(tokens, entry.expires_at)))
     }
 
     /// Replaces the verifier of the entry of `username` in `package` (the password changed
@@ -464,6 +446,17 @@ impl TokenCache {
 
 /// `now` plus Keycloak's `expires_in` seconds, whatever number Keycloak (or something posing
 /// as it) sent: negative counts as 0, absurdly large as ten years.
+/// A token Keycloak has just issued, as handed out.
+fn live(tokens: &TokenSet, expires_at: DateTime<Utc>) -> AuthToken {
+    AuthToken {
+        access_token: tokens.access_token.clone(),
+        refresh_token: tokens.refresh_token.clone(),
+        expires_at,
+        cached: false,
+        cached_at: None,
+    }
+}
+
 fn after(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
     const TEN_YEARS: i64 = 10 * 366 * 24 * 3600;
     now.checked_add_signed(Duration::seconds(seconds.clamp(0, TEN_YEARS)))

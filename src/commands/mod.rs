@@ -93,9 +93,6 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         other => gather(other)?,
     };
-    if let Some(package) = request.package_to_check() {
-        check_package(&config, package)?;
-    }
     crate::store::lock::set_holder_label(request.op());
     let deadline = std::time::Instant::now() + lock_timeout;
     let format = if json { Format::Json } else { Format::Text };

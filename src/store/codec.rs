@@ -26,9 +26,7 @@ pub enum CodecError {
 
 /// Encodes `value` as version byte + bincode.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![RECORD_VERSION];
-    bincode::serialize_into(&mut out, value).map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
+    encode_versioned(RECORD_VERSION, value)
 }
 
 /// Encodes `value` behind an explicit version byte: for a record type whose layout moved on
@@ -54,12 +52,9 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 
 /// Decodes a record written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => {
-            bincode::deserialize(body).map_err(|e| CodecError::Decode(e.to_string()))
-        }
-        Some((&found, _)) => Err(CodecError::Version { found }),
-        None => Err(CodecError::Version { found: 0 }),
+    match split(bytes)? {
+        (RECORD_VERSION, body) => decode_body(body),
+        (found, _) => Err(CodecError::Version { found }),
     }
 }
 

@@ -217,7 +217,7 @@ impl Store {
                         cause,
                     })
                 }
-                Err(other) => return Err(StoreError::Sled(other)),
+                Err(other) => return Err(other.into()),
             }
         };
         let (sealer, key_unverified) = open_sealer(path, &db)?;
