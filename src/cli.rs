@@ -104,6 +104,7 @@ pub enum Command {
     /// Queue a change for Keycloak; sync data as JSON on stdin; prints the SyncId.
     QueueSync {
         #[command(flatten)]
+        /// The user and package.
         who: UserArgs,
         /// The sync type: password_change (data: {"new_password": "..."}; "password" is
         /// accepted as an alias). Data: at most 8192 bytes of JSON, no key twice; the

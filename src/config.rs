@@ -21,15 +21,28 @@ pub const ENV_ADMIN_CLIENT_SECRET: &str = "KEYCLOAK_ADMIN_CLIENT_SECRET";
 pub enum ConfigError {
     /// The file could not be read.
     #[error("config file {file}: {reason}")]
-    Read { file: PathBuf, reason: String },
+    Read {
+        /// The file concerned.
+        file: PathBuf,
+        /// What was wrong, in words.
+        reason: String,
+    },
     /// The YAML does not parse or does not fit the layout (serde names the key).
     #[error("config file {file}: {reason}")]
-    Parse { file: PathBuf, reason: String },
+    Parse {
+        /// The file concerned.
+        file: PathBuf,
+        /// What was wrong, in words.
+        reason: String,
+    },
     /// A value is out of range or malformed.
     #[error("config file {file}: {key}: {reason}")]
     Invalid {
+        /// The file concerned.
         file: PathBuf,
+        /// The config key at fault.
         key: String,
+        /// What was wrong, in words.
         reason: String,
     },
 }

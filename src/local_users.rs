@@ -64,10 +64,20 @@ impl std::fmt::Debug for LocalUser {
 pub enum UserError {
     /// `add` or an import row named an account that is already there.
     #[error("local user {user:?} already exists in package {package:?}")]
-    Exists { user: String, package: String },
+    Exists {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
     /// The account to change does not exist.
     #[error("no local user {user:?} in package {package:?}")]
-    NotFound { user: String, package: String },
+    NotFound {
+        /// The username.
+        user: String,
+        /// The package.
+        package: String,
+    },
     /// A username, package or password is unacceptable; the message names the field.
     #[error("{0}")]
     BadInput(String),
@@ -76,7 +86,12 @@ pub enum UserError {
     Hash(String),
     /// The import source could not be read.
     #[error("reading the import at line {line}: {cause}")]
-    Read { line: usize, cause: std::io::Error },
+    Read {
+        /// The line number, from 1.
+        line: usize,
+        /// The underlying error.
+        cause: std::io::Error,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),

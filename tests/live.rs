@@ -1,4 +1,4 @@
-//! The live-Keycloak suite: the shared scenarios (`tests/scenarios`) against a real Keycloak
+//! The live-Keycloak suite: the shared scenarios (`tests/it/scenarios`) against a real Keycloak
 //! 26.7.3 started by `scripts/keycloak.sh`, plus what only a real server can show — a JVM that
 //! is SIGKILLed or SIGSTOPped mid-run, recovery after a restart, and the server's exact answers
 //! that the client's classification relies on (so a Keycloak upgrade that changes them fails
@@ -15,10 +15,16 @@
 //! makes sure the server is up and answering before and after every test, whatever happened
 //! inside it, so one failure does not cascade into the next tests.
 
+// The live binary shares the hermetic binary's helpers and scenarios. It uses only part of
+// them (the fake Keycloak, the CLI runner), so what it leaves unused is not a warning here.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
+#[allow(dead_code)]
+#[path = "it/scenarios/mod.rs"]
 mod scenarios;
 
-use common::server::{LiveKeycloak, Server};
+use common::server::Server;
 use common::{
     repo_file, unique_user, TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET, PACKAGE,
 };
@@ -35,6 +41,103 @@ use std::time::{Duration, Instant};
 static LOCK: Mutex<()> = Mutex::new(());
 
 const REALM: &str = "resilient-test";
+
+/// The live Keycloak started by `scripts/keycloak.sh` at `KEYCLOAK_TEST_URL`.
+struct LiveKeycloak {
+    /// Base URL, without a trailing slash.
+    url: String,
+}
+
+impl LiveKeycloak {
+    /// The live server, when `KEYCLOAK_TEST_URL` is set; `None` (and a clear "skipped" line)
+    /// otherwise.
+    fn from_env(test: &str) -> Option<LiveKeycloak> {
+        match std::env::var("KEYCLOAK_TEST_URL") {
+            Ok(url) if !url.is_empty() => Some(LiveKeycloak {
+                url: url.trim_end_matches('/').to_string(),
+            }),
+            _ => {
+                eprintln!(
+                    "SKIPPED {test}: KEYCLOAK_TEST_URL is not set (run scripts/live-tests.sh)"
+                );
+                None
+            }
+        }
+    }
+
+    fn script(&self, action: &str) {
+        let status = std::process::Command::new(repo_file("scripts/keycloak.sh"))
+            .arg(action)
+            .status()
+            .expect("run scripts/keycloak.sh");
+        assert!(status.success(), "scripts/keycloak.sh {action} failed");
+    }
+
+    fn admin_token(&self) -> String {
+        let http = reqwest::blocking::Client::new();
+        let v: serde_json::Value = http
+            .post(format!(
+                "{}/realms/resilient-test/protocol/openid-connect/token",
+                self.url
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "keycloak-resilient-sync"),
+                ("client_secret", ADMIN_CLIENT_SECRET),
+            ])
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .expect("admin token");
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+}
+
+impl Server for LiveKeycloak {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "live"
+    }
+    fn create_user(&self, username: &str, password: &str, enabled: bool) {
+        let http = reqwest::blocking::Client::new();
+        let resp = http
+            .post(format!("{}/admin/realms/resilient-test/users", self.url))
+            .bearer_auth(self.admin_token())
+            .json(&serde_json::json!({
+                "username": username,
+                "enabled": enabled,
+                "email": format!("{username}@example.test"),
+                "emailVerified": true,
+                "firstName": "Test",
+                "lastName": "User",
+                "credentials": [{"type": "password", "value": password, "temporary": false}],
+            }))
+            .send()
+            .expect("create user");
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "creating {username} on the live Keycloak"
+        );
+    }
+    fn go_down(&self) {
+        self.script("kill");
+    }
+    fn come_back(&self) {
+        self.script("restart");
+    }
+    fn hang(&self) {
+        self.script("pause");
+    }
+    fn unhang(&self) {
+        self.script("resume");
+    }
+}
 
 /// Takes [`LOCK`], tolerating a poisoned mutex (a failed test must not fail all the others).
 fn serial() -> MutexGuard<'static, ()> {

@@ -15,7 +15,10 @@ pub const RECORD_VERSION: u8 = 1;
 pub enum CodecError {
     /// The record is empty or was written by a schema this build does not know.
     #[error("record has schema version {found}, this build reads {RECORD_VERSION}")]
-    Version { found: u8 },
+    Version {
+        /// The version found.
+        found: u8,
+    },
     /// The bytes do not decode as the expected type.
     #[error("record does not decode: {0}")]
     Decode(String),

@@ -45,7 +45,10 @@ pub struct DirLock {
 #[derive(Debug)]
 pub enum LockError {
     /// Someone else held it for the whole wait; their note, if readable.
-    Busy { holder: Option<Holder> },
+    Busy {
+        /// Who holds the lock, when its note could be read.
+        holder: Option<Holder>,
+    },
     /// The lock file could not be opened or locked.
     Io(io::Error),
 }

@@ -59,16 +59,29 @@ pub enum StoreError {
         secs = waited.as_secs_f64()
     )]
     Locked {
+        /// The path concerned.
         path: PathBuf,
+        /// Who holds the lock, when its note could be read.
         holder: Option<lock::Holder>,
+        /// How long we waited for it.
         waited: Duration,
     },
     /// sled found the files damaged.
     #[error("data directory {path} is damaged ({cause}): restore it from a backup, or move it aside to start with an empty database (anything queued in it is then lost)")]
-    Damaged { path: PathBuf, cause: sled::Error },
+    Damaged {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        cause: sled::Error,
+    },
     /// The directory could not be created or opened.
     #[error("data directory {path}: {cause}")]
-    Dir { path: PathBuf, cause: io::Error },
+    Dir {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        cause: io::Error,
+    },
     /// sled reported an error.
     #[error("database error: {0}")]
     Sled(sled::Error),
@@ -78,13 +91,17 @@ pub enum StoreError {
     /// A record did not decode.
     #[error("damaged record in tree {tree}: {cause}")]
     Corrupt {
+        /// The tree the record is in.
         tree: &'static str,
+        /// The underlying error.
         cause: codec::CodecError,
     },
     /// A record could not be encoded.
     #[error("could not encode record for tree {tree}: {cause}")]
     Encode {
+        /// The tree the record is in.
         tree: &'static str,
+        /// The underlying error.
         cause: codec::CodecError,
     },
     /// Sealing or unsealing a secret failed.
@@ -93,12 +110,19 @@ pub enum StoreError {
     /// `secret.key` is a key, but not the one this database's secrets were sealed with.
     #[error("key file {key_file} does not match the database in {data_dir} (its secrets were sealed with another key): put back the secret.key that belongs to this data directory; nothing was changed")]
     KeyMismatch {
+        /// The key file.
         key_file: PathBuf,
+        /// The data directory.
         data_dir: PathBuf,
     },
     /// The database was written by a newer layout.
     #[error("data directory {path} has layout version {found}; this build knows {LAYOUT_VERSION}")]
-    Layout { path: PathBuf, found: u32 },
+    Layout {
+        /// The path concerned.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
     /// The password verifier for a record could not be computed.
     #[error(transparent)]
     Hash(#[from] crate::password::HashError),

@@ -22,13 +22,24 @@ const CHECK_PLAINTEXT: &[u8] = b"keycloak-resilient key check v1";
 pub enum SealError {
     /// The key file could not be created or read.
     #[error("key file {path}: {cause}")]
-    KeyFile { path: PathBuf, cause: io::Error },
+    KeyFile {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        cause: io::Error,
+    },
     /// The database exists but its key file does not.
     #[error("key file {path} is missing but the database beside it exists: restore the key from the backup the database came from (without it, cached tokens and queued passwords cannot be read)")]
-    Missing { path: PathBuf },
+    Missing {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// The key file exists but is not a 32-byte key.
     #[error("key file {path} is not a {KEY_LEN}-byte key (was it truncated or replaced?)")]
-    BadKey { path: PathBuf },
+    BadKey {
+        /// The path concerned.
+        path: PathBuf,
+    },
     /// The sealed value was tampered with, truncated, or sealed under another key.
     #[error("sealed value does not open (wrong key or damaged record)")]
     Open,

@@ -1,12 +1,10 @@
-mod common;
-
 // One database, many callers: while `start` runs it owns the sled directory and serves
 // one-shot commands (and applications) over `data/control.sock`. Every test here runs the
 // real binary against the in-process fake Keycloak.
 
-use common::cli::*;
-use common::fake_keycloak::{Behavior, FakeKeycloak};
-use common::{repo_file, TestEnv, Tuning, PACKAGE};
+use crate::common::cli::*;
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
+use crate::common::{repo_file, TestEnv, Tuning, PACKAGE};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

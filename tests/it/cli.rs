@@ -1,12 +1,10 @@
-mod common;
-
 // The command line, end to end: every test runs the real binary (`keycloak-resilient`) against
 // the in-process fake Keycloak and checks the exit status and what was printed. `start` runs as
 // a spawned child that the tests stop with SIGTERM or kill with SIGKILL.
 
-use common::cli::*;
-use common::fake_keycloak::{Behavior, FakeKeycloak};
-use common::{TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET, PACKAGE};
+use crate::common::cli::*;
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
+use crate::common::{TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET, PACKAGE};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -15,12 +15,10 @@
 //! run time (so the test adapts to debug and release builds); the seed is printed, and
 //! `CRASH_SEED=n` replays a run.
 //!
-//! `cargo test --release --test crash` (some 400 kills; about half a minute in release).
+//! `cargo test --release --test it crash::` (some 400 kills; about half a minute in release).
 
-mod common;
-
-use common::fake_keycloak::{Behavior, FakeKeycloak};
-use common::{TestEnv, Tuning, PACKAGE};
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
+use crate::common::{TestEnv, Tuning, PACKAGE};
 use keycloak_resilient::local_users::Verification;
 use keycloak_resilient::sync_queue::SyncStatus;
 use keycloak_resilient::{Auth, ResilientClient};

@@ -1,14 +1,13 @@
 //! Shared test helpers: a temporary data directory with a config file pointing at a Keycloak
 //! (fake or live), the CLI runner, and the [`server::Server`] abstraction that lets one set of
 //! scenarios run against both.
-#![allow(dead_code)]
 
 pub mod cli;
 pub mod fake_keycloak;
 pub mod server;
 
 use assert_cmd::Command;
-use keycloak_resilient::clock::{ManualClock, SharedClock, SystemClock};
+use keycloak_resilient::clock::{ManualClock, SharedClock};
 use keycloak_resilient::store::Store;
 use keycloak_resilient::{Auth, Config, ResilientClient};
 use std::path::{Path, PathBuf};
@@ -23,7 +22,6 @@ pub const PACKAGE: &str = "webapp";
 /// A temporary directory holding `config.yaml` and the sled `data/`.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
-    pub url: String,
 }
 
 /// Tunables a scenario may change in the config file.
@@ -67,10 +65,7 @@ impl TestEnv {
             extra = t.extra,
         );
         std::fs::write(dir.path().join("config.yaml"), yaml).expect("write config");
-        TestEnv {
-            dir,
-            url: url.to_string(),
-        }
+        TestEnv { dir }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -112,11 +107,6 @@ impl TestEnv {
         c.write_stdin("");
         c
     }
-}
-
-/// The real clock as a shared clock.
-pub fn system_clock() -> SharedClock {
-    Arc::new(SystemClock)
 }
 
 /// Path of the repo's file `rel`.

@@ -1,17 +1,14 @@
-//! Tests of the fake Keycloak itself (`tests/common/fake_keycloak.rs`).
+//! Tests of the fake Keycloak itself (`common/fake_keycloak.rs`).
 //!
 //! Every other hermetic test trusts the fake to answer like Keycloak 26 and to fail on demand
 //! the way a real outage does; these tests pin both, through a real HTTP client, so a change to
 //! the fake that would make other tests lie shows up here first.
 
-#[path = "common/fake_keycloak.rs"]
-mod fake_keycloak;
-
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fake_keycloak::{Behavior, FakeKeycloak, REALM};
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak, REALM};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,21 +1,18 @@
-//! Hermetic end-to-end tests: the shared scenarios (`tests/scenarios`) against the in-process
+//! The library end to end: the shared scenarios (`scenarios`) against the in-process
 //! fake Keycloak, plus engine tests only the fake can drive (5xx pages, 429, slowness, exact
 //! request counts).
 //!
-//! `cargo test --test hermetic`
+//! `cargo test --test it library::`
 
-mod common;
-mod scenarios;
-
-use common::fake_keycloak::{Behavior, FakeKeycloak};
-use common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
+use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::scenarios::{self, manual_clock, past_cooldown};
 use keycloak_resilient::auth::DIVERGENCE_COUNTER;
 use keycloak_resilient::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
 use keycloak_resilient::sync_queue::SyncStatus;
 use keycloak_resilient::{Auth, AuthError, AuthToken, Mode, PasswdMode, ResilientClient};
-use scenarios::{manual_clock, past_cooldown};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

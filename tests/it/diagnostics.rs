@@ -1,9 +1,7 @@
 //! The `test` command's checks and the refresh grant, against the fake Keycloak.
 
-mod common;
-
-use common::fake_keycloak::{Behavior, FakeKeycloak};
-use common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
+use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
 use keycloak_resilient::client::AuthError;
 
 #[test]

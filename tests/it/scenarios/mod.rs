@@ -1,5 +1,5 @@
 //! One set of end-to-end scenarios, run against two servers: the in-process fake Keycloak
-//! (`tests/hermetic.rs`) and a real Keycloak 26 (`tests/live.rs`).
+//! (`tests/it/library.rs`) and a real Keycloak 26 (`tests/live.rs`).
 //!
 //! Rules every scenario follows so that it holds on both:
 //! - it creates its own users (`unique_user` + `Server::create_user`): the live Keycloak keeps
@@ -10,7 +10,6 @@
 //!   is back), never by sleeping;
 //! - a wrong password may be answered 400 (Keycloak ≥ 26.6) or 401 (older): nothing here
 //!   depends on which.
-#![allow(dead_code)]
 
 use crate::common::server::Server;
 use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};

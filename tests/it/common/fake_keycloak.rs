@@ -61,8 +61,6 @@
 //!   (user deleted) and `User disabled`, a created user being disabled unless `enabled` is
 //!   sent, service-account users appearing in filtered searches, and `PUT /users/{id}`.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -216,11 +214,6 @@ impl FakeKeycloak {
         }
     }
 
-    /// The current behaviour.
-    pub fn behavior(&self) -> Behavior {
-        lock(&self.shared.state).behavior
-    }
-
     /// Status for a wrong password or unknown user on the password grant: 401 as Keycloak
     /// answered before 26.6, 400 as 26.6 and later do.
     pub fn set_wrong_password_status(&self, status: u16) {
@@ -272,14 +265,6 @@ impl FakeKeycloak {
     /// connection is closed instead, as when the network fails after Keycloak did the work.
     pub fn lose_reset_answers(&self, n: usize) {
         lock(&self.shared.state).lose_reset_answers = n;
-    }
-
-    /// The `createdDate` the credentials endpoint reports for the user's password.
-    pub fn password_created(&self, username: &str) -> Option<u64> {
-        let state = lock(&self.shared.state);
-        state
-            .user_by_name(username)
-            .and_then(|u| u.password_credential.as_ref().map(|c| c.1))
     }
 
     /// The Keycloak id of a user (case-insensitive username).

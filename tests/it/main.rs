@@ -1,0 +1,30 @@
+//! The hermetic integration tests: one binary, so the fake Keycloak and the helpers are
+//! compiled once. Every test here talks only to 127.0.0.1 and needs nothing installed.
+//!
+//! `cargo test --test it` runs them all; `cargo test --test it cli::` one module.
+//! The live-Keycloak suite is its own binary, `tests/live.rs`, run by `scripts/live-tests.sh`.
+
+/// Shared helpers: a temporary data directory with its config, the CLI runner, the fake
+/// Keycloak, and the `Server` trait that lets a scenario run against the fake or a real server.
+mod common;
+/// Scenarios written once and run twice: here against the fake, in `tests/live.rs` against a
+/// real Keycloak. A scenario that cannot hold on both does not belong here.
+mod scenarios;
+
+/// The real binary, one-shot: exit codes, stdout/stderr text, `--json` shapes, `start` as a
+/// child stopped by SIGTERM or SIGKILL.
+mod cli;
+/// Kill -9 at random moments, hundreds of times: nothing acknowledged is lost, nothing is
+/// applied twice.
+mod crash;
+/// The `test` command's checks and the refresh grant.
+mod diagnostics;
+/// The fake Keycloak itself, through a real HTTP client: a fake that drifts from Keycloak's
+/// answers would make every other test lie, so it is pinned first.
+mod fake;
+/// The library end to end (`ResilientClient`, `Auth`) against the fake: the shared scenarios,
+/// and what only the fake can drive (5xx pages, 429, slowness, exact request counts).
+mod library;
+/// One database, many callers: a running `start` serving one-shot commands and applications
+/// over its Unix socket.
+mod socket;
