@@ -9,6 +9,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`account`] | [`Account`]: a user in a package, the name rule applied once |
 //! | [`config`] | `config.yaml` → validated [`Config`]; presets; secrets from env |
 //! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest |
 //! | [`clock`] | time as a value, so tests can move it |
@@ -34,6 +35,7 @@
 //! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
 //! queue, local users, keycloak → store/config.
 
+pub mod account;
 pub mod auth;
 pub mod auth_events;
 pub mod backoff;
@@ -58,6 +60,7 @@ pub mod store;
 pub mod sync_queue;
 pub mod token_cache;
 
+pub use account::{Account, NameError};
 pub use auth::{Auth, LoginResult, PasswdMode, PasswdResult};
 pub use client::{AuthError, Mode, ResilientClient, Status};
 pub use config::Config;
