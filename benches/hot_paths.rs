@@ -20,9 +20,14 @@ use keycloak_resilient::local_users::{LocalUsers, Verification};
 use keycloak_resilient::lockout::LockoutPolicy;
 use keycloak_resilient::store::Store;
 use keycloak_resilient::sync_queue::SyncQueue;
-use keycloak_resilient::{Auth, Config, ResilientClient};
+use keycloak_resilient::{Account, Auth, Config, ResilientClient};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The account of `user` in `package` (the bench's names are good names).
+fn acct(user: &str, package: &str) -> Account {
+    Account::new(user, package).expect("a bench account's names pass the rule")
+}
 
 fn clock() -> SharedClock {
     Arc::new(SystemClock)
@@ -92,13 +97,13 @@ fn main() -> anyhow::Result<()> {
         lockout: Duration::from_secs(3600),
     };
     let users = LocalUsers::new(store.clone(), clock(), policy);
-    users.add("known", "web", "right-password")?;
-    users.add("locked", "web", "right-password")?;
+    users.add(&acct("known", "web"), "right-password")?;
+    users.add(&acct("locked", "web"), "right-password")?;
     for _ in 0..3 {
-        users.verify("locked", "web", "wrong")?;
+        users.verify(&acct("locked", "web"), "wrong")?;
     }
     assert!(matches!(
-        users.verify("locked", "web", "right-password")?,
+        users.verify(&acct("locked", "web"), "right-password")?,
         Verification::Locked { .. }
     ));
     // Locking off here, so that "known" keeps answering "invalid" rather than "locked".
@@ -114,17 +119,17 @@ fn main() -> anyhow::Result<()> {
         "local verify: unknown user vs known user (wrong password)",
         interleaved(
             20,
-            || drop(no_lock.verify("nobody", "web", "wrong")),
-            || drop(no_lock.verify("known", "web", "wrong")),
+            || drop(no_lock.verify(&acct("nobody", "web"), "wrong")),
+            || drop(no_lock.verify(&acct("known", "web"), "wrong")),
         ),
     );
-    no_lock.verify("known", "web", "right-password")?;
+    no_lock.verify(&acct("known", "web"), "right-password")?;
     row(
         "local verify: locked user vs known user (right password)",
         interleaved(
             20,
-            || drop(users.verify("locked", "web", "right-password")),
-            || drop(users.verify("known", "web", "right-password")),
+            || drop(users.verify(&acct("locked", "web"), "right-password")),
+            || drop(users.verify(&acct("known", "web"), "right-password")),
         ),
     );
 
@@ -134,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml)?;
     let auth = Auth::new(ResilientClient::new(Config::load(&path)?)?);
-    auth.users().add("alice", "web", "right-password")?;
+    auth.users().add(&acct("alice", "web"), "right-password")?;
     let first = auth.login("alice", "web", "right-password")?; // probes once, then cached "down"
     assert!(first.success);
     row(
@@ -142,7 +147,7 @@ fn main() -> anyhow::Result<()> {
         interleaved(
             20,
             || drop(auth.login("alice", "web", "right-password")),
-            || drop(auth.users().verify("alice", "web", "right-password")),
+            || drop(auth.users().verify(&acct("alice", "web"), "right-password")),
         ),
     );
 

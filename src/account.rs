@@ -261,6 +261,12 @@ impl fmt::Display for Account {
     }
 }
 
+/// The account of `user` in `package`, for tests (whose names are good names).
+#[cfg(test)]
+pub(crate) fn acct(user: &str, package: &str) -> Account {
+    Account::new(user, package).expect("a test account's names pass the rule")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +330,10 @@ mod tests {
         assert_eq!(err.field(), NameField::User);
         assert_eq!(err.problem(), NameProblem::Empty);
         assert_eq!(err.to_string(), "username must not be empty");
-        assert_eq!(err.message("--user", "--package"), "--user must not be empty");
+        assert_eq!(
+            err.message("--user", "--package"),
+            "--user must not be empty"
+        );
 
         // The username is checked first; then the package.
         let err = Account::new("a/b", "..").unwrap_err();

@@ -6,6 +6,7 @@
 //! locally, the local password always changes, and Keycloak is updated through the admin API
 //! when it is usable, else the change waits in the queue at priority 1.
 
+use crate::account::Account;
 use crate::auth_events::{AuthEvents, ModeCounts};
 use crate::client::{AuthError, CallError, ResilientClient};
 use crate::keycloak::{KcError, Rejection};
@@ -192,19 +193,21 @@ impl Auth {
     /// Disables a local user and ends what they hold: sessions and the cached Keycloak token
     /// (which would otherwise still log them in offline through another front end).
     pub fn disable_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
-        self.users.set_enabled(username, package, false)?;
-        self.revoke(username, package)
+        let account = Account::new(username, package).map_err(UserError::from)?;
+        self.users.set_enabled(&account, false)?;
+        self.revoke(&account)
     }
 
     /// Removes a local user, their sessions and their cached token.
     pub fn remove_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
-        self.users.remove(username, package)?;
-        self.revoke(username, package)
+        let account = Account::new(username, package).map_err(UserError::from)?;
+        self.users.remove(&account)?;
+        self.revoke(&account)
     }
 
-    fn revoke(&self, username: &str, package: &str) -> Result<usize, LoginError> {
-        self.client.tokens().remove(username, package)?;
-        Ok(self.sessions.remove_user(username, package)?)
+    fn revoke(&self, account: &Account) -> Result<usize, LoginError> {
+        self.client.tokens().remove(account)?;
+        Ok(self.sessions.remove_user(account)?)
     }
 
     /// Logins in the last hour by mode.
@@ -219,7 +222,8 @@ impl Auth {
         package: &str,
         password: &str,
     ) -> Result<LoginResult, LoginError> {
-        let hash = match self.users.verify(username, package, password)? {
+        let account = Account::new(username, package).map_err(UserError::from)?;
+        let hash = match self.users.verify(&account, password)? {
             Verification::Ok { hash } => hash,
             Verification::Invalid => return Ok(failed(FailReason::InvalidCredentials, None)),
             Verification::Disabled => return Ok(failed(FailReason::AccountDisabled, None)),
@@ -265,7 +269,7 @@ impl Auth {
                 (AuthMode::Local, false, None)
             }
         };
-        let session: Session = self.sessions.create(username, package, mode)?;
+        let session: Session = self.sessions.create(&account, mode)?;
         self.events.record(mode)?;
         Ok(LoginResult {
             success: true,
@@ -326,13 +330,14 @@ impl Auth {
         old: &str,
         new: &str,
     ) -> Result<PasswdResult, PasswdError> {
-        match self.users.verify(username, package, old)? {
+        let account = Account::new(username, package).map_err(UserError::from)?;
+        match self.users.verify(&account, old)? {
             Verification::Ok { .. } => {}
             Verification::Invalid => return Err(PasswdError::InvalidCredentials),
             Verification::Disabled => return Err(PasswdError::AccountDisabled),
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
         }
-        let record = self.users.prepare_password(username, package, new)?;
+        let record = self.users.prepare_password(&account, new)?;
         let queue = self.client.queue();
         let data = SyncData::PasswordChange(PasswordChange {
             password: new.to_string(),
@@ -487,7 +492,11 @@ mod tests {
     }
 
     fn verified_hash(auth: &Auth, user: &str, password: &str) -> String {
-        match auth.users().verify(user, "web", password).unwrap() {
+        match auth
+            .users()
+            .verify(&crate::account::acct(user, "web"), password)
+            .unwrap()
+        {
             Verification::Ok { hash } => hash,
             other => panic!("{user}: {other:?}"),
         }
@@ -500,42 +509,57 @@ mod tests {
     fn passwd_sets_the_cached_verifier_with_the_password() {
         let auth = auth_with_keycloak_gone();
         let cache = auth.client().tokens();
-        auth.users().add("alice", "web", OLD).unwrap();
+        auth.users()
+            .add(&crate::account::acct("alice", "web"), OLD)
+            .unwrap();
         let old_hash = verified_hash(&auth, "alice", OLD);
         cache
-            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .put(
+                &crate::account::acct("alice", "web"),
+                &tokens(),
+                Verifier::Hash(&old_hash),
+            )
             .unwrap();
 
         let changed = auth.change_password("alice", "web", OLD, NEW).unwrap();
         assert_eq!(changed.mode, PasswdMode::Queued);
         assert!(cache
-            .authenticate("alice", "web", OLD, None)
+            .authenticate(&crate::account::acct("alice", "web"), OLD, None)
             .unwrap()
             .is_none());
         assert!(cache
-            .authenticate("alice", "web", NEW, None)
+            .authenticate(&crate::account::acct("alice", "web"), NEW, None)
             .unwrap()
             .is_some());
         // The slow login's write lands now.
         cache
-            .put("alice", "web", &tokens(), Verifier::Hash(&old_hash))
+            .put(
+                &crate::account::acct("alice", "web"),
+                &tokens(),
+                Verifier::Hash(&old_hash),
+            )
             .unwrap();
         assert!(
             cache
-                .authenticate("alice", "web", OLD, None)
+                .authenticate(&crate::account::acct("alice", "web"), OLD, None)
                 .unwrap()
                 .is_none(),
             "the old password opens the cache again"
         );
 
-        auth.users().add("bob", "web", OLD).unwrap();
+        auth.users()
+            .add(&crate::account::acct("bob", "web"), OLD)
+            .unwrap();
         auth.client()
             .store()
             .token_cache
             .insert(user_key("bob", "web"), &[RECORD_VERSION, 0xff][..])
             .unwrap();
         auth.change_password("bob", "web", OLD, NEW).unwrap();
-        assert!(cache.entry("bob", "web").unwrap().is_none());
+        assert!(cache
+            .entry(&crate::account::acct("bob", "web"))
+            .unwrap()
+            .is_none());
         verified_hash(&auth, "bob", NEW);
     }
 
@@ -544,7 +568,9 @@ mod tests {
     #[test]
     fn a_failed_settle_after_passwd_puts_the_change_back_to_pending() {
         let auth = auth_with_keycloak_gone();
-        auth.users().add("alice", "web", OLD).unwrap();
+        auth.users()
+            .add(&crate::account::acct("alice", "web"), OLD)
+            .unwrap();
         fail_next_transitions(1);
         let err = auth
             .change_password("alice", "web", OLD, NEW)

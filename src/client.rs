@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::account::Account;
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, BreakerState, CircuitState, Permit};
 use crate::clock::{SharedClock, SystemClock};
@@ -505,6 +506,8 @@ impl ResilientClient {
         already_verified: Option<&str>,
     ) -> Result<AuthToken, AuthError> {
         let pkg = self.inner.config.package(package);
+        // A name the rule refuses has no cache entry: nothing is cached, read or dropped for it.
+        let account = Account::new(username, package).ok();
         let reason = if self.should_try_keycloak() {
             match self.call(|kc| kc.password_grant(&pkg, username, password)) {
                 // While a password change of ours waits in the queue, Keycloak still takes the
@@ -521,17 +524,21 @@ impl ResilientClient {
                     return Ok(self.inner.tokens.uncached(&tokens));
                 }
                 Ok(tokens) => {
-                    return Ok(self
-                        .inner
-                        .tokens
-                        .put(username, package, &tokens, verifier)?)
+                    return Ok(match &account {
+                        Some(a) => self.inner.tokens.put(a, &tokens, verifier)?,
+                        None => self.inner.tokens.uncached(&tokens),
+                    })
                 }
                 Err(CallError::Keycloak(KcError::Rejected(r))) => {
                     // The password changed centrally (or the account went away): the cached
                     // token must stop working offline too — unless a queued change of ours
                     // explains why Keycloak still has the old password.
                     let explained = self.password_change_queued(username, package);
-                    if !explained && self.inner.tokens.remove(username, package)? {
+                    if !explained
+                        && account
+                            .as_ref()
+                            .map_or(Ok(false), |a| self.inner.tokens.remove(a))?
+                    {
                         log::info!(
                             "dropped cached token of {username}/{package}: Keycloak refused ({r})"
                         );
@@ -549,12 +556,13 @@ impl ResilientClient {
         // Degraded mode (a cached token) needs resilience on; offline mode (local auth alone,
         // which the login layer falls back to on `NoCachedLogin`) needs allow_offline_mode.
         let r = &self.inner.config.resilience;
-        let cached = if r.enabled {
-            self.inner
-                .tokens
-                .authenticate(username, package, password, already_verified)?
-        } else {
-            None
+        let cached = match &account {
+            Some(a) if r.enabled => {
+                self.inner
+                    .tokens
+                    .authenticate(a, password, already_verified)?
+            }
+            _ => None,
         };
         match cached {
             Some(token) => {
@@ -571,10 +579,12 @@ impl ResilientClient {
     /// Exchanges the cached refresh token of (user, package) for fresh tokens at Keycloak and
     /// caches them (the password verifier stays; the grace period starts again).
     pub fn refresh(&self, username: &str, package: &str) -> Result<AuthToken, AuthError> {
+        // A name the rule refuses has no cache entry, so no refresh token.
+        let account = Account::new(username, package).map_err(|_| AuthError::NoRefreshToken)?;
         let refresh_token = self
             .inner
             .tokens
-            .refresh_token(username, package)?
+            .refresh_token(&account)?
             .ok_or(AuthError::NoRefreshToken)?;
         if !self.should_try_keycloak() {
             return Err(AuthError::Unavailable {
@@ -586,7 +596,7 @@ impl ResilientClient {
             Ok(tokens) => self
                 .inner
                 .tokens
-                .replace_tokens(username, package, &tokens)?
+                .replace_tokens(&account, &tokens)?
                 .ok_or(AuthError::NoRefreshToken),
             Err(CallError::Keycloak(KcError::Rejected(r))) => Err(AuthError::Rejected(r)),
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => Err(AuthError::Misconfigured(m)),
@@ -602,7 +612,11 @@ impl ResilientClient {
         username: &str,
         package: &str,
     ) -> Result<Option<AuthToken>, StoreError> {
-        self.inner.tokens.get(username, package)
+        // A name the rule refuses has no cache entry.
+        let Ok(account) = Account::new(username, package) else {
+            return Ok(None);
+        };
+        self.inner.tokens.get(&account)
     }
 
     /// Queues a change for Keycloak (durable before it returns). `sync_data` for
@@ -802,7 +816,11 @@ mod tests {
             };
             client
                 .tokens()
-                .put("alice", "web", &tokens, Verifier::Password("pw"))
+                .put(
+                    &crate::account::acct("alice", "web"),
+                    &tokens,
+                    Verifier::Password("pw"),
+                )
                 .unwrap();
             let id = client
                 .queue_sync(

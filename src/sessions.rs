@@ -5,6 +5,7 @@
 //! a fresh Keycloak login once Keycloak is back. Expired sessions read as absent and are removed
 //! by cleanup.
 
+use crate::account::Account;
 use crate::clock::SharedClock;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
@@ -76,17 +77,12 @@ impl Sessions {
     }
 
     /// Creates and stores a session.
-    pub fn create(
-        &self,
-        username: &str,
-        package: &str,
-        auth_mode: AuthMode,
-    ) -> Result<Session, StoreError> {
+    pub fn create(&self, account: &Account, auth_mode: AuthMode) -> Result<Session, StoreError> {
         let now = self.clock.now();
         let session = Session {
             id: Uuid::new_v4(),
-            username: username.to_string(),
-            package: package.to_string(),
+            username: account.user().to_string(),
+            package: account.package().to_string(),
             auth_mode,
             created_at: now,
             expires_at: now + self.ttl,
@@ -109,9 +105,9 @@ impl Sessions {
         Ok(existed)
     }
 
-    /// Ends every session of (user, package); returns how many.
-    pub fn remove_user(&self, username: &str, package: &str) -> Result<usize, StoreError> {
-        let key = store::user_key(username, package);
+    /// Ends every session of `account`; returns how many.
+    pub fn remove_user(&self, account: &Account) -> Result<usize, StoreError> {
+        let key = account.key();
         let mut n = 0;
         for item in self.store.sessions.iter() {
             let (id, bytes) = item?;
@@ -158,6 +154,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::clock::ManualClock;
     use chrono::TimeZone;
 
@@ -169,15 +166,15 @@ mod tests {
             Arc::new(clock.clone()),
             std::time::Duration::from_secs(60),
         );
-        let a = s.create("alice", "web", AuthMode::Cached).unwrap();
-        let b = s.create("bob", "web", AuthMode::Local).unwrap();
+        let a = s.create(&acct("alice", "web"), AuthMode::Cached).unwrap();
+        let b = s.create(&acct("bob", "web"), AuthMode::Local).unwrap();
         assert_eq!(s.get(a.id).unwrap().unwrap().auth_mode, AuthMode::Cached);
         assert_eq!(s.active_count().unwrap(), 2);
         assert!(s.remove(b.id).unwrap());
         assert!(!s.remove(b.id).unwrap());
-        let c = s.create("Carol", "web", AuthMode::Local).unwrap();
-        s.create("carol", "api", AuthMode::Local).unwrap();
-        assert_eq!(s.remove_user("CAROL", "web").unwrap(), 1);
+        let c = s.create(&acct("Carol", "web"), AuthMode::Local).unwrap();
+        s.create(&acct("carol", "api"), AuthMode::Local).unwrap();
+        assert_eq!(s.remove_user(&acct("CAROL", "web")).unwrap(), 1);
         assert!(s.get(c.id).unwrap().is_none());
         assert_eq!(s.active_count().unwrap(), 2);
         clock.advance(Duration::seconds(61));

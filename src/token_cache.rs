@@ -12,11 +12,12 @@
 //! `TokenCache::with_verifier`). A `passwd` can therefore never be undone by a login or a
 //! refresh that read the entry, or the old password's hash, just before it.
 
+use crate::account::Account;
 use crate::clock::SharedClock;
 use crate::keycloak::TokenSet;
 use crate::local_users;
 use crate::password;
-use crate::store::{self, user_key, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
@@ -111,8 +112,7 @@ impl TokenCache {
     /// [`Verifier::Hash`], only if the local account still holds that hash).
     pub fn put(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         tokens: &TokenSet,
         verifier: Verifier<'_>,
     ) -> Result<AuthToken, StoreError> {
@@ -120,15 +120,13 @@ impl TokenCache {
             Verifier::Password(p) => (password::hash(p)?, false),
             Verifier::Hash(h) => (h.to_string(), true),
         };
-        let entry = self.fresh_entry(username, package, tokens, verifier)?;
-        let key = user_key(username, package);
+        let entry = self.fresh_entry(account, tokens, verifier)?;
+        let key = account.key();
         let bytes = store::encode(TREE, &entry)?;
         if !checked_locally {
             self.store.token_cache.insert(key, bytes)?;
         } else if !self.put_if_local_hash(&key, &entry.verifier, bytes)? {
-            log::info!(
-                "token of {username}/{package} not cached: the local password changed meanwhile"
-            );
+            log::info!("token of {account} not cached: the local password changed meanwhile");
         }
         Ok(live(tokens, entry.expires_at))
     }
@@ -142,16 +140,15 @@ impl TokenCache {
     /// A new entry for `tokens`, just issued, its secrets sealed.
     fn fresh_entry(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         tokens: &TokenSet,
         verifier: String,
     ) -> Result<CachedToken, StoreError> {
         let now = self.clock.now();
         let sealer = self.store.sealer();
         Ok(CachedToken {
-            username: username.to_string(),
-            package: package.to_string(),
+            username: account.user().to_string(),
+            package: account.package().to_string(),
             access_token: sealer.seal_str(&tokens.access_token)?,
             refresh_token: tokens
                 .refresh_token
@@ -194,8 +191,8 @@ impl TokenCache {
     }
 
     /// The entry, if any, regardless of age.
-    pub fn entry(&self, username: &str, package: &str) -> Result<Option<CachedToken>, StoreError> {
-        store::get(&self.store.token_cache, TREE, &user_key(username, package))
+    pub fn entry(&self, account: &Account) -> Result<Option<CachedToken>, StoreError> {
+        store::get(&self.store.token_cache, TREE, &account.key())
     }
 
     /// The cached token inside the grace period whose verifier matches `password`; marks it used.
@@ -203,12 +200,11 @@ impl TokenCache {
     /// it is the entry's verifier, the (costly) check is not repeated.
     pub fn authenticate(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         password: &str,
         already_verified: Option<&str>,
     ) -> Result<Option<AuthToken>, StoreError> {
-        let Some(entry) = self.entry(username, package)? else {
+        let Some(entry) = self.entry(account)? else {
             return Ok(None);
         };
         if !self.in_grace(&entry) {
@@ -221,24 +217,23 @@ impl TokenCache {
         }
         // Handed out only if the verifier just checked is still the entry's: a `passwd` since
         // then has set another one.
-        self.hand_out(username, package, Some(&entry.verifier))
+        self.hand_out(account, Some(&entry.verifier))
     }
 
     /// The cached token inside the grace period, without a password check; marks it used.
-    pub fn get(&self, username: &str, package: &str) -> Result<Option<AuthToken>, StoreError> {
-        self.hand_out(username, package, None)
+    pub fn get(&self, account: &Account) -> Result<Option<AuthToken>, StoreError> {
+        self.hand_out(account, None)
     }
 
     /// Marks the entry used and returns its tokens, if it is inside the grace period and (with
     /// `verified`) still has that verifier.
     fn hand_out(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         verified: Option<&str>,
     ) -> Result<Option<AuthToken>, StoreError> {
         let now = self.clock.now();
-        let handed = self.update(&user_key(username, package), |entry| {
+        let handed = self.update(&account.key(), |entry| {
             if !self.in_grace(entry) || verified.is_some_and(|v| v != entry.verifier) {
                 return false;
             }
@@ -294,12 +289,8 @@ impl TokenCache {
     }
 
     /// The unsealed refresh token of the entry, if it has one (regardless of age).
-    pub fn refresh_token(
-        &self,
-        username: &str,
-        package: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let Some(entry) = self.entry(username, package)? else {
+    pub fn refresh_token(&self, account: &Account) -> Result<Option<String>, StoreError> {
+        let Some(entry) = self.entry(account)? else {
             return Ok(None);
         };
         entry
@@ -316,12 +307,11 @@ impl TokenCache {
     /// Keycloak was asked).
     pub fn replace_tokens(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         tokens: &TokenSet,
     ) -> Result<Option<AuthToken>, StoreError> {
-        let fresh = self.fresh_entry(username, package, tokens, String::new())?;
-        let written = self.update(&user_key(username, package), |entry| {
+        let fresh = self.fresh_entry(account, tokens, String::new())?;
+        let written = self.update(&account.key(), |entry| {
             let verifier = std::mem::take(&mut entry.verifier);
             *entry = CachedToken {
                 verifier,
@@ -332,16 +322,11 @@ impl TokenCache {
         Ok(written.map(|entry| live(tokens, entry.expires_at)))
     }
 
-    /// Replaces the verifier of the entry of `username` in `package` (the password changed
+    /// Replaces the verifier of the entry of `account` (the password changed
     /// locally and the cached token should follow it). `passwd` does this inside its own
     /// transaction instead (see `TokenCache::with_verifier`).
-    pub fn set_verifier(
-        &self,
-        username: &str,
-        package: &str,
-        phc: &str,
-    ) -> Result<bool, StoreError> {
-        let written = self.update(&user_key(username, package), |entry| {
+    pub fn set_verifier(&self, account: &Account, phc: &str) -> Result<bool, StoreError> {
+        let written = self.update(&account.key(), |entry| {
             entry.verifier = phc.to_string();
             true
         })?;
@@ -360,12 +345,8 @@ impl TokenCache {
     }
 
     /// Drops the entry (Keycloak said the password is wrong, or the account is gone).
-    pub fn remove(&self, username: &str, package: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .token_cache
-            .remove(user_key(username, package))?
-            .is_some())
+    pub fn remove(&self, account: &Account) -> Result<bool, StoreError> {
+        Ok(self.store.token_cache.remove(account.key())?.is_some())
     }
 
     /// Whether the store's key opens the sealed tokens of the cache: `Some(true)` as soon as
@@ -466,6 +447,7 @@ fn after(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::clock::{Clock, ManualClock};
     use crate::local_users::LocalUsers;
     use crate::lockout::LockoutPolicy;
@@ -523,29 +505,33 @@ pub(crate) mod tests {
     fn offline_login_needs_the_same_password_inside_the_grace_period() {
         let (cache, clock) = setup();
         cache
-            .put("Alice", "web", &tokens("tok-a"), Verifier::Password("pw-1"))
+            .put(
+                &acct("Alice", "web"),
+                &tokens("tok-a"),
+                Verifier::Password("pw-1"),
+            )
             .unwrap();
         let got = cache
-            .authenticate("alice", "web", "pw-1", None)
+            .authenticate(&acct("alice", "web"), "pw-1", None)
             .unwrap()
             .unwrap();
         assert!(got.cached);
         assert_eq!(got.access_token, "tok-a");
         assert!(cache
-            .authenticate("alice", "web", "pw-2", None)
+            .authenticate(&acct("alice", "web"), "pw-2", None)
             .unwrap()
             .is_none());
         assert!(cache
-            .authenticate("bob", "web", "pw-1", None)
+            .authenticate(&acct("bob", "web"), "pw-1", None)
             .unwrap()
             .is_none());
         assert!(cache
-            .authenticate("alice", "api", "pw-1", None)
+            .authenticate(&acct("alice", "api"), "pw-1", None)
             .unwrap()
             .is_none());
         clock.advance(Duration::hours(24));
         assert!(cache
-            .authenticate("alice", "web", "pw-1", None)
+            .authenticate(&acct("alice", "web"), "pw-1", None)
             .unwrap()
             .is_none());
     }
@@ -555,16 +541,15 @@ pub(crate) mod tests {
         let (cache, clock) = setup();
         cache
             .put(
-                "alice",
-                "web",
+                &acct("alice", "web"),
                 &tokens("tok-secret-xyz"),
                 Verifier::Password("pw-secret-verifier"),
             )
             .unwrap();
         clock.advance(Duration::minutes(5));
-        cache.get("alice", "web").unwrap().unwrap();
-        cache.get("ALICE", "web").unwrap().unwrap();
-        let entry = cache.entry("alice", "web").unwrap().unwrap();
+        cache.get(&acct("alice", "web")).unwrap().unwrap();
+        cache.get(&acct("ALICE", "web")).unwrap().unwrap();
+        let entry = cache.entry(&acct("alice", "web")).unwrap().unwrap();
         assert_eq!(entry.use_count, 2);
         assert_eq!(entry.last_used, Some(clock.now()));
         for item in cache.store.token_cache.iter() {
@@ -579,19 +564,25 @@ pub(crate) mod tests {
     fn a_known_hash_skips_the_second_verify_and_verifier_follows_password() {
         let (cache, _) = setup();
         let users = users(&cache);
-        users.add("u", "p", "old").unwrap();
-        let phc = users.get("u", "p").unwrap().unwrap().hash;
+        users.add(&acct("u", "p"), "old").unwrap();
+        let phc = users.get(&acct("u", "p")).unwrap().unwrap().hash;
         cache
-            .put("u", "p", &tokens("t"), Verifier::Hash(&phc))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Hash(&phc))
             .unwrap();
         assert!(cache
-            .authenticate("u", "p", "old", Some(&phc))
+            .authenticate(&acct("u", "p"), "old", Some(&phc))
             .unwrap()
             .is_some());
         let new_phc = password::hash("new").unwrap();
-        assert!(cache.set_verifier("u", "p", &new_phc).unwrap());
-        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
-        assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+        assert!(cache.set_verifier(&acct("u", "p"), &new_phc).unwrap());
+        assert!(cache
+            .authenticate(&acct("u", "p"), "old", None)
+            .unwrap()
+            .is_none());
+        assert!(cache
+            .authenticate(&acct("u", "p"), "new", None)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -600,26 +591,28 @@ pub(crate) mod tests {
         let mut t = tokens("x");
         t.expires_in = i64::MAX;
         t.refresh_expires_in = i64::MIN;
-        cache.put("u", "p", &t, Verifier::Password("pw")).unwrap();
-        assert!(cache.get("u", "p").unwrap().is_some());
+        cache
+            .put(&acct("u", "p"), &t, Verifier::Password("pw"))
+            .unwrap();
+        assert!(cache.get(&acct("u", "p")).unwrap().is_some());
         assert_eq!(cache.cleanup(std::time::Duration::MAX).unwrap(), 0);
         let forever = TokenCache::new(
             cache.store.clone(),
             cache.clock.clone(),
             std::time::Duration::MAX,
         );
-        assert!(forever.get("u", "p").unwrap().is_some());
+        assert!(forever.get(&acct("u", "p")).unwrap().is_some());
     }
 
     #[test]
     fn counts_and_cleanup_by_age() {
         let (cache, clock) = setup();
         cache
-            .put("a", "p", &tokens("1"), Verifier::Password("x"))
+            .put(&acct("a", "p"), &tokens("1"), Verifier::Password("x"))
             .unwrap();
         clock.advance(Duration::hours(30));
         cache
-            .put("b", "p", &tokens("2"), Verifier::Password("x"))
+            .put(&acct("b", "p"), &tokens("2"), Verifier::Password("x"))
             .unwrap();
         assert_eq!(cache.counts().unwrap(), (1, 2));
         assert_eq!(
@@ -632,8 +625,8 @@ pub(crate) mod tests {
             cache.cleanup(std::time::Duration::from_secs(3600)).unwrap(),
             1
         );
-        assert!(cache.entry("a", "p").unwrap().is_none());
-        assert!(cache.remove("b", "p").unwrap());
+        assert!(cache.entry(&acct("a", "p")).unwrap().is_none());
+        assert!(cache.remove(&acct("b", "p")).unwrap());
         assert_eq!(cache.counts().unwrap(), (0, 0));
     }
 
@@ -643,25 +636,34 @@ pub(crate) mod tests {
     fn a_login_writing_after_a_password_change_does_not_bring_the_old_verifier_back() {
         let (cache, _) = setup();
         let users = users(&cache);
-        users.add("u", "p", "old").unwrap();
-        let old_phc = users.get("u", "p").unwrap().unwrap().hash;
-        users.set_password("u", "p", "new").unwrap();
+        users.add(&acct("u", "p"), "old").unwrap();
+        let old_phc = users.get(&acct("u", "p")).unwrap().unwrap().hash;
+        users.set_password(&acct("u", "p"), "new").unwrap();
         let token = cache
-            .put("u", "p", &tokens("t"), Verifier::Hash(&old_phc))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Hash(&old_phc))
             .unwrap();
         assert_eq!(token.access_token, "t", "the fresh token is still returned");
-        assert!(cache.entry("u", "p").unwrap().is_none(), "but not cached");
-        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
+        assert!(
+            cache.entry(&acct("u", "p")).unwrap().is_none(),
+            "but not cached"
+        );
+        assert!(cache
+            .authenticate(&acct("u", "p"), "old", None)
+            .unwrap()
+            .is_none());
         // The hash the account holds is cached as before; an unknown account's is not.
-        let new_phc = users.get("u", "p").unwrap().unwrap().hash;
+        let new_phc = users.get(&acct("u", "p")).unwrap().unwrap().hash;
         cache
-            .put("u", "p", &tokens("t2"), Verifier::Hash(&new_phc))
+            .put(&acct("u", "p"), &tokens("t2"), Verifier::Hash(&new_phc))
             .unwrap();
-        assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+        assert!(cache
+            .authenticate(&acct("u", "p"), "new", None)
+            .unwrap()
+            .is_some());
         cache
-            .put("ghost", "p", &tokens("t3"), Verifier::Hash(&new_phc))
+            .put(&acct("ghost", "p"), &tokens("t3"), Verifier::Hash(&new_phc))
             .unwrap();
-        assert!(cache.entry("ghost", "p").unwrap().is_none());
+        assert!(cache.entry(&acct("ghost", "p")).unwrap().is_none());
     }
 
     /// A refresh that read the entry just before a password change set its new verifier.
@@ -669,20 +671,26 @@ pub(crate) mod tests {
     fn a_refresh_racing_a_password_change_keeps_the_new_verifier() {
         let (cache, _) = setup();
         cache
-            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Password("old"))
             .unwrap();
         let new_phc = password::hash("new").unwrap();
         let racer = cache.clone();
         race_next_update(move || {
-            assert!(racer.set_verifier("u", "p", &new_phc).unwrap());
+            assert!(racer.set_verifier(&acct("u", "p"), &new_phc).unwrap());
         });
         let refreshed = cache
-            .replace_tokens("u", "p", &tokens("t2"))
+            .replace_tokens(&acct("u", "p"), &tokens("t2"))
             .unwrap()
             .unwrap();
         assert_eq!(refreshed.access_token, "t2");
-        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
-        let got = cache.authenticate("u", "p", "new", None).unwrap().unwrap();
+        assert!(cache
+            .authenticate(&acct("u", "p"), "old", None)
+            .unwrap()
+            .is_none());
+        let got = cache
+            .authenticate(&acct("u", "p"), "new", None)
+            .unwrap()
+            .unwrap();
         assert_eq!(got.access_token, "t2", "the refreshed tokens are kept too");
     }
 
@@ -692,17 +700,17 @@ pub(crate) mod tests {
     fn a_refresh_racing_a_drop_does_not_recreate_the_entry() {
         let (cache, _) = setup();
         cache
-            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Password("old"))
             .unwrap();
         let racer = cache.clone();
         race_next_update(move || {
-            assert!(racer.remove("u", "p").unwrap());
+            assert!(racer.remove(&acct("u", "p")).unwrap());
         });
         assert!(cache
-            .replace_tokens("u", "p", &tokens("t2"))
+            .replace_tokens(&acct("u", "p"), &tokens("t2"))
             .unwrap()
             .is_none());
-        assert!(cache.entry("u", "p").unwrap().is_none());
+        assert!(cache.entry(&acct("u", "p")).unwrap().is_none());
     }
 
     /// Two verifier changes racing: the later write wins whole, neither is lost half-way; and
@@ -712,19 +720,22 @@ pub(crate) mod tests {
     fn verifier_changes_and_hand_outs_are_atomic() {
         let (cache, _) = setup();
         cache
-            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Password("old"))
             .unwrap();
         let newer = password::hash("newer").unwrap();
         let racer = cache.clone();
         race_next_update(move || {
-            assert!(racer.set_verifier("u", "p", &newer).unwrap());
+            assert!(racer.set_verifier(&acct("u", "p"), &newer).unwrap());
         });
         // The password check passes on the entry as read; the change lands before the token
         // is handed out.
-        assert!(cache.authenticate("u", "p", "old", None).unwrap().is_none());
-        assert_eq!(cache.entry("u", "p").unwrap().unwrap().use_count, 0);
         assert!(cache
-            .authenticate("u", "p", "newer", None)
+            .authenticate(&acct("u", "p"), "old", None)
+            .unwrap()
+            .is_none());
+        assert_eq!(cache.entry(&acct("u", "p")).unwrap().unwrap().use_count, 0);
+        assert!(cache
+            .authenticate(&acct("u", "p"), "newer", None)
             .unwrap()
             .is_some());
     }
@@ -733,14 +744,17 @@ pub(crate) mod tests {
     fn with_verifier_rewrites_a_record_and_gives_up_on_a_damaged_one() {
         let (cache, _) = setup();
         cache
-            .put("u", "p", &tokens("t"), Verifier::Password("old"))
+            .put(&acct("u", "p"), &tokens("t"), Verifier::Password("old"))
             .unwrap();
-        let key = user_key("u", "p");
+        let key = crate::store::user_key("u", "p");
         let current = cache.store.token_cache.get(&key).unwrap().unwrap();
         let phc = password::hash("new").unwrap();
         let new = TokenCache::with_verifier(&current, &phc).unwrap();
         cache.store.token_cache.insert(&key, new).unwrap();
-        assert!(cache.authenticate("u", "p", "new", None).unwrap().is_some());
+        assert!(cache
+            .authenticate(&acct("u", "p"), "new", None)
+            .unwrap()
+            .is_some());
         assert!(TokenCache::with_verifier(&[store::codec::RECORD_VERSION, 0xff], &phc).is_none());
     }
 }

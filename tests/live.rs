@@ -634,7 +634,10 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
             let env = TestEnv::new(&server.url(), &tuning);
             let auth = env.auth();
             auth.users()
-                .add(&user, PACKAGE, p1)
+                .add(
+                    &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+                    p1,
+                )
                 .expect("add local user");
 
             let r = auth.login(&user, PACKAGE, p1).expect("login");
@@ -838,7 +841,10 @@ fn live_sigstop_calls_bounded_and_breaker_stops_calling() {
             // The library in-process: same persisted breaker; calls return at once.
             let auth = env.auth();
             auth.users()
-                .add(&user, PACKAGE, password)
+                .add(
+                    &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+                    password,
+                )
                 .expect("add local user");
             let started = Instant::now();
             assert!(!auth.client().is_available());
@@ -898,7 +904,10 @@ fn live_sigstop_then_resume_half_open_trial_drains_queue() {
             let env = TestEnv::new(&server.url(), &tuning);
             let auth = env.auth();
             auth.users()
-                .add(&user, PACKAGE, p1)
+                .add(
+                    &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+                    p1,
+                )
                 .expect("add local user");
             assert_eq!(
                 auth.login(&user, PACKAGE, p1).expect("login").auth_mode,
@@ -987,7 +996,10 @@ fn live_disabled_carol_rejected_circuit_stays_closed() {
             // Local auth is primary: a local carol still logs in, Keycloak took part (online) but
             // vouched for nothing.
             auth.users()
-                .add("carol", PACKAGE, "Carol-Password-1")
+                .add(
+                    &keycloak_resilient::Account::new("carol", PACKAGE).unwrap(),
+                    "Carol-Password-1",
+                )
                 .expect("add local carol");
             let r = auth
                 .login("carol", PACKAGE, "Carol-Password-1")

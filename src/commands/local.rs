@@ -1,8 +1,9 @@
 //! The local-authentication commands: login, passwd, user …, session show, logout, metrics.
 
 use super::{print_json, rfc3339, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use crate::account::Account;
 use crate::auth::{Auth, PasswdError, PasswdMode};
-use crate::local_users::ImportFormat;
+use crate::local_users::{ImportFormat, UserError};
 use crate::protocol::Who;
 use serde_json::json;
 use std::path::Path;
@@ -102,7 +103,10 @@ pub fn passwd(
 }
 
 pub fn user_add(auth: &Auth, who: &Who, password: &str, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().add(&who.user, &who.package, password)?;
+    auth.users().add(
+        &Account::new(&who.user, &who.package).map_err(UserError::from)?,
+        password,
+    )?;
     writeln!(io.out, "added {}/{}", who.user, who.package)?;
     Ok(EXIT_OK)
 }
@@ -198,13 +202,17 @@ pub fn user_disable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
 }
 
 pub fn user_enable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().set_enabled(&who.user, &who.package, true)?;
+    auth.users().set_enabled(
+        &Account::new(&who.user, &who.package).map_err(UserError::from)?,
+        true,
+    )?;
     writeln!(io.out, "enabled {}/{}", who.user, who.package)?;
     Ok(EXIT_OK)
 }
 
 pub fn user_unlock(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().unlock(&who.user, &who.package)?;
+    auth.users()
+        .unlock(&Account::new(&who.user, &who.package).map_err(UserError::from)?)?;
     writeln!(io.out, "unlocked {}/{}", who.user, who.package)?;
     Ok(EXIT_OK)
 }

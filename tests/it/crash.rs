@@ -281,11 +281,17 @@ fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
         for (i, u) in passwd_users.iter().enumerate() {
             fake.add_user(u, &old_pw(i), true);
             auth.users()
-                .add(u, PACKAGE, &old_pw(i))
+                .add(
+                    &keycloak_resilient::Account::new(u, PACKAGE).unwrap(),
+                    &old_pw(i),
+                )
                 .expect("local user");
         }
         auth.users()
-            .add("calib", PACKAGE, "Calib-Password-0")
+            .add(
+                &keycloak_resilient::Account::new("calib", PACKAGE).unwrap(),
+                "Calib-Password-0",
+            )
             .expect("local user");
         fake.add_user("calib", "Calib-Password-0", true);
     }
@@ -470,7 +476,12 @@ fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     // passwd: Keycloak ends with the local password, whichever it is; acknowledged ones are new.
     for (i, user) in passwd_users.iter().enumerate() {
         let is_new = matches!(
-            auth.users().verify(user, PACKAGE, &new_pw(i)).unwrap(),
+            auth.users()
+                .verify(
+                    &keycloak_resilient::Account::new(user, PACKAGE).unwrap(),
+                    &new_pw(i)
+                )
+                .unwrap(),
             Verification::Ok { .. }
         );
         if passwd_acked[i] {

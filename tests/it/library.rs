@@ -773,7 +773,11 @@ fn status_modes_follow_the_token_grace_period() {
         client.cleanup_expired_tokens(grace_hours as u64).unwrap(),
         1
     );
-    assert!(client.tokens().entry(&user, PACKAGE).unwrap().is_none());
+    assert!(client
+        .tokens()
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
+        .unwrap()
+        .is_none());
 }
 
 /// Queued changes survive the process, and an item a crash left `processing` goes back to
@@ -929,7 +933,12 @@ fn login_between_return_and_sync_is_local_and_explained() {
     let env = TestEnv::new(&fake.url(), &tuning);
     let clock = manual_clock();
     let auth = Auth::new(env.client_with_clock(&clock));
-    auth.users().add(&user, PACKAGE, PASSWORD).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+            PASSWORD,
+        )
+        .unwrap();
     let new = "Between-Password-22";
 
     fake.set_behavior(Behavior::Refuse);

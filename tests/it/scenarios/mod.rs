@@ -115,7 +115,7 @@ pub fn authenticate_online_then_cached_offline(server: &dyn Server) {
     assert!(online.cached_at.is_none());
     let entry = client
         .tokens()
-        .entry(&user, PACKAGE)
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
         .unwrap()
         .expect("token cached after an online login");
     assert_eq!(entry.use_count, 0);
@@ -147,7 +147,7 @@ pub fn authenticate_online_then_cached_offline(server: &dyn Server) {
 
     let before = client
         .tokens()
-        .entry(&user, PACKAGE)
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
         .unwrap()
         .unwrap()
         .use_count;
@@ -157,7 +157,11 @@ pub fn authenticate_online_then_cached_offline(server: &dyn Server) {
         .expect("get_cached_token while Keycloak is down");
     assert!(got.cached);
     assert_eq!(got.access_token, online.access_token);
-    let after = client.tokens().entry(&user, PACKAGE).unwrap().unwrap();
+    let after = client
+        .tokens()
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(after.use_count, before + 1, "get_cached_token counts a use");
     assert_eq!(after.last_used, Some(clock_now(&client)));
     assert!(client
@@ -190,7 +194,11 @@ pub fn wrong_password_never_opens_circuit(server: &dyn Server) {
     let user = keycloak_user(server, "wrongpw", password);
 
     online_token(&client, &user, password, server);
-    assert!(client.tokens().entry(&user, PACKAGE).unwrap().is_some());
+    assert!(client
+        .tokens()
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
+        .unwrap()
+        .is_some());
 
     for i in 0..tuning.failure_threshold * 2 + 1 {
         expect_rejected(
@@ -207,7 +215,11 @@ pub fn wrong_password_never_opens_circuit(server: &dyn Server) {
     );
     assert_closed(&client, "after an unknown user");
     assert!(
-        client.tokens().entry(&user, PACKAGE).unwrap().is_none(),
+        client
+            .tokens()
+            .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
+            .unwrap()
+            .is_none(),
         "Keycloak's invalid credentials drop the cached token"
     );
     assert!(client.is_available(), "Keycloak still counts as available");
@@ -239,7 +251,11 @@ pub fn disabled_user_is_rejected(server: &dyn Server) {
         );
     }
     assert!(
-        client.tokens().entry(&user, PACKAGE).unwrap().is_none(),
+        client
+            .tokens()
+            .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
+            .unwrap()
+            .is_none(),
         "nothing cached"
     );
     assert_closed(&client, "after disabled-account answers");
@@ -603,13 +619,28 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
 
     let both_pw = "Both-Password-1";
     let both = keycloak_user(server, "both", both_pw);
-    auth.users().add(&both, PACKAGE, both_pw).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&both, PACKAGE).unwrap(),
+            both_pw,
+        )
+        .unwrap();
     let local_pw = "Local-Password-1";
     let local_only = unique_user("localonly");
-    auth.users().add(&local_only, PACKAGE, local_pw).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&local_only, PACKAGE).unwrap(),
+            local_pw,
+        )
+        .unwrap();
     let never_pw = "Never-Online-1";
     let never_online = keycloak_user(server, "neveronline", never_pw);
-    auth.users().add(&never_online, PACKAGE, never_pw).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&never_online, PACKAGE).unwrap(),
+            never_pw,
+        )
+        .unwrap();
 
     let online = auth.login(&both, PACKAGE, both_pw).unwrap();
     assert!(online.success, "{online:?}");
@@ -688,7 +719,12 @@ pub fn passwd_while_down_then_sync(server: &dyn Server) {
     let old = "Before-Outage-1";
     let new = "During-Outage-22";
     let user = keycloak_user(server, "passwd", old);
-    auth.users().add(&user, PACKAGE, old).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+            old,
+        )
+        .unwrap();
 
     let first = auth.login(&user, PACKAGE, old).unwrap();
     assert_eq!(first.auth_mode, Some(AuthMode::Keycloak), "{first:?}");
@@ -753,7 +789,12 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
     let first = "First-Password-1";
     let second = "Second-Password-22";
     let user = keycloak_user(server, "passwdon", first);
-    auth.users().add(&user, PACKAGE, first).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+            first,
+        )
+        .unwrap();
 
     let synced = auth
         .change_password(&user, PACKAGE, first, second)
@@ -825,13 +866,18 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     let auth = Auth::new(env.client_with_clock(&clock));
     let password = "No-Offline-Password-1";
     let user = keycloak_user(server, "nooffline", password);
-    auth.users().add(&user, PACKAGE, password).unwrap();
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+            password,
+        )
+        .unwrap();
     // The account works in Keycloak, but this client has no cached login for it.
     assert!(server.login_works(&user, password));
     assert!(auth
         .client()
         .tokens()
-        .entry(&user, PACKAGE)
+        .entry(&keycloak_resilient::Account::new(&user, PACKAGE).unwrap())
         .unwrap()
         .is_none());
 
@@ -839,7 +885,10 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     let cached_password = "Cached-Allowed-Password-1";
     let cached_user = keycloak_user(server, "nooffline-cached", cached_password);
     auth.users()
-        .add(&cached_user, PACKAGE, cached_password)
+        .add(
+            &keycloak_resilient::Account::new(&cached_user, PACKAGE).unwrap(),
+            cached_password,
+        )
         .unwrap();
     let online = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak), "{online:?}");
