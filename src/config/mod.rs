@@ -100,86 +100,11 @@ impl Preset {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stage 1: the file as written.
+// Stage 1: the file as written, and the steps that build each section (in `raw`).
 
-/// The file's layout, as written; only serde checks here.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    keycloak: RawKeycloak,
-    #[serde(default)]
-    storage: RawStorage,
-    #[serde(default)]
-    service: RawService,
-    #[serde(default)]
-    auth: RawAuth,
-}
+mod raw;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeycloak {
-    server_url: String,
-    realm: String,
-    client_id: String,
-    #[serde(default)]
-    client_secret: Option<String>,
-    #[serde(default)]
-    admin_client_id: Option<String>,
-    #[serde(default)]
-    admin_client_secret: Option<String>,
-    #[serde(default)]
-    timeout_seconds: Option<i64>,
-    #[serde(default)]
-    connect_timeout_seconds: Option<i64>,
-    #[serde(default)]
-    packages: Option<BTreeMap<String, RawPackage>>,
-    #[serde(default)]
-    resilience: RawResilience,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPackage {
-    realm: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawResilience {
-    enabled: Option<bool>,
-    preset: Option<Preset>,
-    failure_threshold: Option<i64>,
-    cooldown_seconds: Option<i64>,
-    token_grace_period_hours: Option<i64>,
-    allow_offline_mode: Option<bool>,
-    health_check_cache_seconds: Option<i64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawStorage {
-    path: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    sync_interval_seconds: Option<i64>,
-    batch_size: Option<i64>,
-    cleanup_interval_seconds: Option<i64>,
-    metrics_textfile: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    max_failed_logins: Option<i64>,
-    failure_window_seconds: Option<i64>,
-    lockout_seconds: Option<i64>,
-    session_ttl_seconds: Option<i64>,
-}
+pub use raw::RawConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Stage 2: the typed configuration.
@@ -309,162 +234,18 @@ impl Config {
         Self::from_raw(raw, path, env)
     }
 
-    /// Applies presets and checks every value.
+    /// Stage 2: builds the configuration from what the file said (see [`RawConfig`]): presets
+    /// applied, defaults filled in, secrets taken from the environment, every value checked.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the file, the key and what is wrong.
     pub fn from_raw(
         raw: RawConfig,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let v = Validator { file: path };
-        let k = raw.keycloak;
-        let server_url = v.url("keycloak.server_url", &k.server_url)?;
-        let realm = v.realm("keycloak.realm", &k.realm)?;
-        let client_id = v.name("keycloak.client_id", &k.client_id)?;
-        let client_secret = secret(k.client_secret, env(ENV_CLIENT_SECRET));
-        let admin_client_id = v.name(
-            "keycloak.admin_client_id",
-            k.admin_client_id
-                .as_deref()
-                .unwrap_or("keycloak-resilient-sync"),
-        )?;
-        let admin_client_secret = secret(k.admin_client_secret, env(ENV_ADMIN_CLIENT_SECRET));
-        let timeout = v.seconds("keycloak.timeout_seconds", k.timeout_seconds, 5, 1)?;
-        let connect_timeout = v.seconds(
-            "keycloak.connect_timeout_seconds",
-            k.connect_timeout_seconds,
-            2,
-            1,
-        )?;
-        let mut packages = BTreeMap::new();
-        for (name, p) in k.packages.unwrap_or_default() {
-            // Package names are not secret; quoted escaped, so an invisible character shows.
-            crate::store::check_name(&format!("package name {name:?}"), &name)
-                .map_err(|reason| v.invalid("keycloak.packages", reason))?;
-            let key = |field: &str| format!("keycloak.packages.{name}.{field}");
-            packages.insert(
-                name.clone(),
-                PackageConfig {
-                    realm: v.realm(&key("realm"), p.realm.as_deref().unwrap_or(&realm))?,
-                    client_id: v.name(
-                        &key("client_id"),
-                        p.client_id.as_deref().unwrap_or(&client_id),
-                    )?,
-                    client_secret: match p.client_secret {
-                        Some(s) => Secret::new(s),
-                        None => client_secret.clone(),
-                    },
-                },
-            );
-        }
-
-        let r = k.resilience;
-        let preset = r.preset.unwrap_or(Preset::Balanced);
-        let (threshold, cooldown, grace) = preset.values();
-        let resilience = Resilience {
-            enabled: r.enabled.unwrap_or(true),
-            preset,
-            failure_threshold: v.count(
-                "keycloak.resilience.failure_threshold",
-                r.failure_threshold,
-                threshold as u64,
-            )? as u32,
-            cooldown: v.seconds(
-                "keycloak.resilience.cooldown_seconds",
-                r.cooldown_seconds,
-                cooldown,
-                1,
-            )?,
-            token_grace_period: v.hours(
-                "keycloak.resilience.token_grace_period_hours",
-                r.token_grace_period_hours,
-                grace,
-            )?,
-            allow_offline_mode: r.allow_offline_mode.unwrap_or(true),
-            health_check_cache: v.seconds(
-                "keycloak.resilience.health_check_cache_seconds",
-                r.health_check_cache_seconds,
-                30,
-                0,
-            )?,
-        };
-
-        let storage_dir = raw.storage.path.unwrap_or_else(|| "./data".to_string());
-        if storage_dir.trim().is_empty() {
-            return Err(v.invalid("storage.path", "must not be empty"));
-        }
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        // "./config.yaml" + "./data" reads better as "data" than as "././data".
-        let storage_path: PathBuf = base
-            .join(storage_dir)
-            .components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .collect();
-        let storage_path = if storage_path.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            storage_path
-        };
-
-        let s = raw.service;
-        let service = ServiceConfig {
-            sync_interval: v.seconds(
-                "service.sync_interval_seconds",
-                s.sync_interval_seconds,
-                60,
-                1,
-            )?,
-            batch_size: v.count("service.batch_size", s.batch_size, 100)? as usize,
-            cleanup_interval: v.seconds(
-                "service.cleanup_interval_seconds",
-                s.cleanup_interval_seconds,
-                3600,
-                1,
-            )?,
-            metrics_textfile: s
-                .metrics_textfile
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| base.join(p)),
-        };
-
-        let a = raw.auth;
-        let auth = AuthConfig {
-            max_failed_logins: match a.max_failed_logins {
-                Some(0) => 0, // locking off
-                other => v.count("auth.max_failed_logins", other, 5)? as u32,
-            },
-            failure_window: v.seconds(
-                "auth.failure_window_seconds",
-                a.failure_window_seconds,
-                300,
-                1,
-            )?,
-            lockout: v.seconds("auth.lockout_seconds", a.lockout_seconds, 300, 1)?,
-            session_ttl: v.seconds(
-                "auth.session_ttl_seconds",
-                a.session_ttl_seconds,
-                8 * 3600,
-                1,
-            )?,
-        };
-
-        Ok(Config {
-            source: path.to_path_buf(),
-            keycloak: KeycloakConfig {
-                server_url,
-                realm,
-                client_id,
-                client_secret,
-                admin_client_id,
-                admin_client_secret,
-                timeout,
-                connect_timeout,
-                packages,
-            },
-            resilience,
-            storage_path,
-            service,
-            auth,
-        })
+        raw.build(path, env)
     }
 
     /// Checks that `package` may be used: when `keycloak.packages` lists packages, only those
@@ -504,13 +285,6 @@ impl Config {
     }
 }
 
-fn secret(from_file: Option<String>, from_env: Option<String>) -> Secret {
-    match from_env.filter(|s| !s.is_empty()) {
-        Some(s) => Secret::new(s),
-        None => Secret::new(from_file.unwrap_or_default()),
-    }
-}
-
 /// serde quotes a mistyped string value back ("invalid type: string \"…\", expected …"); a secret
 /// pasted under the wrong key must not end up in an error message, so the value is dropped.
 fn without_string_values(msg: &str) -> String {
@@ -525,106 +299,6 @@ fn without_string_values(msg: &str) -> String {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-struct Validator<'a> {
-    file: &'a Path,
-}
-
-impl Validator<'_> {
-    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_path_buf(),
-            key: key.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    /// An http(s) base URL. The value is never quoted back: a URL may carry credentials.
-    fn url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
-        let parsed = reqwest::Url::parse(value.trim())
-            .map_err(|e| self.invalid(key, format!("not a URL ({e})")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(self.invalid(key, "must be an http:// or https:// URL"));
-        }
-        // `http://user:pw@host` would print the password wherever the URL is shown (status,
-        // the start banner, error messages); Keycloak credentials belong in client_secret.
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(self.invalid(
-                key,
-                "must not contain a user name or password (user:password@); use client_secret / admin_client_secret",
-            ));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(self.invalid(key, "must not carry a query or fragment"));
-        }
-        Ok(value.trim().trim_end_matches('/').to_string())
-    }
-
-    fn name(&self, key: &str, value: &str) -> Result<String, ConfigError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(self.invalid(key, "must not be empty"));
-        }
-        if value.contains('/') || value.chars().any(char::is_control) {
-            return Err(self.invalid(
-                key,
-                format!("must not contain '/' or control characters: {value:?}"),
-            ));
-        }
-        Ok(value.to_string())
-    }
-
-    /// A realm: the one name rule ([`crate::store::check_name`]), since it becomes a path
-    /// segment of every request.
-    fn realm(&self, key: &str, value: &str) -> Result<String, ConfigError> {
-        let value = value.trim();
-        crate::store::check_name("realm", value).map_err(|reason| self.invalid(key, reason))?;
-        Ok(value.to_string())
-    }
-
-    fn count(&self, key: &str, value: Option<i64>, default: u64) -> Result<u64, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u64),
-            Some(n) => Err(self.invalid(
-                key,
-                format!("must be a whole number from 1 to {}, got {n}", u32::MAX),
-            )),
-        }
-    }
-
-    /// Hours from 1 to ten years' worth.
-    fn hours(&self, key: &str, value: Option<i64>, default: u64) -> Result<Duration, ConfigError> {
-        const MAX: i64 = 10 * 366 * 24;
-        match value {
-            None => Ok(Duration::from_secs(default * 3600)),
-            Some(n) if (1..=MAX).contains(&n) => Ok(Duration::from_secs(n as u64 * 3600)),
-            Some(n) => {
-                Err(self.invalid(key, format!("must be between 1 and {MAX} hours, got {n}")))
-            }
-        }
-    }
-
-    fn seconds(
-        &self,
-        key: &str,
-        value: Option<i64>,
-        default: u64,
-        min: i64,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(Duration::from_secs(default)),
-            Some(n) if n >= min && n <= 366 * 24 * 3600 => Ok(Duration::from_secs(n as u64)),
-            Some(n) => Err(self.invalid(
-                key,
-                format!(
-                    "must be between {min} and {} seconds, got {n}",
-                    366 * 24 * 3600
-                ),
-            )),
-        }
-    }
 }
 
 #[cfg(test)]
