@@ -19,16 +19,16 @@ struct TestView<'a> {
 #[derive(Serialize)]
 struct CheckView<'a> {
     check: &'a str,
-    ok: bool,
     detail: &'a str,
+    ok: bool,
 }
 
 impl<'a> From<&'a Check> for CheckView<'a> {
     fn from(c: &'a Check) -> Self {
         CheckView {
             check: &c.name,
-            ok: c.ok,
             detail: &c.detail,
+            ok: c.ok,
         }
     }
 }

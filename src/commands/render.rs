@@ -1,7 +1,9 @@
 //! Shared pieces of the views: JSON printing and the one time format.
 //!
-//! Each command's `--json` contract is a `#[derive(Serialize)]` struct in its own file; its
-//! fields are declared in alphabetical order, the order the output has always had.
+//! Each command's `--json` contract is a `#[derive(Serialize)]` struct in its own file, nested
+//! parts included (a library struct is never printed as it is: its fields may change without
+//! the contract changing). Fields are declared in alphabetical order, the order the output had
+//! when it was built as `serde_json::Value` objects; `status` keeps the order it always had.
 
 use std::io::Write;
 

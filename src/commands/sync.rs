@@ -16,7 +16,33 @@ use std::io::Write;
 struct SyncNowView<'a> {
     failed_syncs: usize,
     pending_syncs: usize,
-    report: &'a SyncReport,
+    report: ReportView<'a>,
+}
+
+/// What the cycle did, in `sync-now --json`.
+#[derive(Serialize)]
+struct ReportView<'a> {
+    already_applied: usize,
+    completed: usize,
+    failed: usize,
+    processed: usize,
+    released: usize,
+    retried: usize,
+    stopped: Option<&'a str>,
+}
+
+impl<'a> From<&'a SyncReport> for ReportView<'a> {
+    fn from(r: &'a SyncReport) -> Self {
+        ReportView {
+            already_applied: r.already_applied,
+            completed: r.completed,
+            failed: r.failed,
+            processed: r.processed,
+            released: r.released,
+            retried: r.retried,
+            stopped: r.stopped.as_deref(),
+        }
+    }
 }
 
 /// Runs one sync cycle of at most `batch` items (default: the config's batch size).
@@ -39,7 +65,7 @@ pub(super) fn sync_now(
         let view = SyncNowView {
             failed_syncs,
             pending_syncs,
-            report: &report,
+            report: ReportView::from(&report),
         };
         print_json(out, &view)?;
         return Ok(EXIT_OK);
@@ -91,9 +117,31 @@ pub(super) fn queue_sync(
 #[derive(Serialize)]
 struct PageView<'a> {
     blocked: Option<String>,
-    counts: QueueCounts,
+    counts: CountsView,
     items: Vec<ItemView<'a>>,
     next: Option<String>,
+}
+
+/// Items per status, in `queue --json`.
+#[derive(Serialize)]
+struct CountsView {
+    completed: usize,
+    failed: usize,
+    pending: usize,
+    processing: usize,
+    superseded: usize,
+}
+
+impl From<QueueCounts> for CountsView {
+    fn from(c: QueueCounts) -> Self {
+        CountsView {
+            completed: c.completed,
+            failed: c.failed,
+            pending: c.pending,
+            processing: c.processing,
+            superseded: c.superseded,
+        }
+    }
 }
 
 /// One item in `queue --json` (never its data: that may hold a secret).
@@ -153,7 +201,7 @@ pub(super) fn queue(
     if json {
         let view = PageView {
             blocked,
-            counts,
+            counts: counts.into(),
             items: page.items.iter().map(ItemView::from).collect(),
             next,
         };
