@@ -1,5 +1,15 @@
 //! The command line, as clap definitions. `--help` is the manual: every flag says what it does.
 
+//!
+//! Defaults and ranges of the numbers are not written here: they come from
+//! [`crate::commands::protocol`], where the socket takes them too. clap parses the type only;
+//! the range is checked on the request (`Request::check`), so that both doors refuse a value
+//! with the same one-line message.
+
+use crate::commands::protocol::{
+    BATCH_SIZE, FAILED_DAYS, FAILED_DAYS_DEFAULT, PRIORITY, PRIORITY_DEFAULT, QUEUE_LIMIT,
+    QUEUE_LIMIT_DEFAULT, SYNC_DAYS, SYNC_DAYS_DEFAULT, TOKEN_HOURS, TOKEN_HOURS_DEFAULT,
+};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -78,21 +88,24 @@ pub enum Command {
     /// Run one sync cycle now (for cron).
     SyncNow {
         /// Items to process at most (default: service.batch_size).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_name = "N", help = BATCH_SIZE.help("Items to process at most (default: service.batch_size)"))]
         batch_size: Option<u32>,
     },
     /// Remove old cached tokens, finished and failed sync items, expired sessions.
     Cleanup {
-        /// Remove cached tokens obtained more than H hours ago (0 to 876000).
-        #[arg(long, value_name = "H", default_value_t = 48, value_parser = clap::value_parser!(u64).range(0..=876_000))]
+        /// Remove cached tokens obtained more than H hours ago.
+        #[arg(long, value_name = "H", default_value_t = TOKEN_HOURS_DEFAULT,
+              help = TOKEN_HOURS.help("Remove cached tokens obtained more than H hours ago"))]
         token_hours: u64,
-        /// Remove completed/superseded sync items finished more than D days ago (0 to 36500).
-        #[arg(long, value_name = "D", default_value_t = 7, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+        /// Remove completed/superseded sync items finished more than D days ago.
+        #[arg(long, value_name = "D", default_value_t = SYNC_DAYS_DEFAULT,
+              help = SYNC_DAYS.help("Remove completed/superseded sync items finished more than D days ago"))]
         sync_days: u64,
         /// Remove failed sync items (refused by Keycloak for good; `queue` shows why) that
-        /// failed more than D days ago (0 to 36500). Kept longer than completed ones so that
-        /// an operator sees them first.
-        #[arg(long, value_name = "D", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+        /// failed more than D days ago. Kept longer than completed ones so that an operator
+        /// sees them first.
+        #[arg(long, value_name = "D", default_value_t = FAILED_DAYS_DEFAULT,
+              help = FAILED_DAYS.help("Remove failed sync items (refused by Keycloak for good; `queue` shows why) that failed more than D days ago; kept longer than completed ones so that an operator sees them first"))]
         failed_days: u64,
     },
     /// Get a token for a user: from Keycloak, or from the cache while Keycloak is away (password on stdin).
@@ -112,15 +125,15 @@ pub enum Command {
         #[arg(long = "type", value_name = "T")]
         sync_type: String,
         /// 1 runs first.
-        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_name = "N", default_value_t = PRIORITY_DEFAULT, help = PRIORITY.help("1 runs first"))]
         priority: u32,
     },
     /// List the sync queue, one page at a time (no secrets): pending items in queue order,
     /// then backing-off, in-flight and finished ones. Prints the counts per status and, when
     /// there is more, the `--after` value of the next page (`next` with --json).
     Queue {
-        /// Items per page (1 to 10000).
-        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        /// Items per page.
+        #[arg(long, value_name = "N", default_value_t = QUEUE_LIMIT_DEFAULT, help = QUEUE_LIMIT.help("Items per page"))]
         limit: u32,
         /// Start after this position: the `next` value printed by the previous page.
         #[arg(long, value_name = "CURSOR")]
@@ -191,5 +204,32 @@ mod tests {
     #[test]
     fn verify_app() {
         Cli::command().debug_assert();
+    }
+
+    /// The help shows the range and default the request check applies, from the same consts.
+    #[test]
+    fn help_shows_the_one_range_and_default() {
+        let mut cmd = Cli::command();
+        let queue = cmd
+            .find_subcommand_mut("queue")
+            .expect("queue")
+            .render_help()
+            .to_string();
+        assert!(
+            queue.contains("Items per page (expected 1 to 10000) [default: 100]"),
+            "{queue}"
+        );
+        let cli = Cli::try_parse_from(["kr", "cleanup"]).expect("parses");
+        match cli.command {
+            Command::Cleanup {
+                token_hours,
+                sync_days,
+                failed_days,
+            } => assert_eq!(
+                (token_hours, sync_days, failed_days),
+                (TOKEN_HOURS_DEFAULT, SYNC_DAYS_DEFAULT, FAILED_DAYS_DEFAULT)
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -26,11 +26,13 @@
 //! | [`local_users`] | the local user store |
 //! | [`sessions`], [`auth_events`] | login sessions and the login log |
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
+//! | [`overview`] | the status picture: engine status plus sessions, logins, locks |
+//! | [`cleanup`] | removing aged-out tokens, sync items, sessions, log entries |
+//! | [`diagnostics`] | the `test` checks as data |
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
 //! | [`service`] | the `start` loop |
-//! | [`protocol`] | the control socket's requests and answers |
-//! | [`cli`], [`commands`] | the command line; the control socket's server and client |
+//! | [`cli`], [`commands`] | the command line; the control socket's protocol, server and client |
 //!
 //! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
 //! queue, local users, keycloak → store/config.
@@ -40,19 +42,21 @@ pub mod auth;
 pub mod auth_events;
 pub mod backoff;
 pub mod breaker;
+pub mod cleanup;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod diagnostics;
 pub mod health;
 pub mod keycloak;
 pub mod local_users;
 pub mod lockout;
 pub mod logs;
 pub mod metrics;
+pub mod overview;
 pub mod password;
-pub mod protocol;
 pub mod replay;
 pub mod service;
 pub mod sessions;

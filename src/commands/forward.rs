@@ -6,10 +6,10 @@
 //! socket (another one-shot command is at work, or a holder just died), the command keeps
 //! trying both for `--lock-timeout`, then says who holds the lock and what to do.
 
+use super::protocol::{Answer, Envelope, Request};
 use super::{from_store, server::SOCKET_FILE};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::protocol::{Answer, Envelope, Request};
 use crate::store::{Store, StoreError};
 use anyhow::{anyhow, Context};
 use std::io::{BufRead, BufReader, Read, Write};

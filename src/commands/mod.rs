@@ -1,27 +1,53 @@
-//! The commands behind the CLI: each parses nothing itself (clap did), calls the library, prints.
+//! The two doors into the library — the command line and the control socket — and the
+//! commands behind them. Each command parses nothing itself (clap or [`protocol`] did), calls
+//! the library, and renders what it got.
 //!
 //! `run` returns the exit code; errors become one line on stderr with their cause chain, and an
 //! exit code chosen by what went wrong: 2 for bad input or config, 3 for everything else.
+//!
+//! # Layout
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | [`run`], [`execute`] (a request → its handler), [`answer`], exit codes |
+//! | [`protocol`] | requests and answers; every default and range, for both doors |
+//! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
+//! | `render.rs` | what the views share: JSON printing, the time format |
+//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
+//! | `server.rs`, `forward.rs` | the socket's server and client |
+//!
+//! A new command is a clap variant in `cli.rs`, a [`Request`] variant (and its `op` name) in
+//! [`protocol`], an arm in `gather.rs` and one in [`execute`], and its handler and view in its
+//! family's file.
 
-mod engine;
+mod cleanup;
+mod diagnostics;
 mod forward;
+mod gather;
 mod input;
-mod local;
+mod metrics;
+pub mod protocol;
+mod render;
 mod server;
+mod sessions;
+mod start;
+mod status;
+mod sync;
+mod tokens;
+mod users;
 
 use crate::auth::Auth;
 use crate::auth::{LoginError, PasswdError};
-use crate::cli::{Cli, Command, SessionCommand, UserCommand};
+use crate::cli::{Cli, Command};
 use crate::client::ResilientClient;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError};
 use crate::local_users::UserError;
-use crate::protocol::{Answer, Envelope, Format, Request, Who};
 use crate::store::Store;
 use crate::sync_queue::QueueError;
 use anyhow::Context;
+use protocol::{Answer, Envelope, Format, Request, Who};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,13 +111,17 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     let request = match cli.command {
         Command::Test => {
             crate::store::lock::set_holder_label("test");
-            return engine::test(&config, json, out);
+            return diagnostics::test(&config, json, out);
         }
         Command::Start => {
             crate::store::lock::set_holder_label("start");
-            return engine::start(config, lock_timeout, out);
+            return start::start(config, lock_timeout, out);
         }
-        other => gather(other)?,
+        other => match gather::gather(other)? {
+            Some(request) => request,
+            // gather answers None only for the two handled above.
+            None => return Ok(EXIT_OK),
+        },
     };
     crate::store::lock::set_holder_label(request.op());
     let deadline = std::time::Instant::now() + lock_timeout;
@@ -127,164 +157,40 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     }
 }
 
-/// Turns a parsed command line into a request: reads what the command reads from stdin (or
-/// a prompt) and makes paths absolute, so that the request means the same wherever it runs.
-/// Done before the database is opened, so that bad input changes nothing.
-fn gather(command: Command) -> anyhow::Result<Request> {
-    use crate::cli::UserArgs;
-    // A request about a user, and one that also carries the password read from stdin.
-    let named = |w: UserArgs, make: fn(String, String) -> Request| make(w.user, w.package);
-    let with_password =
-        |w: UserArgs, make: fn(String, String, String) -> Request| -> Result<Request, InputError> {
-            let password = input::passwords(&["password"])?.remove(0);
-            Ok(make(w.user, w.package, password))
-        };
-    Ok(match command {
-        Command::Status => Request::Status {},
-        Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
-        Command::Cleanup {
-            token_hours,
-            sync_days,
-            failed_days,
-        } => Request::Cleanup {
-            token_hours,
-            sync_days,
-            failed_days,
-        },
-        Command::Authenticate(w) => {
-            with_password(w, |user, package, password| Request::Authenticate {
-                user,
-                package,
-                password,
-            })?
-        }
-        Command::CachedToken(w) => named(w, |user, package| Request::CachedToken { user, package }),
-        Command::Refresh(w) => named(w, |user, package| Request::Refresh { user, package }),
-        Command::QueueSync {
-            who: w,
-            sync_type,
-            priority,
-        } => {
-            // Check the type before reading stdin, so a typo is reported as such.
-            let parsed: crate::sync_queue::SyncType = sync_type.parse()?;
-            // Checked whole here (size, duplicate keys, the type's rules), before the database
-            // is opened, so bad input changes nothing.
-            let text = input::sync_data()?;
-            crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
-            let data = crate::sync_queue::parse_strict_json(&text)
-                .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
-            Request::QueueSync {
-                user: w.user,
-                package: w.package,
-                sync_type,
-                data,
-                priority,
-            }
-        }
-        Command::Queue { limit, after } => {
-            // Checked here, so a typo is reported before anything is opened.
-            if let Some(cursor) = &after {
-                cursor
-                    .parse::<crate::sync_queue::Cursor>()
-                    .context("--after")?;
-            }
-            Request::Queue { limit, after }
-        }
-        Command::Login(w) => with_password(w, |user, package, password| Request::Login {
-            user,
-            package,
-            password,
-        })?,
-        Command::Passwd(w) => {
-            let mut pws = input::passwords(&["old password", "new password"])?;
-            let new_password = pws.remove(1);
-            let old_password = pws.remove(0);
-            Request::Passwd {
-                user: w.user,
-                package: w.package,
-                old_password,
-                new_password,
-            }
-        }
-        Command::User(UserCommand::Add(w)) => {
-            with_password(w, |user, package, password| Request::UserAdd {
-                user,
-                package,
-                password,
-            })?
-        }
-        Command::User(UserCommand::List) => Request::UserList {},
-        Command::User(UserCommand::Disable(w)) => {
-            named(w, |user, package| Request::UserDisable { user, package })
-        }
-        Command::User(UserCommand::Enable(w)) => {
-            named(w, |user, package| Request::UserEnable { user, package })
-        }
-        Command::User(UserCommand::Unlock(w)) => {
-            named(w, |user, package| Request::UserUnlock { user, package })
-        }
-        Command::User(UserCommand::Remove(w)) => {
-            named(w, |user, package| Request::UserRemove { user, package })
-        }
-        Command::User(UserCommand::Import { file }) => Request::UserImport {
-            file: absolute(&file)?,
-        },
-        Command::Session(SessionCommand::Show { id }) => Request::SessionShow {
-            session_id: input::session_id(&id)?,
-        },
-        Command::Logout { id } => Request::Logout {
-            session_id: input::session_id(&id)?,
-        },
-        Command::Metrics { textfile } => Request::Metrics {
-            textfile: textfile.as_deref().map(absolute).transpose()?,
-        },
-        Command::Test | Command::Start => {
-            unreachable!("test and start run before gather")
-        }
-    })
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, InputError> {
-    std::path::absolute(path).map_err(|e| InputError(format!("{}: {e}", path.display())))
-}
-
-/// Runs a request against an open engine, writing what the command line would print.
+/// Runs a request against an open engine, writing what the command line would print. The
+/// request is checked first ([`Request::check`]), whichever door it came through.
 pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    request.check()?;
     let client = auth.client();
-    if let Some((user, package)) = request.who() {
-        crate::store::check_name("--user", user).map_err(InputError)?;
-        crate::store::check_name("--package", package).map_err(InputError)?;
-    }
     if let Some(package) = request.package_to_check() {
-        check_package(client.config(), package)?;
+        client.config().check_package(package).map_err(InputError)?;
     }
+    let who = |user, package| Who { user, package };
     match request {
-        Request::Status {} => engine::status(auth, json, io),
-        Request::SyncNow { batch_size } => engine::sync_now(client, batch_size, json, io),
+        Request::Status {} => status::status(auth, json, io),
+        Request::SyncNow { batch_size } => sync::sync_now(client, batch_size, json, io),
         Request::Cleanup {
             token_hours,
             sync_days,
             failed_days,
-        } => engine::cleanup(
-            auth,
-            engine::CleanupAges {
+        } => {
+            let ages = crate::cleanup::Ages {
                 token_hours,
                 sync_days,
                 failed_days,
-            },
-            json,
-            io,
-        ),
+            };
+            cleanup::cleanup(auth, ages, json, io)
+        }
         Request::Authenticate {
             user,
             package,
             password,
-        } => engine::authenticate(client, &Who { user, package }, &password, json, io),
+        } => tokens::authenticate(client, &who(user, package), &password, json, io),
         Request::CachedToken { user, package } => {
-            engine::cached_token(client, &Who { user, package }, json, io)
+            tokens::cached_token(client, &who(user, package), json, io)
         }
         Request::Refresh { user, package } => {
-            engine::refresh(client, &Who { user, package }, json, io)
+            tokens::refresh(client, &who(user, package), json, io)
         }
         Request::QueueSync {
             user,
@@ -292,58 +198,43 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             sync_type,
             data,
             priority,
-        } => engine::queue_sync(
-            client,
-            &Who { user, package },
-            &sync_type,
-            &data,
-            priority,
-            json,
-            io,
-        ),
+        } => {
+            let who = who(user, package);
+            sync::queue_sync(client, &who, &sync_type, &data, priority, json, io)
+        }
         Request::Queue { limit, after } => {
-            engine::queue(client, limit as usize, after.as_deref(), json, io)
+            sync::queue(client, limit as usize, after.as_deref(), json, io)
         }
         Request::Login {
             user,
             package,
             password,
-        } => local::login(auth, &Who { user, package }, &password, json, io),
+        } => sessions::login(auth, &who(user, package), &password, json, io),
         Request::Passwd {
             user,
             package,
             old_password,
             new_password,
-        } => local::passwd(
-            auth,
-            &Who { user, package },
-            &old_password,
-            &new_password,
-            json,
-            io,
-        ),
+        } => {
+            let who = who(user, package);
+            users::passwd(auth, &who, &old_password, &new_password, json, io)
+        }
         Request::UserAdd {
             user,
             package,
             password,
-        } => local::user_add(auth, &Who { user, package }, &password, io),
-        Request::UserList {} => local::user_list(auth, json, io),
+        } => users::user_add(auth, &who(user, package), &password, io),
+        Request::UserList {} => users::user_list(auth, json, io),
         Request::UserDisable { user, package } => {
-            local::user_disable(auth, &Who { user, package }, io)
+            users::user_disable(auth, &who(user, package), io)
         }
-        Request::UserEnable { user, package } => {
-            local::user_enable(auth, &Who { user, package }, io)
-        }
-        Request::UserUnlock { user, package } => {
-            local::user_unlock(auth, &Who { user, package }, io)
-        }
-        Request::UserRemove { user, package } => {
-            local::user_remove(auth, &Who { user, package }, io)
-        }
-        Request::UserImport { file } => local::user_import(auth, &file, json, io),
-        Request::SessionShow { session_id } => local::session_show(auth, session_id, json, io),
-        Request::Logout { session_id } => local::logout(auth, session_id, json, io),
-        Request::Metrics { textfile } => local::metrics(auth, textfile.as_deref(), io),
+        Request::UserEnable { user, package } => users::user_enable(auth, &who(user, package), io),
+        Request::UserUnlock { user, package } => users::user_unlock(auth, &who(user, package), io),
+        Request::UserRemove { user, package } => users::user_remove(auth, &who(user, package), io),
+        Request::UserImport { file } => users::user_import(auth, &file, json, io),
+        Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
+        Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
+        Request::Metrics { textfile } => metrics::metrics(auth, textfile.as_deref(), io),
     }
 }
 
@@ -390,13 +281,6 @@ pub fn answer(
     }
 }
 
-/// `--package` by the name rule and against the config's packages (exit 2 with a message
-/// naming it and the configured ones).
-fn check_package(config: &Config, package: &str) -> Result<(), InputError> {
-    crate::store::check_name("--package", package).map_err(InputError)?;
-    config.check_package(package).map_err(InputError)
-}
-
 /// The exit code for an error: 2 when the user's input or config was wrong, 3 otherwise.
 pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
@@ -432,16 +316,4 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         }
     }
     EXIT_RUNTIME
-}
-
-/// Prints `value` as pretty JSON.
-fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-/// RFC 3339 with seconds, UTC.
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -1,5 +1,5 @@
 //! The service's side of the control socket: while `start` owns the database, one-shot
-//! commands and applications send it requests (see [`crate::protocol`]) on a Unix socket
+//! commands and applications send it requests (see [`super::protocol`]) on a Unix socket
 //! beside the database.
 //!
 //! One thread per connection, so a request waiting on a slow Keycloak holds up nobody else:
@@ -13,9 +13,9 @@
 //! requests it is running, answers any request that arrives meanwhile with `not_run` (the
 //! command line then sends it to the next holder of the database), and removes the socket.
 
+use super::protocol::{Answer, Envelope, MAX_REQUEST_BYTES};
 use super::EXIT_INPUT;
 use crate::auth::Auth;
-use crate::protocol::{Answer, Envelope, MAX_REQUEST_BYTES};
 use anyhow::Context;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

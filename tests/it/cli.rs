@@ -41,6 +41,50 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 // ------------------------------------------------------------------------------------------
 // 1. Exit codes
 
+/// Issue 11: every range is one rule for both doors. The command line refuses an
+/// out-of-range value with the one line the socket answers (`socket::
+/// the_socket_refuses_out_of_range_values_as_the_command_line_does`), exit 2.
+#[test]
+fn out_of_range_values_are_refused_in_one_line() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    for (cmd, flag, value, want) in [
+        (
+            "queue",
+            "--limit",
+            "0",
+            "--limit 0 is out of range (expected 1 to 10000)",
+        ),
+        (
+            "queue",
+            "--limit",
+            "1000000000",
+            "--limit 1000000000 is out of range (expected 1 to 10000)",
+        ),
+        (
+            "sync-now",
+            "--batch-size",
+            "0",
+            "--batch-size 0 is out of range (expected at least 1)",
+        ),
+        (
+            "cleanup",
+            "--token-hours",
+            "876001",
+            "--token-hours 876001 is out of range (expected 0 to 876000)",
+        ),
+    ] {
+        let out = kr(&env, &[cmd, flag, value], "").expect(2);
+        assert_eq!(
+            one_line(&out),
+            format!("error: {want}"),
+            "{cmd} {flag} {value}"
+        );
+    }
+    // The bounds themselves are accepted.
+    kr(&env, &["queue", "--limit", "10000"], "").expect(0);
+    kr(&env, &["queue", "--limit", "1"], "").expect(0);
+}
+
 #[test]
 fn exit_codes_are_as_documented() {
     let (fake, env) = fake_and_env(&Tuning::default());

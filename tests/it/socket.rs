@@ -320,6 +320,46 @@ fn names_are_checked_for_every_command() {
     assert!(a["stderr"].as_str().unwrap().contains("--user"), "{a}");
 }
 
+/// Issue 11: a socket caller gets the ranges the command line has, and the same one-line
+/// refusal (exit 2), whichever door: a request line, or the command line forwarded.
+#[test]
+fn the_socket_refuses_out_of_range_values_as_the_command_line_does() {
+    let (_fake, env) = fake_and_env(&Tuning::default());
+    let _svc = started(&env);
+    for (request, cli, want) in [
+        (
+            json!({"op": "queue", "limit": 0}),
+            vec!["queue", "--limit", "0"],
+            "error: --limit 0 is out of range (expected 1 to 10000)",
+        ),
+        (
+            json!({"op": "queue", "limit": 1_000_000_000u32}),
+            vec!["queue", "--limit", "1000000000"],
+            "error: --limit 1000000000 is out of range (expected 1 to 10000)",
+        ),
+        (
+            json!({"op": "sync-now", "batch_size": 0}),
+            vec!["sync-now", "--batch-size", "0"],
+            "error: --batch-size 0 is out of range (expected at least 1)",
+        ),
+        (
+            json!({"op": "cleanup", "failed_days": 36_501}),
+            vec!["cleanup", "--failed-days", "36501"],
+            "error: --failed-days 36501 is out of range (expected 0 to 36500)",
+        ),
+    ] {
+        let a = call(&env, &request.to_string());
+        assert_eq!(a["exit"], json!(2), "{request}: {a}");
+        assert_eq!(a["stderr"], json!(format!("{want}\n")), "{request}: {a}");
+        assert_eq!(a["stdout"], json!(""), "{request}: {a}");
+        let out = kr(&env, &cli, "").expect(2);
+        assert_eq!(one_line(&out), want, "{cli:?}");
+    }
+    // The defaults fill in from the same place: a page of 100.
+    let a = call(&env, r#"{"op":"queue"}"#);
+    assert_eq!(a["exit"], json!(0), "{a}");
+}
+
 /// A service with every connection slot taken answers "not run"; the command line keeps
 /// trying until --lock-timeout, then says why.
 #[test]

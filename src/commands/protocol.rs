@@ -13,8 +13,15 @@
 //! command sends its request here and prints the answer, so its output and exit code are the
 //! same either way. This module is only the data and its parsing; the socket lives in
 //! `commands::server` and `commands::forward`.
+//!
+//! Every default and every range of a request's numbers is defined here, once: clap's
+//! `default_value_t` and help text are built from the same constants, and [`Request::check`]
+//! applies the ranges to every request whichever door it came through, so the command line and
+//! the socket refuse the same value with the same message.
 
+use super::InputError;
 use serde::{Deserialize, Serialize};
+use std::fmt::Display;
 use std::path::PathBuf;
 
 /// Longest request line the service reads; a longer one is answered with an error.
@@ -183,27 +190,158 @@ pub enum Request {
     },
 }
 
+/// The accepted values of one numeric argument, named as the command line spells it (the
+/// socket's key is the same name without the dashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range<T: 'static> {
+    /// The command-line flag, for messages and help.
+    pub flag: &'static str,
+    /// The smallest value accepted.
+    pub min: T,
+    /// The largest value accepted; `None` for the type's own limit.
+    pub max: Option<T>,
+}
+
+impl<T: PartialOrd + Copy + Display> Range<T> {
+    /// `value` if it is in range, else the message both doors print (exit 2).
+    ///
+    /// # Errors
+    ///
+    /// [`InputError`] naming the flag, the value and the range.
+    pub fn check(&self, value: T) -> Result<T, InputError> {
+        let above = self.max.is_some_and(|max| value > max);
+        if value < self.min || above {
+            return Err(InputError(format!(
+                "{} {value} is out of range ({})",
+                self.flag,
+                self.expected()
+            )));
+        }
+        Ok(value)
+    }
+
+    /// `expected 1 to 10000`, or `expected at least 1` without a maximum.
+    fn expected(&self) -> String {
+        match self.max {
+            Some(max) => format!("expected {} to {max}", self.min),
+            None => format!("expected at least {}", self.min),
+        }
+    }
+
+    /// The help line of the flag: `what` and the range, e.g. `Items per page (expected 1 to
+    /// 10000)`.
+    pub fn help(&self, what: &str) -> String {
+        format!("{what} ({})", self.expected())
+    }
+}
+
+/// `sync-now --batch-size` (no default here: the config's `service.batch_size`).
+pub const BATCH_SIZE: Range<u32> = Range {
+    flag: "--batch-size",
+    min: 1,
+    max: None,
+};
+/// `cleanup --token-hours`: up to a century.
+pub const TOKEN_HOURS: Range<u64> = Range {
+    flag: "--token-hours",
+    min: 0,
+    max: Some(876_000),
+};
+/// `cleanup --token-hours` when not given.
+pub const TOKEN_HOURS_DEFAULT: u64 = crate::service::CLEANUP_TOKEN_HOURS;
+/// `cleanup --sync-days`: up to a century.
+pub const SYNC_DAYS: Range<u64> = Range {
+    flag: "--sync-days",
+    min: 0,
+    max: Some(36_500),
+};
+/// `cleanup --sync-days` when not given.
+pub const SYNC_DAYS_DEFAULT: u64 = crate::service::CLEANUP_SYNC_DAYS;
+/// `cleanup --failed-days`: up to a century.
+pub const FAILED_DAYS: Range<u64> = Range {
+    flag: "--failed-days",
+    min: 0,
+    max: Some(36_500),
+};
+/// `cleanup --failed-days` when not given.
+pub const FAILED_DAYS_DEFAULT: u64 = crate::service::CLEANUP_FAILED_DAYS;
+/// `queue-sync --priority`: 1 runs first.
+pub const PRIORITY: Range<u32> = Range {
+    flag: "--priority",
+    min: crate::sync_queue::PRIORITY_HIGHEST,
+    max: None,
+};
+/// `queue-sync --priority` when not given.
+pub const PRIORITY_DEFAULT: u32 = crate::sync_queue::PRIORITY_DEFAULT;
+/// `queue --limit`: a page is built in memory, so it is bounded.
+pub const QUEUE_LIMIT: Range<u32> = Range {
+    flag: "--limit",
+    min: 1,
+    max: Some(10_000),
+};
+/// `queue --limit` when not given.
+pub const QUEUE_LIMIT_DEFAULT: u32 = 100;
+
 fn default_token_hours() -> u64 {
-    crate::service::CLEANUP_TOKEN_HOURS
+    TOKEN_HOURS_DEFAULT
 }
 
 fn default_sync_days() -> u64 {
-    crate::service::CLEANUP_SYNC_DAYS
+    SYNC_DAYS_DEFAULT
 }
 
 fn default_failed_days() -> u64 {
-    crate::service::CLEANUP_FAILED_DAYS
+    FAILED_DAYS_DEFAULT
 }
 
 fn default_queue_limit() -> u32 {
-    100
+    QUEUE_LIMIT_DEFAULT
 }
 
 fn default_priority() -> u32 {
-    crate::sync_queue::PRIORITY_DEFAULT
+    PRIORITY_DEFAULT
 }
 
 impl Request {
+    /// Checks what can be checked without the database: every number against its range, and
+    /// the user and package names against the name rule. Both doors call it — the command line
+    /// before it opens or forwards anything, the service before it runs a request — so a
+    /// value is refused the same way, with the same message, wherever it came from.
+    ///
+    /// # Errors
+    ///
+    /// [`InputError`] (exit 2) naming the flag and what is wrong.
+    pub fn check(&self) -> Result<(), InputError> {
+        match self {
+            Request::SyncNow {
+                batch_size: Some(n),
+            } => {
+                BATCH_SIZE.check(*n)?;
+            }
+            Request::Cleanup {
+                token_hours,
+                sync_days,
+                failed_days,
+            } => {
+                TOKEN_HOURS.check(*token_hours)?;
+                SYNC_DAYS.check(*sync_days)?;
+                FAILED_DAYS.check(*failed_days)?;
+            }
+            Request::QueueSync { priority, .. } => {
+                PRIORITY.check(*priority)?;
+            }
+            Request::Queue { limit, .. } => {
+                QUEUE_LIMIT.check(*limit)?;
+            }
+            _ => {}
+        }
+        if let Some((user, package)) = self.who() {
+            crate::store::check_name("--user", user).map_err(InputError)?;
+            crate::store::check_name("--package", package).map_err(InputError)?;
+        }
+        Ok(())
+    }
+
     /// The user and package a request names, if any.
     pub fn who(&self) -> Option<(&str, &str)> {
         match self {
@@ -441,6 +579,56 @@ mod tests {
             assert!(err.contains(want), "{line}: {err}");
             assert!(!err.contains("s3cret"), "{err}");
         }
+    }
+
+    /// Issue 11: the socket applies the ranges the command line applies, with its message.
+    #[test]
+    fn every_number_is_checked_against_its_one_range() {
+        let queue = |limit| Request::Queue { limit, after: None };
+        assert!(queue(1).check().is_ok());
+        assert!(queue(QUEUE_LIMIT_DEFAULT).check().is_ok());
+        assert!(queue(10_000).check().is_ok());
+        for bad in [0, 10_001, 1_000_000_000] {
+            let e = queue(bad).check().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("--limit {bad} is out of range (expected 1 to 10000)")
+            );
+        }
+        let e = Request::SyncNow {
+            batch_size: Some(0),
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--batch-size 0 is out of range (expected at least 1)"
+        );
+        assert!(Request::SyncNow { batch_size: None }.check().is_ok());
+        let cleanup = |token_hours, sync_days, failed_days| Request::Cleanup {
+            token_hours,
+            sync_days,
+            failed_days,
+        };
+        assert!(cleanup(0, 0, 0).check().is_ok());
+        assert!(cleanup(876_000, 36_500, 36_500).check().is_ok());
+        for (req, flag) in [
+            (cleanup(876_001, 0, 0), "--token-hours"),
+            (cleanup(0, 36_501, 0), "--sync-days"),
+            (cleanup(0, 0, 36_501), "--failed-days"),
+        ] {
+            let e = req.check().unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_with_the_ranges() {
+        let req = Request::CachedToken {
+            user: "..".into(),
+            package: "web".into(),
+        };
+        assert!(req.check().unwrap_err().to_string().contains("--user"));
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! The command line's door: a parsed command line becomes a [`Request`], with what the
+//! command reads from stdin (or a prompt) and its paths made absolute, so that the request
+//! means the same wherever it runs. Done before the database is opened or the service asked,
+//! so that bad input changes nothing and waits for nothing.
+
+use super::input::{self, InputError};
+use super::protocol::Request;
+use crate::cli::{Command, SessionCommand, UserArgs, UserCommand};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// Turns `command` into a checked request ([`Request::check`], as the service checks it).
+/// `test` and `start` are not requests: the caller runs them before, so they come back as
+/// `None`.
+pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
+    let request = match command {
+        Command::Test | Command::Start => return Ok(None),
+        Command::Status => Request::Status {},
+        Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
+        Command::Cleanup {
+            token_hours,
+            sync_days,
+            failed_days,
+        } => Request::Cleanup {
+            token_hours,
+            sync_days,
+            failed_days,
+        },
+        Command::Authenticate(w) => {
+            with_password(w, |user, package, password| Request::Authenticate {
+                user,
+                package,
+                password,
+            })?
+        }
+        Command::CachedToken(w) => Request::CachedToken {
+            user: w.user,
+            package: w.package,
+        },
+        Command::Refresh(w) => Request::Refresh {
+            user: w.user,
+            package: w.package,
+        },
+        Command::QueueSync {
+            who,
+            sync_type,
+            priority,
+        } => queue_sync(who, sync_type, priority)?,
+        Command::Queue { limit, after } => {
+            // Checked here, so a typo is reported before anything is opened.
+            if let Some(cursor) = &after {
+                cursor
+                    .parse::<crate::sync_queue::Cursor>()
+                    .context("--after")?;
+            }
+            Request::Queue { limit, after }
+        }
+        Command::Login(w) => with_password(w, |user, package, password| Request::Login {
+            user,
+            package,
+            password,
+        })?,
+        Command::Passwd(w) => {
+            let mut pws = input::passwords(&["old password", "new password"])?;
+            let new_password = pws.remove(1);
+            let old_password = pws.remove(0);
+            Request::Passwd {
+                user: w.user,
+                package: w.package,
+                old_password,
+                new_password,
+            }
+        }
+        Command::User(c) => user(c)?,
+        Command::Session(SessionCommand::Show { id }) => Request::SessionShow {
+            session_id: input::session_id(&id)?,
+        },
+        Command::Logout { id } => Request::Logout {
+            session_id: input::session_id(&id)?,
+        },
+        Command::Metrics { textfile } => Request::Metrics {
+            textfile: textfile.as_deref().map(absolute).transpose()?,
+        },
+    };
+    request.check()?;
+    Ok(Some(request))
+}
+
+/// `user …`.
+fn user(command: UserCommand) -> Result<Request, InputError> {
+    Ok(match command {
+        UserCommand::Add(w) => with_password(w, |user, package, password| Request::UserAdd {
+            user,
+            package,
+            password,
+        })?,
+        UserCommand::List => Request::UserList {},
+        UserCommand::Disable(w) => Request::UserDisable {
+            user: w.user,
+            package: w.package,
+        },
+        UserCommand::Enable(w) => Request::UserEnable {
+            user: w.user,
+            package: w.package,
+        },
+        UserCommand::Unlock(w) => Request::UserUnlock {
+            user: w.user,
+            package: w.package,
+        },
+        UserCommand::Remove(w) => Request::UserRemove {
+            user: w.user,
+            package: w.package,
+        },
+        UserCommand::Import { file } => Request::UserImport {
+            file: absolute(&file)?,
+        },
+    })
+}
+
+/// A request about a user that also carries the password read from stdin.
+fn with_password(
+    w: UserArgs,
+    make: fn(String, String, String) -> Request,
+) -> Result<Request, InputError> {
+    let password = input::passwords(&["password"])?.remove(0);
+    Ok(make(w.user, w.package, password))
+}
+
+/// `queue-sync`: the type and priority are checked before stdin is read, so that a typo is
+/// reported as such; the data is checked whole (size, duplicate keys, the type's rules).
+fn queue_sync(who: UserArgs, sync_type: String, priority: u32) -> anyhow::Result<Request> {
+    let parsed: crate::sync_queue::SyncType = sync_type.parse()?;
+    super::protocol::PRIORITY.check(priority)?;
+    let text = input::sync_data()?;
+    crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
+    let data = crate::sync_queue::parse_strict_json(&text)
+        .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
+    Ok(Request::QueueSync {
+        user: who.user,
+        package: who.package,
+        sync_type,
+        data,
+        priority,
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, InputError> {
+    std::path::absolute(path).map_err(|e| InputError(format!("{}: {e}", path.display())))
+}

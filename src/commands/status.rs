@@ -1,0 +1,109 @@
+//! `status`: the picture [`crate::overview`] assembles, as text or as its `--json` view.
+
+use super::render::{print_json, rfc3339};
+use super::{Io, EXIT_OK};
+use crate::auth::Auth;
+use crate::auth_events::ModeCounts;
+use crate::client::Status;
+use crate::overview::{Locked, Overview};
+use serde::Serialize;
+use std::io::Write;
+
+/// `status --json`: the engine's status block, then the local-authentication side.
+#[derive(Serialize)]
+struct StatusView<'a> {
+    #[serde(flatten)]
+    engine: &'a Status,
+    active_sessions: usize,
+    auth_modes_last_hour: ModeCounts,
+    locked_accounts: Vec<LockedView<'a>>,
+}
+
+/// A locked account in `status --json`.
+#[derive(Serialize)]
+struct LockedView<'a> {
+    locked_until: String,
+    package: &'a str,
+    user: &'a str,
+}
+
+impl<'a> From<&'a Locked> for LockedView<'a> {
+    fn from(l: &'a Locked) -> Self {
+        LockedView {
+            locked_until: rfc3339(l.until),
+            package: &l.package,
+            user: &l.user,
+        }
+    }
+}
+
+/// Prints the status.
+pub(super) fn status(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
+    let full = crate::overview::gather(auth)?;
+    if json {
+        let view = StatusView {
+            engine: &full.engine,
+            active_sessions: full.active_sessions,
+            auth_modes_last_hour: full.auth_modes_last_hour,
+            locked_accounts: full.locked_accounts.iter().map(LockedView::from).collect(),
+        };
+        print_json(out, &view)?;
+        return Ok(EXIT_OK);
+    }
+    text(out, &auth.client().config().keycloak.server_url, &full)?;
+    Ok(EXIT_OK)
+}
+
+fn text(out: &mut dyn Write, server_url: &str, full: &Overview) -> std::io::Result<()> {
+    let s = &full.engine;
+    let available = if s.available {
+        "available"
+    } else {
+        "unavailable"
+    };
+    writeln!(out, "Keycloak:          {server_url} ({available})")?;
+    if let Some(r) = &s.unavailable_reason {
+        writeln!(out, "  reason:          {r}")?;
+    }
+    writeln!(
+        out,
+        "Circuit:           {} ({} consecutive failure(s))",
+        s.circuit_state, s.failure_count
+    )?;
+    writeln!(out, "Mode:              {}", s.mode.as_str())?;
+    writeln!(out, "Pending syncs:     {}", s.pending_syncs)?;
+    writeln!(out, "Failed syncs:      {}", s.failed_syncs)?;
+    if let Some(b) = &s.queue_blocked {
+        writeln!(out, "Queue BLOCKED:     {b}")?;
+    }
+    writeln!(out, "Cached tokens:     {}", s.cached_tokens)?;
+    writeln!(out, "Active sessions:   {}", full.active_sessions)?;
+    let m = full.auth_modes_last_hour;
+    writeln!(
+        out,
+        "Logins last hour:  keycloak {}, cached {}, local {}",
+        m.keycloak, m.cached, m.local
+    )?;
+    for l in &full.locked_accounts {
+        writeln!(
+            out,
+            "Locked:            {}/{} until {}",
+            l.user,
+            l.package,
+            rfc3339(l.until)
+        )?;
+    }
+    writeln!(
+        out,
+        "Resilience:        threshold {}, cooldown {}s, grace {}h, offline mode {}",
+        s.config.failure_threshold,
+        s.config.cooldown_seconds,
+        s.config.grace_period_hours,
+        if s.config.offline_mode_allowed {
+            "allowed"
+        } else {
+            "off"
+        }
+    )
+}

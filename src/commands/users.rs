@@ -1,0 +1,246 @@
+//! The local user store's commands: `user add|list|disable|enable|unlock|remove|import` and
+//! `passwd`, with their `--json` views.
+
+use super::protocol::Who;
+use super::render::{print_json, rfc3339};
+use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use crate::auth::{Auth, PasswdError, PasswdMode};
+use crate::account::Account;
+use crate::local_users::{ImportFormat, LocalUser, UserError};
+use serde::Serialize;
+use std::path::Path;
+
+/// `passwd --json` after a change.
+#[derive(Serialize)]
+struct PasswdView<'a> {
+    keycloak_error: Option<&'a str>,
+    mode: PasswdMode,
+    success: bool,
+    sync_id: Option<uuid::Uuid>,
+}
+
+/// `passwd --json` when the change was refused.
+#[derive(Serialize)]
+struct RefusedView {
+    reason: String,
+    success: bool,
+}
+
+/// Changes a password locally, then in Keycloak now or through the queue.
+pub(super) fn passwd(
+    auth: &Auth,
+    who: &Who,
+    old: &str,
+    new: &str,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
+    let r = match auth.change_password(&who.user, &who.package, old, new) {
+        Ok(r) => r,
+        Err(
+            e @ (PasswdError::InvalidCredentials
+            | PasswdError::AccountDisabled
+            | PasswdError::AccountLocked(_)),
+        ) => {
+            if json {
+                let view = RefusedView {
+                    reason: e.to_string(),
+                    success: false,
+                };
+                print_json(out, &view)?;
+            }
+            writeln!(io.err, "passwd refused: {e}")?;
+            return Ok(EXIT_REFUSED);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        let view = PasswdView {
+            keycloak_error: r.keycloak_error.as_deref(),
+            mode: r.mode,
+            success: true,
+            sync_id: r.sync_id,
+        };
+        print_json(out, &view)?;
+    } else {
+        match r.mode {
+            PasswdMode::Synchronized => writeln!(out, "password changed locally and in Keycloak (mode synchronized)")?,
+            PasswdMode::Queued => writeln!(
+                out,
+                "password changed locally; Keycloak is unavailable, change queued as {} (mode queued)",
+                r.sync_id.map(|s| s.to_string()).unwrap_or_default()
+            )?,
+            PasswdMode::Rejected => writeln!(
+                out,
+                "password changed locally, but Keycloak refused it: {} (mode rejected)",
+                r.keycloak_error.as_deref().unwrap_or("no reason")
+            )?,
+        }
+    }
+    Ok(if r.mode == PasswdMode::Rejected {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    })
+}
+
+/// `user add`.
+pub(super) fn user_add(auth: &Auth, who: &Who, password: &str, io: &mut Io) -> anyhow::Result<u8> {
+    auth.users().add(&account_of(who)?, password)?;
+    writeln!(io.out, "added {}/{}", who.user, who.package)?;
+    Ok(EXIT_OK)
+}
+
+/// `user import --json`.
+#[derive(Serialize)]
+struct ImportView<'a> {
+    errors: Vec<ImportErrorView<'a>>,
+    imported: usize,
+}
+
+/// A line `user import` could not take.
+#[derive(Serialize)]
+struct ImportErrorView<'a> {
+    error: &'a str,
+    line: usize,
+}
+
+/// `user import`: exit 1 when a line was refused (the others are imported).
+pub(super) fn user_import(auth: &Auth, file: &Path, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
+    // InputError values (not context strings), so that the exit code is 2.
+    let format = ImportFormat::from_path(file).ok_or_else(|| {
+        InputError(format!(
+            "{}: unknown format (use .jsonl, .ndjson, .json or .csv)",
+            file.display()
+        ))
+    })?;
+    let reader = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .map_err(|e| InputError(format!("{}: {e}", file.display())))?;
+    let report = auth.users().import(reader, format)?;
+    if json {
+        let view = ImportView {
+            errors: report
+                .errors
+                .iter()
+                .map(|(line, error)| ImportErrorView { error, line: *line })
+                .collect(),
+            imported: report.imported,
+        };
+        print_json(out, &view)?;
+    } else {
+        writeln!(
+            out,
+            "imported {} user(s) from {}",
+            report.imported,
+            file.display()
+        )?;
+        for (line, msg) in &report.errors {
+            writeln!(out, "{}:{line}: {msg}", file.display())?;
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_REFUSED
+    })
+}
+
+/// One user in `user list --json` (never the hash).
+#[derive(Serialize)]
+struct UserView<'a> {
+    created_at: String,
+    enabled: bool,
+    locked_until: Option<String>,
+    package: &'a str,
+    updated_at: String,
+    user: &'a str,
+}
+
+impl<'a> UserView<'a> {
+    fn new(u: &'a LocalUser, now: chrono::DateTime<chrono::Utc>) -> Self {
+        UserView {
+            created_at: rfc3339(u.created_at),
+            enabled: u.enabled,
+            locked_until: u.lockout.is_locked(now).map(rfc3339),
+            package: &u.package,
+            updated_at: rfc3339(u.updated_at),
+            user: &u.username,
+        }
+    }
+}
+
+/// `user list`.
+pub(super) fn user_list(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
+    let list = auth.users().list()?;
+    let now = auth.client().clock().now();
+    if json {
+        let view: Vec<_> = list.iter().map(|u| UserView::new(u, now)).collect();
+        print_json(out, &view)?;
+        return Ok(EXIT_OK);
+    }
+    if list.is_empty() {
+        writeln!(out, "no local users")?;
+    }
+    for u in &list {
+        let state = match (u.enabled, u.lockout.is_locked(now)) {
+            (false, _) => "disabled".to_string(),
+            (true, Some(until)) => format!("locked until {}", rfc3339(until)),
+            (true, None) => "enabled".to_string(),
+        };
+        writeln!(
+            out,
+            "{}/{} {} (updated {})",
+            u.username,
+            u.package,
+            state,
+            rfc3339(u.updated_at)
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// `user disable`: also ends the user's sessions.
+pub(super) fn user_disable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+    let ended = auth.disable_user(&who.user, &who.package)?;
+    writeln!(
+        io.out,
+        "disabled {}/{} ({ended} session(s) ended)",
+        who.user, who.package
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// `user enable`.
+pub(super) fn user_enable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+    auth.users().set_enabled(&account_of(who)?, true)?;
+    writeln!(io.out, "enabled {}/{}", who.user, who.package)?;
+    Ok(EXIT_OK)
+}
+
+/// `user unlock`.
+pub(super) fn user_unlock(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+    auth.users().unlock(&account_of(who)?)?;
+    writeln!(io.out, "unlocked {}/{}", who.user, who.package)?;
+    Ok(EXIT_OK)
+}
+
+/// `user remove`: also ends the user's sessions and drops the cached token.
+pub(super) fn user_remove(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+    let ended = auth.remove_user(&who.user, &who.package)?;
+    writeln!(
+        io.out,
+        "removed {}/{} ({ended} session(s) ended)",
+        who.user, who.package
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// The validated account a request names (the name rule's error as the store's, for its exit
+/// code).
+fn account_of(who: &Who) -> Result<Account, UserError> {
+    Ok(Account::new(&who.user, &who.package)?)
+}

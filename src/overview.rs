@@ -1,0 +1,74 @@
+//! The whole status picture in one value: the engine's [`Status`] (Keycloak, circuit, mode,
+//! queue, cache) and the local-authentication side (sessions, logins per mode in the last hour,
+//! locked accounts).
+//!
+//! Assembled here so that the `status` command only renders it.
+
+use crate::auth::Auth;
+use crate::auth_events::ModeCounts;
+use crate::client::{ClientError, Status};
+use crate::local_users::UserError;
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+
+/// Why the picture could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum OverviewError {
+    /// The engine's status (token cache or queue counts).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Sessions or the login log.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The local user store.
+    #[error(transparent)]
+    Users(#[from] UserError),
+}
+
+/// An account locked by failed logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    /// The username.
+    pub user: String,
+    /// The package.
+    pub package: String,
+    /// When the lock lifts by itself.
+    pub until: DateTime<Utc>,
+}
+
+/// The engine's status plus the local-authentication side.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// The original `get_status()` block.
+    pub engine: Status,
+    /// Sessions not yet expired.
+    pub active_sessions: usize,
+    /// Successful logins in the last hour, per auth mode.
+    pub auth_modes_last_hour: ModeCounts,
+    /// Accounts locked right now.
+    pub locked_accounts: Vec<Locked>,
+}
+
+/// Assembles the picture (probing Keycloak if the last probe is stale).
+///
+/// # Errors
+///
+/// [`OverviewError`] on a database error.
+pub fn gather(auth: &Auth) -> Result<Overview, OverviewError> {
+    let engine = auth.client().get_status()?;
+    Ok(Overview {
+        active_sessions: auth.sessions().active_count()?,
+        auth_modes_last_hour: auth.modes_last_hour()?,
+        locked_accounts: auth
+            .users()
+            .locked()?
+            .into_iter()
+            .map(|(user, package, until)| Locked {
+                user,
+                package,
+                until,
+            })
+            .collect(),
+        engine,
+    })
+}
