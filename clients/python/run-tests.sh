@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
-    echo "run-tests.sh: installing pytest" >&2
+# pytest 7 or later: the tests rely on its `pythonpath` setting (pyproject.toml).
+if ! "$PYTHON" -c 'import sys, pytest; sys.exit(int(pytest.__version__.split(".")[0]) < 7)' 2>/dev/null; then
+    echo "run-tests.sh: installing pytest>=7" >&2
     PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
         "$PYTHON" -m pip install --quiet --no-input 'pytest>=7' </dev/null
 fi
