@@ -4,8 +4,8 @@
 use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
-use crate::auth::{Auth, PasswdError, PasswdMode};
 use crate::account::Account;
+use crate::auth::{Auth, PasswdError, PasswdMode};
 use crate::local_users::{ImportFormat, LocalUser, UserError};
 use serde::Serialize;
 use std::path::Path;
