@@ -47,8 +47,11 @@
 //!
 //! # Known differences from a real Keycloak
 //!
-//! - Wrong password and unknown user answer 401 by default, as Keycloak before 26.6 did; the
-//!   26.7.3 reference answers 400 (`set_wrong_password_status(400)`).
+//! - Wrong password and unknown user answer 401 by default, as Keycloak before 26.6 did
+//!   (measured on 26.4.7); the 26.7.3 reference answers 400 (`set_wrong_password_status(400)`).
+//!   A disabled user with a wrong password always gets `Invalid user credentials` (26.7.3);
+//!   26.4.7 said `Account disabled`. Search results never carry 26.4.7's
+//!   `userProfileMetadata`.
 //! - `scope` is always `"profile email"`; the real server says that or `"email profile"`
 //!   (the order is fixed per server start).
 //! - Access and ID tokens are real RS256 JWTs (header `{"alg":"RS256","typ":"JWT","kid"}`,
