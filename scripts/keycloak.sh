@@ -13,7 +13,7 @@
 #   scripts/keycloak.sh logs [N|-f]  tail the server log (last N lines, default 100, or follow)
 #   scripts/keycloak.sh url      prints the base URL
 #
-# Environment: KC_PORT (default 18080), KC_READY_TIMEOUT (default 240 s),
+# Environment: KC_VERSION (default 26.7.3), KC_PORT (default 18080), KC_READY_TIMEOUT (default 240 s),
 # KC_STOP_TIMEOUT (default 30 s), JAVA_HOME (default: the Java 17 JDK if present),
 # KC_DB_URL_PROPERTIES (default ";WRITE_DELAY=0": H2 commits durable before SIGKILL).
 #
@@ -24,8 +24,11 @@ set -euo pipefail
 # Version choice: 26.7.3 is the newest 26.x served by Maven Central here (26.4.7, 26.5.6,
 # 26.7.0 were the others). Every class in its lib/ is Java 17 bytecode (class file
 # major <= 61) and it boots and answers the whole catalogue (tests/fixtures/keycloak-answers.md)
-# on OpenJDK 17, so the Temurin 25 JDK is not needed.
-KC_VERSION="26.7.3"
+# on OpenJDK 17, so the Temurin 25 JDK is not needed. KC_VERSION overrides it (the version
+# matrix of issue 18 also runs 26.4.7, the oldest 26.x served); each version is unpacked (and
+# keeps its data) in its own directory. The PID and log files are shared: `stop` stops the
+# server that runs, whichever version it is.
+KC_VERSION="${KC_VERSION:-26.7.3}"
 
 KC_PORT="${KC_PORT:-18080}"
 KC_HOST="127.0.0.1"

@@ -1263,3 +1263,467 @@ fn credentials_list_the_password_with_a_created_date_that_moves_on_reset() {
     let weak = no_admin["access_token"].as_str().unwrap();
     assert_eq!(list(weak).status(), StatusCode::FORBIDDEN);
 }
+
+// --- account states (issue 12), measured on 26.7.3 ---------------------------------------------
+
+fn admin_get(kc: &FakeKeycloak, token: &str, path: &str) -> (u16, Value) {
+    let url = format!("{}/admin/realms/{}/{path}", kc.url(), kc.realm());
+    status_json(client().get(url).bearer_auth(token).send().unwrap())
+}
+
+fn invalid_credentials() -> Value {
+    json!({"error": "invalid_grant", "error_description": "Invalid user credentials"})
+}
+
+fn not_fully_set_up() -> Value {
+    json!({"error": "invalid_grant", "error_description": "Account is not fully set up"})
+}
+
+#[test]
+fn disable_user_then_enable_again() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    assert!(kc.disable_user("Dave"));
+    assert_eq!(
+        status_json(password_login(&kc, "dave", "Dave-Password-1")),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Account disabled"})
+        )
+    );
+    assert_eq!(
+        status_json(password_login(&kc, "dave", "Wrong-Password-0")),
+        (400, invalid_credentials())
+    );
+    let token = admin_token(&kc);
+    assert_eq!(find_user(&kc, &token, "dave")[0]["enabled"], json!(false));
+    assert!(kc.enable_user("dave"));
+    assert_eq!(password_login(&kc, "dave", "Dave-Password-1").status(), 200);
+    assert!(!kc.disable_user("nobody"));
+}
+
+#[test]
+fn removed_user_is_gone_and_its_id_is_user_not_found() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    let id = kc.user_id("dave").unwrap();
+    let token = admin_token(&kc);
+    assert!(kc.remove_user("dave"));
+    assert!(!kc.remove_user("dave"));
+    assert_eq!(
+        status_json(password_login(&kc, "dave", "Dave-Password-1")),
+        (400, invalid_credentials())
+    );
+    let user_not_found = (404, json!({"error": "User not found"}));
+    assert_eq!(
+        admin_get(&kc, &token, &format!("users/{id}")),
+        user_not_found
+    );
+    assert_eq!(
+        admin_get(&kc, &token, &format!("users/{id}/nosuch")),
+        user_not_found
+    );
+    assert_eq!(admin_get(&kc, &token, "users/not-a-uuid"), user_not_found);
+}
+
+#[test]
+fn missing_route_404_differs_from_missing_user_404() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let no_route = (404, json!({"error": "HTTP 404 Not Found"}));
+    assert_eq!(admin_get(&kc, &token, "userz"), no_route);
+    let alice = kc.user_id("alice").unwrap();
+    assert_eq!(
+        admin_get(&kc, &token, &format!("users/{alice}/nosuch")),
+        no_route
+    );
+    let url = format!("{}/admin/realms/nope/users/{alice}", kc.url());
+    assert_eq!(
+        status_json(client().get(url).bearer_auth(&token).send().unwrap()),
+        (404, json!({"error": "Realm not found."}))
+    );
+    let url = format!("{}/admin/nosuch", kc.url());
+    assert_eq!(
+        status_json(client().get(url).bearer_auth(&token).send().unwrap()),
+        (405, json!({"error": "HTTP 405 Method Not Allowed"}))
+    );
+}
+
+#[test]
+fn brute_force_lock_refuses_even_the_right_password_until_unlocked() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    let token = admin_token(&kc);
+    let id = kc.user_id("erin").unwrap();
+    let path = format!("attack-detection/brute-force/users/{id}");
+    assert_eq!(admin_get(&kc, &token, &path).1["disabled"], json!(false));
+    assert!(kc.set_brute_force_locked("erin", true));
+    for password in ["Erin-Password-1", "Wrong-Password-0"] {
+        assert_eq!(
+            status_json(password_login(&kc, "erin", password)),
+            (400, invalid_credentials())
+        );
+    }
+    let (status, body) = admin_get(&kc, &token, &path);
+    assert_eq!((status, &body["disabled"]), (200, &json!(true)));
+    // The account itself stays enabled: only the detector knows.
+    assert_eq!(find_user(&kc, &token, "erin")[0]["enabled"], json!(true));
+    let noadm = client_credentials(&kc, "no-admin-rights", "no-admin-test-secret");
+    let noadm = noadm.json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(admin_get(&kc, &noadm, &path).0, 403);
+    let url = format!("{}/admin/realms/{}/{path}", kc.url(), kc.realm());
+    let response = client().delete(url).bearer_auth(&token).send().unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(password_login(&kc, "erin", "Erin-Password-1").status(), 200);
+}
+
+#[test]
+fn required_actions_block_the_password_grant_unless_unknown() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    for action in [
+        "VERIFY_EMAIL",
+        "UPDATE_PASSWORD",
+        "UPDATE_PROFILE",
+        "CONFIGURE_TOTP",
+    ] {
+        assert!(kc.set_required_action("dave", action));
+        assert_eq!(
+            status_json(password_login(&kc, "dave", "Dave-Password-1")),
+            (400, not_fully_set_up()),
+            "{action}"
+        );
+        assert_eq!(
+            status_json(password_login(&kc, "dave", "Wrong-Password-0")),
+            (400, invalid_credentials()),
+            "{action}"
+        );
+        assert!(kc.clear_required_actions("dave"));
+    }
+    let token = admin_token(&kc);
+    kc.set_required_action("dave", "NO_SUCH_ACTION");
+    assert_eq!(
+        find_user(&kc, &token, "dave")[0]["requiredActions"],
+        json!(["NO_SUCH_ACTION"])
+    );
+    assert_eq!(password_login(&kc, "dave", "Dave-Password-1").status(), 200);
+}
+
+#[test]
+fn set_profile_without_names_or_email_is_not_fully_set_up() {
+    let kc = FakeKeycloak::start();
+    kc.set_wrong_password_status(400);
+    let full = (Some("dave@example.test"), Some("Dave"), Some("Test"));
+    let partial = [
+        (None, full.1, full.2),
+        (full.0, None, full.2),
+        (full.0, full.1, None),
+    ];
+    for (email, first, last) in partial {
+        assert!(kc.set_profile("dave", email, first, last));
+        assert_eq!(
+            status_json(password_login(&kc, "dave", "Dave-Password-1")),
+            (400, not_fully_set_up())
+        );
+    }
+    kc.set_profile("dave", full.0, full.1, full.2);
+    assert_eq!(password_login(&kc, "dave", "Dave-Password-1").status(), 200);
+}
+
+#[test]
+fn created_user_without_profile_fields_or_enabled() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let create = |body: Value| {
+        client()
+            .post(users_url(&kc))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let password = json!([{"type": "password", "value": "Kim-Password-1", "temporary": false}]);
+    let response = create(json!({"username": "kim", "enabled": true, "credentials": password}));
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        status_json(password_login(&kc, "kim", "Kim-Password-1")),
+        (400, not_fully_set_up())
+    );
+    let (status, body) = status_json(create(json!({"username": "kim", "enabled": true})));
+    assert_eq!(
+        (status, body),
+        (
+            409,
+            json!({"errorMessage": "User exists with same username"})
+        )
+    );
+    let body = json!({"username": "nia", "enabled": true, "email": "ALICE@example.test"});
+    assert_eq!(
+        status_json(create(body)),
+        (409, json!({"errorMessage": "User exists with same email"}))
+    );
+    let body = json!({"username": "ola", "email": "ola@example.test", "firstName": "Ola",
+        "lastName": "Test", "credentials": password});
+    assert_eq!(create(body).status(), 201);
+    let ola = &find_user(&kc, &token, "ola")[0];
+    assert_eq!(
+        (&ola["enabled"], &ola["emailVerified"]),
+        (&json!(false), &json!(false))
+    );
+    assert_eq!(
+        status_json(password_login(&kc, "ola", "Kim-Password-1")),
+        (
+            400,
+            json!({"error": "invalid_grant", "error_description": "Account disabled"})
+        )
+    );
+}
+
+// --- paging (issue 12), measured on 26.7.3 -----------------------------------------------------
+
+fn usernames(body: &Value) -> Vec<String> {
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn user_list_pages_with_first_and_max() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let page = |query: &str| {
+        let (status, body) = admin_get(&kc, &token, &format!("users{query}"));
+        assert_eq!(status, 200, "{query}");
+        usernames(&body)
+    };
+    assert_eq!(page(""), ["alice", "bob", "carol", "dave", "erin"]);
+    assert_eq!(page("?first=0&max=2"), ["alice", "bob"]);
+    assert_eq!(page("?first=2&max=2"), ["carol", "dave"]);
+    assert_eq!(page("?first=4&max=2"), ["erin"]);
+    assert!(page("?first=6&max=2").is_empty());
+    assert!(page("?max=0").is_empty());
+    assert_eq!(page("?first=-1&max=2"), ["alice", "bob"]);
+    assert_eq!(page("?first=3"), ["dave", "erin"]);
+    assert_eq!(page("?enabled=false"), ["carol"]);
+    assert_eq!(page("?search=*&first=0&max=100").len(), 5);
+    assert_eq!(
+        admin_get(&kc, &token, "users?first=abc"),
+        (404, json!({"error": "HTTP 404 Not Found"}))
+    );
+    assert_eq!(admin_get(&kc, &token, "users/count"), (200, json!(5)));
+}
+
+#[test]
+fn brief_representation_leaves_out_what_keycloak_leaves_out() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    let (status, body) = admin_get(&kc, &token, "users?first=0&max=2&briefRepresentation=true");
+    assert_eq!(status, 200);
+    let mut keys: Vec<&String> = body[0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "access",
+            "createdTimestamp",
+            "email",
+            "emailVerified",
+            "enabled",
+            "firstName",
+            "id",
+            "lastName",
+            "username"
+        ]
+    );
+}
+
+#[test]
+fn count_and_enabled_filter_include_service_accounts_like_keycloak() {
+    let kc = FakeKeycloak::start();
+    let token = admin_token(&kc);
+    assert_eq!(admin_get(&kc, &token, "users/count"), (200, json!(5)));
+    assert_eq!(
+        admin_get(&kc, &token, "users/count?enabled=true"),
+        (200, json!(6))
+    );
+    assert_eq!(
+        admin_get(&kc, &token, "users/count?username=ali"),
+        (200, json!(1))
+    );
+    assert_eq!(
+        usernames(&admin_get(&kc, &token, "users?search=*").1),
+        ["alice", "bob", "carol", "dave", "erin"]
+    );
+}
+
+// --- realm keys (issue 18) -----------------------------------------------------------------------
+
+fn b64url_decode(part: &str) -> Vec<u8> {
+    let mut bits = 0u32;
+    let mut acc = 0u32;
+    let mut bytes = Vec::new();
+    for c in part.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {part}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+        }
+    }
+    bytes
+}
+
+fn jwt_header(token: &str) -> Value {
+    serde_json::from_slice(&b64url_decode(token.split('.').next().unwrap())).unwrap()
+}
+
+fn jwks(kc: &FakeKeycloak) -> Value {
+    let url = format!(
+        "{}/realms/{}/.well-known/openid-configuration",
+        kc.url(),
+        REALM
+    );
+    let (_, discovery) = status_json(client().get(url).send().unwrap());
+    let response = client()
+        .get(discovery["jwks_uri"].as_str().unwrap())
+        .send()
+        .unwrap();
+    let cache = response.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(cache, "no-cache");
+    let (status, body) = status_json(response);
+    assert_eq!(status, 200);
+    body
+}
+
+/// Verifies an RS256 JWT against the JWKS entry its `kid` names; false if none does or the
+/// signature is wrong.
+fn verifies(token: &str, jwks: &Value) -> bool {
+    use aws_lc_rs::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
+    let kid = jwt_header(token)["kid"].clone();
+    let Some(jwk) = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid && k["use"] == "sig")
+    else {
+        return false;
+    };
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let key = RsaPublicKeyComponents {
+        n: b64url_decode(jwk["n"].as_str().unwrap()),
+        e: b64url_decode(jwk["e"].as_str().unwrap()),
+    };
+    key.verify(
+        &RSA_PKCS1_2048_8192_SHA256,
+        input.as_bytes(),
+        &b64url_decode(signature),
+    )
+    .is_ok()
+}
+
+fn access_token(kc: &FakeKeycloak, username: &str, password: &str) -> String {
+    let body: Value = password_login(kc, username, password).json().unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn jwks_has_a_signing_and_an_encryption_key_shaped_like_keycloaks() {
+    let kc = FakeKeycloak::start();
+    let keys = jwks(&kc)["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    let sig = keys.iter().find(|k| k["use"] == "sig").unwrap();
+    let enc = keys.iter().find(|k| k["use"] == "enc").unwrap();
+    assert_eq!((&sig["kty"], &sig["alg"]), (&json!("RSA"), &json!("RS256")));
+    assert_eq!(
+        (&enc["kty"], &enc["alg"]),
+        (&json!("RSA"), &json!("RSA-OAEP"))
+    );
+    assert_eq!(sig["e"], json!("AQAB"));
+    // A 2048-bit modulus is 256 bytes, 342 base64url characters; Keycloak's kid has 43.
+    assert_eq!(sig["n"].as_str().unwrap().len(), 342);
+    assert_eq!(sig["kid"].as_str().unwrap().len(), 43);
+    assert_ne!(sig["kid"], enc["kid"]);
+    assert_eq!(sig["kid"], json!(kc.active_kid()));
+}
+
+#[test]
+fn tokens_are_rs256_and_verify_with_the_jwks() {
+    let kc = FakeKeycloak::start();
+    let keys = jwks(&kc);
+    let token = access_token(&kc, "alice", "Alice-Password-1");
+    assert_eq!(
+        jwt_header(&token),
+        json!({"alg": "RS256", "typ": "JWT", "kid": kc.active_kid()})
+    );
+    assert!(verifies(&token, &keys));
+    let claims = decode_claims(&token);
+    let issuer = format!("{}/realms/{REALM}", kc.url());
+    assert_eq!(
+        (
+            &claims["iss"],
+            &claims["azp"],
+            &claims["preferred_username"]
+        ),
+        (&json!(issuer), &json!("webapp"), &json!("alice"))
+    );
+    assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
+    assert!(verifies(&admin_token(&kc), &keys));
+    // A tampered payload no longer verifies.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].replacen('e', "f", 1);
+    assert!(!verifies(&parts.join("."), &keys));
+    // sign_token: any claims, signed by the realm.
+    let odd = kc.sign_token(&json!({"iss": "elsewhere", "exp": 1}));
+    assert!(verifies(&odd, &keys));
+    assert_eq!(decode_claims(&odd)["iss"], json!("elsewhere"));
+}
+
+#[test]
+fn an_added_key_with_a_higher_priority_signs_and_the_old_one_stays_published() {
+    let kc = FakeKeycloak::start();
+    let old_kid = kc.active_kid();
+    let old_token = access_token(&kc, "alice", "Alice-Password-1");
+    let new_kid = kc.add_signing_key(200);
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(kc.active_kid(), new_kid);
+    let keys = jwks(&kc);
+    let sig_kids: Vec<&Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "sig")
+        .map(|k| &k["kid"])
+        .collect();
+    assert_eq!(sig_kids, [&json!(new_kid), &json!(old_kid)]);
+    let new_token = access_token(&kc, "alice", "Alice-Password-1");
+    assert_eq!(jwt_header(&new_token)["kid"], json!(new_kid));
+    assert!(verifies(&new_token, &keys) && verifies(&old_token, &keys));
+    // A lower priority key is published but does not sign.
+    let low = kc.add_signing_key(50);
+    assert_eq!(kc.active_kid(), new_kid);
+    assert!(kc.remove_signing_key(&low));
+    // Removing the new key: its tokens stop verifying, the old key signs again.
+    assert!(kc.remove_signing_key(&new_kid));
+    assert!(!kc.remove_signing_key(&new_kid));
+    let keys = jwks(&kc);
+    assert!(!verifies(&new_token, &keys));
+    assert!(verifies(&old_token, &keys));
+    assert_eq!(kc.active_kid(), old_kid);
+    assert!(!kc.remove_signing_key(&old_kid), "the last key stays");
+}
