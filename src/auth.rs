@@ -13,6 +13,7 @@ use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
 use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
+use crate::store::meta::Counter;
 use crate::store::StoreError;
 use crate::sync_queue::{
     LocalChange, PasswordChange, QueueError, SyncData, SyncQueue, SyncStatus, PRIORITY_HIGHEST,
@@ -21,9 +22,6 @@ use crate::token_cache::{TokenCache, Verifier};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-
-/// Counter bumped when Keycloak refuses a password that local auth accepted.
-pub const DIVERGENCE_COUNTER: &str = "password_divergence";
 
 /// Why a login failed (the `reason` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -300,7 +298,11 @@ impl Auth {
             log::info!("login {username}/{package}: Keycloak still has the old password; a queued change will fix it");
             return;
         }
-        if let Err(e) = self.client.store().bump_counter(DIVERGENCE_COUNTER, 1) {
+        if let Err(e) = self
+            .client
+            .store()
+            .bump_counter(Counter::PasswordDivergence, 1)
+        {
             log::error!("could not count a password divergence: {e}");
         }
         log::warn!(

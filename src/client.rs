@@ -25,9 +25,10 @@ use crate::backoff::Backoff;
 use crate::breaker::{Breaker, BreakerState, CircuitState, Permit};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::health::{self, ProbeRecord, Verdict};
+use crate::health::{ProbeRecord, Verdict};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::replay::{self, SyncReport};
+use crate::store::meta::MetaKey;
 use crate::store::{Store, StoreError};
 use crate::sync_queue::{QueueError, SyncQueue};
 use crate::token_cache::{AuthToken, TokenCache, Verifier};
@@ -36,8 +37,6 @@ use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
-
-const BREAKER_KEY: &str = "breaker";
 
 /// Why a guarded Keycloak call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,7 +225,7 @@ impl ResilientClient {
         clock: SharedClock,
     ) -> Result<ResilientClient, ClientError> {
         let keycloak = KeycloakClient::new(&config.keycloak)?;
-        let state: BreakerState = store.get_meta(BREAKER_KEY)?.unwrap_or_default();
+        let state: BreakerState = store.get_meta(MetaKey::Breaker)?.unwrap_or_default();
         let r = &config.resilience;
         let threshold = if r.enabled {
             r.failure_threshold
@@ -298,7 +297,7 @@ impl ResilientClient {
     }
 
     fn persist_breaker(&self, state: &BreakerState) {
-        if let Err(e) = self.inner.store.put_meta(BREAKER_KEY, state) {
+        if let Err(e) = self.inner.store.put_meta(MetaKey::Breaker, state) {
             log::error!("could not persist circuit breaker state: {e}");
         }
     }
@@ -368,7 +367,7 @@ impl ResilientClient {
             outage,
             reason,
         };
-        if let Err(e) = self.inner.store.put_meta(health::META_KEY, &record) {
+        if let Err(e) = self.inner.store.put_meta(MetaKey::HealthProbe, &record) {
             log::error!("could not persist health record: {e}");
         }
     }
@@ -377,7 +376,7 @@ impl ResilientClient {
     pub fn last_probe(&self) -> Option<ProbeRecord> {
         self.inner
             .store
-            .get_meta(health::META_KEY)
+            .get_meta(MetaKey::HealthProbe)
             .unwrap_or_else(|e| {
                 log::error!("health record unreadable, probing again: {e}");
                 None
@@ -716,7 +715,7 @@ impl ResilientClient {
     pub fn queue_blocked(&self) -> Option<String> {
         self.inner
             .store
-            .get_meta::<String>(replay::BLOCKED_KEY)
+            .get_meta::<String>(MetaKey::QueueBlocked)
             .unwrap_or_else(|e| {
                 log::error!("queue block record unreadable: {e}");
                 Some(format!("block record unreadable: {e}"))
@@ -816,7 +815,9 @@ mod tests {
             client.queue().claim(1).unwrap();
             client.queue().complete(id).unwrap();
             assert_eq!(client.queue().sealed_sample_opens().unwrap(), None);
-            store.remove_meta("key_check").unwrap();
+            store
+                .remove_meta(crate::store::meta::MetaKey::KeyCheck)
+                .unwrap();
             store.flush().unwrap();
         }
         let key_file = Sealer::key_path(&path);

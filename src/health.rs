@@ -9,9 +9,6 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Meta key the record is stored under.
-pub const META_KEY: &str = "health";
-
 /// The last probe, or the last Keycloak call (an answered call shows Keycloak reachable; an
 /// unreachable one shows an outage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

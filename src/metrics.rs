@@ -4,16 +4,12 @@
 //! collector atomically (temp file in the same directory, then rename), so the collector never
 //! reads half a file.
 
-use crate::auth::{Auth, DIVERGENCE_COUNTER};
+use crate::auth::Auth;
 use crate::breaker::CircuitState;
+use crate::store::meta::Counter;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-
-/// Counter names in the store's meta tree, bumped by the sync cycle.
-pub const SYNC_COMPLETED_COUNTER: &str = "sync_completed";
-/// See [`SYNC_COMPLETED_COUNTER`].
-pub const SYNC_FAILED_COUNTER: &str = "sync_failed";
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP keycloak_resilient_{name} {help}");
@@ -137,21 +133,21 @@ pub fn render(auth: &Auth) -> anyhow::Result<String> {
         "sync_processed_total",
         "counter",
         "Sync items applied in Keycloak.",
-        &[("", store.counter(SYNC_COMPLETED_COUNTER)? as f64)],
+        &[("", store.counter(Counter::SyncCompleted)? as f64)],
     );
     metric(
         &mut out,
         "sync_failed_total",
         "counter",
         "Sync items Keycloak refused for good.",
-        &[("", store.counter(SYNC_FAILED_COUNTER)? as f64)],
+        &[("", store.counter(Counter::SyncFailed)? as f64)],
     );
     metric(
         &mut out,
         "password_divergence_total",
         "counter",
         "Logins where Keycloak refused a password local auth accepted, unexplained by the queue.",
-        &[("", store.counter(DIVERGENCE_COUNTER)? as f64)],
+        &[("", store.counter(Counter::PasswordDivergence)? as f64)],
     );
     Ok(out)
 }

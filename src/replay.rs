@@ -23,11 +23,10 @@
 
 use crate::client::{CallError, ClientError, ResilientClient};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::store::meta::{Counter, MetaKey};
 use crate::sync_queue::{Claimed, QueueError, SyncData, SyncStatus};
 use serde::Serialize;
 
-/// Meta key holding the reason the queue is blocked.
-pub const BLOCKED_KEY: &str = "queue_blocked";
 /// Keycloak-answered passing errors an item may collect before it fails for good.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// The username the blocked-queue check looks up: a read-only admin request needing the same
@@ -94,10 +93,10 @@ pub fn run(
                 log::info!(
                     "admin credentials accepted again: sync queue unblocked (was: {reason})"
                 );
-                client.store().remove_meta(BLOCKED_KEY)?;
+                client.store().remove_meta(MetaKey::QueueBlocked)?;
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
-                client.store().put_meta(BLOCKED_KEY, &m)?;
+                client.store().put_meta(MetaKey::QueueBlocked, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
                 return Ok(report);
             }
@@ -155,9 +154,7 @@ fn replay_claimed(
         match outcome {
             Ok(applied) => {
                 queue.complete(id)?;
-                client
-                    .store()
-                    .bump_counter(crate::metrics::SYNC_COMPLETED_COUNTER, 1)?;
+                client.store().bump_counter(Counter::SyncCompleted, 1)?;
                 if applied == Applied::Already {
                     log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
                     report.already_applied += 1;
@@ -170,9 +167,7 @@ fn replay_claimed(
                 let attempts = item.item.attempts + 1;
                 if attempts >= MAX_ATTEMPTS {
                     queue.fail(id, &format!("{r} (after {attempts} attempts)"))?;
-                    client
-                        .store()
-                        .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
+                    client.store().bump_counter(Counter::SyncFailed, 1)?;
                     log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
                     report.failed += 1;
                 } else {
@@ -187,15 +182,13 @@ fn replay_claimed(
             }
             Err(CallError::Keycloak(KcError::Rejected(r))) => {
                 queue.fail(id, &r.to_string())?;
-                client
-                    .store()
-                    .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
+                client.store().bump_counter(Counter::SyncFailed, 1)?;
                 log::warn!("sync {id}: {what} failed: {r}");
                 report.failed += 1;
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
                 log::error!("sync queue blocked: {m}");
-                client.store().put_meta(BLOCKED_KEY, &m)?;
+                client.store().put_meta(MetaKey::QueueBlocked, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
                 return Ok(Some((i, Some("queue blocked"))));
             }
@@ -332,7 +325,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::config::Config;
-    use crate::health::{ProbeRecord, META_KEY};
+    use crate::health::ProbeRecord;
     use crate::store::Store;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
@@ -360,7 +353,7 @@ pub(crate) mod tests {
             outage: false,
             reason: None,
         };
-        store.put_meta(META_KEY, &up).unwrap();
+        store.put_meta(MetaKey::HealthProbe, &up).unwrap();
         let client = ResilientClient::with_parts(config, store.clone(), Arc::new(clock)).unwrap();
         (client, store)
     }

@@ -1,6 +1,7 @@
 //! Per-status item counters kept in `meta` by every queue transaction, so counts are O(1).
 
 use super::{tx_result, QueueError, SyncQueue, SyncStatus};
+use crate::store::meta::{self, MetaKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
 use sled::Transactional;
@@ -51,14 +52,13 @@ pub(super) const ALL_STATUSES: [SyncStatus; 5] = [
     SyncStatus::Failed,
 ];
 
-/// The `meta` key of the counter of items in `status` (u64 big-endian).
-pub(super) fn count_key(status: SyncStatus) -> String {
-    format!("sync_count/{}", status.as_str())
+/// The `meta` key of the counter of items in `status` (see [`meta::sync_count_key`]).
+fn count_key(status: SyncStatus) -> String {
+    meta::sync_count_key(status.as_str())
 }
 
-/// Present in `meta` once the counters hold every item (a database from before layout 2 has
-/// none until one scan builds them).
-pub(super) const COUNTS_BUILT: &str = "sync_count/built";
+/// Present in `meta` once the counters hold every item.
+pub(super) const COUNTS_BUILT: &str = MetaKey::SyncCountsBuilt.name();
 
 /// Net change of each status's counter for a set of item changes. Pure.
 pub(super) fn count_deltas(
@@ -77,13 +77,6 @@ pub(super) fn count_deltas(
     deltas
 }
 
-pub(super) fn read_count(bytes: Option<&[u8]>) -> u64 {
-    bytes
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
-
 /// Adds `deltas` to the counters inside a transaction on `meta`.
 pub(super) fn apply_deltas(
     meta: &sled::transaction::TransactionalTree,
@@ -94,7 +87,7 @@ pub(super) fn apply_deltas(
             continue;
         }
         let key = count_key(*status);
-        let old = read_count(meta.get(key.as_bytes())?.as_deref());
+        let old = meta::read_u64(meta.get(key.as_bytes())?.as_deref());
         let new = if *delta < 0 {
             old.saturating_sub(delta.unsigned_abs())
         } else {
@@ -119,7 +112,7 @@ impl SyncQueue {
         }
         let mut c = QueueCounts::default();
         for status in ALL_STATUSES {
-            let n = read_count(
+            let n = meta::read_u64(
                 self.store
                     .meta
                     .get(count_key(status).as_bytes())?

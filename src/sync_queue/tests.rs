@@ -596,7 +596,9 @@ fn an_old_database_opened_with_a_wrong_key_keeps_the_right_one_usable() {
         let q = SyncQueue::new(store.clone(), clock.clone());
         q.enqueue("alice", "web", "password_change", &pw("Queued-Pw-1"), 1)
             .unwrap();
-        store.remove_meta("key_check").unwrap();
+        store
+            .remove_meta(crate::store::meta::MetaKey::KeyCheck)
+            .unwrap();
         store.flush().unwrap();
     }
     let key_file = crate::store::Sealer::key_path(&path);

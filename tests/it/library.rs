@@ -7,10 +7,10 @@
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
 use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
 use crate::scenarios::{self, manual_clock, past_cooldown};
-use keycloak_resilient::auth::DIVERGENCE_COUNTER;
 use keycloak_resilient::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
+use keycloak_resilient::store::meta::Counter;
 use keycloak_resilient::sync_queue::SyncStatus;
 use keycloak_resilient::{Auth, AuthError, AuthToken, Mode, PasswdMode, ResilientClient};
 use serde_json::json;
@@ -938,7 +938,12 @@ fn login_between_return_and_sync_is_local_and_explained() {
     fake.set_behavior(Behavior::Normal);
     past_cooldown(&clock, &tuning);
 
-    let divergences = || auth.client().store().counter(DIVERGENCE_COUNTER).unwrap();
+    let divergences = || {
+        auth.client()
+            .store()
+            .counter(Counter::PasswordDivergence)
+            .unwrap()
+    };
     let before = divergences();
     let login = auth.login(&user, PACKAGE, new).unwrap();
     assert!(login.success, "{login:?}");
