@@ -30,7 +30,7 @@ use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::replay::{self, SyncReport};
 use crate::store::meta::MetaKey;
 use crate::store::{Store, StoreError};
-use crate::sync_queue::{QueueError, SyncQueue};
+use crate::sync_queue::{QueueError, SyncData, SyncQueue};
 use crate::token_cache::{AuthToken, TokenCache, Verifier};
 use chrono::{DateTime, Utc};
 use rand::{rngs::StdRng, SeedableRng};
@@ -606,13 +606,14 @@ impl ResilientClient {
 
     /// Queues a change for Keycloak (durable before it returns). `sync_data` for
     /// `password_change` is `{"new_password": "…"}` (`{"password": "…"}` is accepted as an
-    /// alias).
+    /// alias). The data is parsed here, once, into [`SyncData`]; the queue takes it as it is.
     ///
     /// # Errors
     ///
     /// [`QueueError::BadInput`] for a name the name rule refuses or a package that the config
-    /// does not know (when `keycloak.packages` lists any); the queue's own refusals (see
-    /// [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
+    /// does not know (when `keycloak.packages` lists any); [`QueueError::UnknownType`] and
+    /// [`QueueError::BadData`] for data [`SyncData::parse`] refuses; the queue's own refusals
+    /// (see [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
     pub fn queue_sync(
         &self,
         username: &str,
@@ -622,48 +623,12 @@ impl ResilientClient {
         priority: u32,
     ) -> Result<Uuid, QueueError> {
         self.check_package(package)?;
-        self.inner
+        let data = SyncData::parse(sync_type, sync_data)?;
+        let enqueued = self
+            .inner
             .queue
-            .enqueue(username, package, sync_type, sync_data, priority)
-    }
-
-    /// [`ResilientClient::queue_sync`] with the data as JSON text: size-limited, and a key
-    /// given twice is refused (see [`crate::sync_queue::SyncData::from_json_text`]). Prefer
-    /// it for data that arrives as text.
-    ///
-    /// # Errors
-    ///
-    /// As [`ResilientClient::queue_sync`].
-    pub fn queue_sync_json(
-        &self,
-        username: &str,
-        package: &str,
-        sync_type: &str,
-        sync_data: &[u8],
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        self.check_package(package)?;
-        self.inner
-            .queue
-            .enqueue_json(username, package, sync_type, sync_data, priority)
-    }
-
-    /// [`ResilientClient::queue_sync`] with data already checked and typed.
-    ///
-    /// # Errors
-    ///
-    /// As [`ResilientClient::queue_sync`].
-    pub fn queue_sync_data(
-        &self,
-        username: &str,
-        package: &str,
-        data: crate::sync_queue::SyncData,
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        self.check_package(package)?;
-        self.inner
-            .queue
-            .enqueue_data(username, package, data, priority)
+            .enqueue(username, package, data, priority, None)?;
+        Ok(enqueued.id)
     }
 
     /// The name rule, then [`Config::check_package`].
@@ -812,8 +777,9 @@ mod tests {
                     1,
                 )
                 .unwrap();
-            client.queue().claim(1).unwrap();
-            client.queue().complete(id).unwrap();
+            let mut claimed = client.queue().claim(1).unwrap();
+            assert_eq!(claimed[0].id(), id);
+            claimed.remove(0).complete().unwrap();
             assert_eq!(client.queue().sealed_sample_opens().unwrap(), None);
             store
                 .remove_meta(crate::store::meta::MetaKey::KeyCheck)

@@ -23,8 +23,8 @@
 
 use crate::client::{CallError, ClientError, ResilientClient};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
-use crate::store::meta::{Counter, MetaKey};
-use crate::sync_queue::{Claimed, QueueError, SyncData, SyncStatus};
+use crate::store::meta::MetaKey;
+use crate::sync_queue::{Claimed, QueueError, SyncData};
 use serde::Serialize;
 
 /// Keycloak-answered passing errors an item may collect before it fails for good.
@@ -53,9 +53,9 @@ pub struct SyncReport {
     pub stopped: Option<String>,
 }
 
-/// Where the walk through the claimed items ended early: the index of the first item not dealt
-/// with, and the reason to record on the items put back.
-type EarlyEnd = Option<(usize, Option<&'static str>)>;
+/// Where the walk through the claimed items ended early: the first item not dealt with, and
+/// the reason to record on the items put back.
+type EarlyEnd<'q> = Option<(Claimed<'q>, Option<&'static str>)>;
 
 /// Runs one cycle of at most `batch` items; `stop` is checked between items.
 ///
@@ -107,98 +107,116 @@ pub fn run(
         }
     }
 
-    let claimed = queue.claim(batch)?;
-    let outcome = replay_claimed(client, &claimed, &mut report, stop);
-    let put_back = match &outcome {
+    let mut claimed = queue.claim(batch)?.into_iter();
+    let outcome = replay_claimed(client, &mut claimed, &mut report, stop);
+    let put_back = match outcome {
         Ok(None) => Ok(()),
-        Ok(Some((from, reason))) => {
-            release_unfinished(client, &claimed[*from..], *reason, &mut report)
+        Ok(Some((first, reason))) => {
+            release_all(std::iter::once(first).chain(claimed), reason, &mut report)
         }
         Err(e) => {
             log::error!("sync cycle interrupted: {e}; putting its claimed items back");
-            release_unfinished(client, &claimed, None, &mut report)
+            // Best effort, as for the item in hand, which its drop already put back.
+            let _ = release_all(claimed, None, &mut report);
+            return Err(e);
         }
     };
-    outcome?;
     put_back?;
     report.processed = report.completed + report.failed + report.retried;
     client.store().flush()?;
     Ok(report)
 }
 
-/// Replays the claimed items in order until one of them ends the cycle early.
-fn replay_claimed(
+/// Replays the claimed items in order, settling each, until one of them ends the cycle early:
+/// that one is handed back unsettled, with the reason to record on the items put back.
+fn replay_claimed<'q>(
     client: &ResilientClient,
-    claimed: &[Claimed],
+    claimed: &mut impl Iterator<Item = Claimed<'q>>,
     report: &mut SyncReport,
     stop: &dyn Fn() -> bool,
-) -> Result<EarlyEnd, ClientError> {
-    let queue = client.queue();
-    for (i, item) in claimed.iter().enumerate() {
+) -> Result<EarlyEnd<'q>, ClientError> {
+    for item in claimed.by_ref() {
         if stop() {
             report.stopped = Some("shutting down".into());
-            return Ok(Some((i, None)));
+            return Ok(Some((item, None)));
         }
-        let id = item.item.sync_id;
-        let what = format!(
-            "{} for {}/{}",
-            item.item.sync_type.as_str(),
-            item.item.username,
-            item.item.package
-        );
-        let outcome = match apply(client, item) {
+        let outcome = match apply(client, &item) {
             Ok(applied) => Ok(applied),
             Err(ApplyError::Call(e)) => Err(e),
             Err(ApplyError::Queue(e)) => return Err(e.into()),
         };
         match outcome {
-            Ok(applied) => {
-                queue.complete(id)?;
-                client.store().bump_counter(Counter::SyncCompleted, 1)?;
-                if applied == Applied::Already {
-                    log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
-                    report.already_applied += 1;
-                } else {
-                    log::info!("sync {id}: {what} applied in Keycloak");
-                }
-                report.completed += 1;
-            }
-            Err(CallError::Keycloak(KcError::Rejected(r @ Rejection::Transient { .. }))) => {
-                let attempts = item.item.attempts + 1;
-                if attempts >= MAX_ATTEMPTS {
-                    queue.fail(id, &format!("{r} (after {attempts} attempts)"))?;
-                    client.store().bump_counter(Counter::SyncFailed, 1)?;
-                    log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
-                    report.failed += 1;
-                } else {
-                    let delay = client.backoff_delay(attempts);
-                    queue.retry(id, &r.to_string(), delay)?;
-                    log::info!(
-                        "sync {id}: {what} refused for now ({r}); retry in {}s",
-                        delay.as_secs()
-                    );
-                    report.retried += 1;
-                }
-            }
+            Ok(applied) => settle_applied(item, applied, report)?,
             Err(CallError::Keycloak(KcError::Rejected(r))) => {
-                queue.fail(id, &r.to_string())?;
-                client.store().bump_counter(Counter::SyncFailed, 1)?;
-                log::warn!("sync {id}: {what} failed: {r}");
-                report.failed += 1;
+                settle_refused(client, item, &r, report)?
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
                 log::error!("sync queue blocked: {m}");
                 client.store().put_meta(MetaKey::QueueBlocked, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
-                return Ok(Some((i, Some("queue blocked"))));
+                return Ok(Some((item, Some("queue blocked"))));
             }
             Err(e) => {
                 report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                return Ok(Some((i, Some("Keycloak unavailable"))));
+                return Ok(Some((item, Some("Keycloak unavailable"))));
             }
         }
     }
     Ok(None)
+}
+
+/// What an item is about, for log lines.
+fn describe(item: &Claimed<'_>) -> String {
+    let i = item.item();
+    format!("{} for {}/{}", i.sync_type.as_str(), i.username, i.package)
+}
+
+/// Keycloak applied the item (now, or before an interruption): completed.
+fn settle_applied(
+    item: Claimed<'_>,
+    applied: Applied,
+    report: &mut SyncReport,
+) -> Result<(), ClientError> {
+    let (id, what) = (item.id(), describe(&item));
+    item.complete()?;
+    if applied == Applied::Already {
+        log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
+        report.already_applied += 1;
+    } else {
+        log::info!("sync {id}: {what} applied in Keycloak");
+    }
+    report.completed += 1;
+    Ok(())
+}
+
+/// Keycloak refused the item: retried after a backoff for a passing reason (failed after
+/// [`MAX_ATTEMPTS`]), failed for good otherwise.
+fn settle_refused(
+    client: &ResilientClient,
+    item: Claimed<'_>,
+    r: &Rejection,
+    report: &mut SyncReport,
+) -> Result<(), ClientError> {
+    let (id, what) = (item.id(), describe(&item));
+    let attempts = item.item().attempts + 1;
+    if !matches!(r, Rejection::Transient { .. }) {
+        item.fail(&r.to_string())?;
+        log::warn!("sync {id}: {what} failed: {r}");
+        report.failed += 1;
+    } else if attempts >= MAX_ATTEMPTS {
+        item.fail(&format!("{r} (after {attempts} attempts)"))?;
+        log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
+        report.failed += 1;
+    } else {
+        let delay = client.backoff_delay(attempts);
+        item.retry(&r.to_string(), delay)?;
+        log::info!(
+            "sync {id}: {what} refused for now ({r}); retry in {}s",
+            delay.as_secs()
+        );
+        report.retried += 1;
+    }
+    Ok(())
 }
 
 /// How [`apply`] succeeded.
@@ -236,39 +254,32 @@ impl From<CallError> for ApplyError {
 ///    5xx, connection lost) it stays, for the next attempt's step 2.
 ///
 /// The caller completes, retries, fails or releases the item.
-pub(crate) fn apply(client: &ResilientClient, item: &Claimed) -> Result<Applied, ApplyError> {
-    let realm = client.config().package(&item.item.package).realm;
-    let id = item.item.sync_id;
-    match &item.data {
+pub(crate) fn apply(client: &ResilientClient, item: &Claimed<'_>) -> Result<Applied, ApplyError> {
+    let realm = client.config().package(&item.item().package).realm;
+    match item.data() {
         SyncData::PasswordChange(pc) => {
             let user = client
-                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item.username)))?
+                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username)))?
                 .ok_or(CallError::Keycloak(KcError::Rejected(
                     Rejection::UserNotFound,
                 )))?;
             let created = client
                 .call(|kc| forgetting_on_refusal(kc, kc.password_created(&realm, &user.id)))?;
-            if let Some(earlier) = &item.item.applying {
+            if let Some(earlier) = &item.item().applying {
                 if earlier.applied(created) {
                     return Ok(Applied::Already);
                 }
             }
-            client
-                .queue()
-                .mark_sending(id, created)
-                .map_err(ApplyError::Queue)?;
+            item.mark_sending(created).map_err(ApplyError::Queue)?;
             let sent = client.call(|kc| {
-                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, &pc.password))
+                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, pc.password()))
             });
             match sent {
                 Ok(()) => Ok(Applied::Now),
                 Err(e) => {
                     let outcome_unknown = matches!(e, CallError::Keycloak(KcError::Unavailable(_)));
                     if !outcome_unknown {
-                        client
-                            .queue()
-                            .clear_sending(id)
-                            .map_err(ApplyError::Queue)?;
+                        item.clear_sending().map_err(ApplyError::Queue)?;
                     }
                     Err(ApplyError::Call(e))
                 }
@@ -286,28 +297,19 @@ fn forgetting_on_refusal<T>(kc: &KeycloakClient, result: Result<T, KcError>) -> 
     result
 }
 
-/// Puts the items that are still `processing` back to `pending`, attempts untouched (items
-/// already finished are left alone). Best effort: every item is tried, each failure is
-/// logged, and the first one is returned.
-fn release_unfinished(
-    client: &ResilientClient,
-    items: &[Claimed],
+/// Puts claimed items back to `pending`, attempts untouched, `reason` recorded. Best effort:
+/// every item is tried, each failure is logged (and the item's drop tries once more), and the
+/// first one is returned.
+fn release_all<'q>(
+    items: impl Iterator<Item = Claimed<'q>>,
     reason: Option<&str>,
     report: &mut SyncReport,
 ) -> Result<(), ClientError> {
-    let queue = client.queue();
     let mut first_error = None;
     for item in items {
-        let id = item.item.sync_id;
-        let released = queue.get(id).and_then(|current| match current {
-            Some(current) if current.status == SyncStatus::Processing => {
-                queue.release(id, reason).map(|()| true)
-            }
-            _ => Ok(false),
-        });
-        match released {
-            Ok(true) => report.released += 1,
-            Ok(false) => {}
+        let id = item.id();
+        match item.release(reason) {
+            Ok(()) => report.released += 1,
             Err(e) => {
                 log::error!("sync {id}: could not put it back to pending: {e}");
                 first_error.get_or_insert(e);
@@ -327,6 +329,8 @@ pub(crate) mod tests {
     use crate::config::Config;
     use crate::health::ProbeRecord;
     use crate::store::Store;
+    use crate::sync_queue::tests::enqueue;
+    use crate::sync_queue::SyncStatus;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
     use std::cell::Cell;
@@ -363,15 +367,8 @@ pub(crate) mod tests {
         let (client, store) = client_with_keycloak_gone();
         let queue = client.queue();
         let enqueue = |user: &str, priority| {
-            queue
-                .enqueue(
-                    user,
-                    "web",
-                    "password_change",
-                    &json!({"new_password": "pw-123456"}),
-                    priority,
-                )
-                .unwrap()
+            let pw = json!({"new_password": "pw-123456"});
+            enqueue(queue, user, "web", "password_change", &pw, priority).unwrap()
         };
         let (first, second, third) = (enqueue("a", 1), enqueue("b", 2), enqueue("c", 3));
         // Once claimed, the first item's record is damaged: putting it back fails.

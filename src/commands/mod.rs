@@ -169,15 +169,15 @@ fn gather(command: Command) -> anyhow::Result<Request> {
             let parsed: crate::sync_queue::SyncType = sync_type.parse()?;
             // Checked whole here (size, duplicate keys, the type's rules), before the database
             // is opened, so bad input changes nothing.
+            // The bytes are parsed once, here; the request carries the data on as JSON (it may
+            // be forwarded to the socket server), where the client parses it into sync data.
             let text = input::sync_data()?;
-            crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
-            let data = crate::sync_queue::parse_strict_json(&text)
-                .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
+            let data = crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
             Request::QueueSync {
                 user: w.user,
                 package: w.package,
                 sync_type,
-                data,
+                data: data.to_json(),
                 priority,
             }
         }

@@ -21,12 +21,14 @@ impl SyncQueue {
     /// # Errors
     ///
     /// [`QueueError::Store`] when the database fails.
-    pub fn claim(&self, batch: usize) -> Result<Vec<Claimed>, QueueError> {
+    pub fn claim(&self, batch: usize) -> Result<Vec<Claimed<'_>>, QueueError> {
         let now = self.clock.now();
+        // Declared before the lock so that, on an early return, the lock goes first and the
+        // claims dropped after it can put their items back.
+        let mut claimed = Vec::new();
         let _g = self.guard();
         self.promote_due(now)?;
         let mut busy = self.users_in_flight()?;
-        let mut claimed = Vec::new();
         for entry in self.store.sync_order.iter() {
             if claimed.len() >= batch {
                 break;
@@ -86,7 +88,7 @@ impl SyncQueue {
             new.status = SyncStatus::Processing;
             self.write(&[(Some(item), new.clone())])?;
             busy.extend(user);
-            claimed.push(Claimed { item: new, data });
+            claimed.push(Claimed::new(self, new, data));
         }
         Ok(claimed)
     }

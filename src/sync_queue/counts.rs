@@ -170,32 +170,25 @@ impl SyncQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync_queue::tests::{assert_counts_match_a_scan, pw, setup};
+    use crate::sync_queue::tests::{assert_counts_match_a_scan, claim_ids, enqueue, pw, setup};
     use chrono::Duration;
 
     #[test]
-    pub(super) fn counters_follow_every_transition_and_agree_with_a_scan() {
+    fn counters_follow_every_transition_and_agree_with_a_scan() {
         let (q, clock) = setup();
         assert_eq!(q.counts().unwrap(), QueueCounts::default());
-        let a = q
-            .enqueue("a", "p", "password_change", &pw("pw-aaaaaa"), 1)
-            .unwrap();
-        let b = q
-            .enqueue("b", "p", "password_change", &pw("pw-bbbbbb"), 1)
-            .unwrap();
-        let c = q
-            .enqueue("c", "p", "password_change", &pw("pw-cccccc"), 1)
-            .unwrap();
+        let a = enqueue(&q, "a", "p", "password_change", &pw("pw-aaaaaa"), 1).unwrap();
+        let b = enqueue(&q, "b", "p", "password_change", &pw("pw-bbbbbb"), 1).unwrap();
+        let c = enqueue(&q, "c", "p", "password_change", &pw("pw-cccccc"), 1).unwrap();
         assert_counts_match_a_scan(&q);
         assert_eq!(q.counts().unwrap().pending, 3);
-        q.claim(10).unwrap();
+        claim_ids(&q, 10);
         assert_eq!(q.counts().unwrap().processing, 3);
         q.complete(a).unwrap();
         q.fail(b, "user not found").unwrap();
         q.retry(c, "HTTP 409", std::time::Duration::from_secs(1))
             .unwrap();
-        q.enqueue("c", "p", "password_change", &pw("pw-cccccc-2"), 1)
-            .unwrap();
+        enqueue(&q, "c", "p", "password_change", &pw("pw-cccccc-2"), 1).unwrap();
         let counts = q.counts().unwrap();
         assert_eq!(
             (

@@ -38,12 +38,36 @@ impl std::str::FromStr for SyncType {
     }
 }
 
-/// The validated data of an item (secrets inside; never logged).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The validated data of an item (secrets inside; never logged). Only built through a check
+/// ([`PasswordChange::new`], [`SyncData::from_json`]), so data in hand is valid data: the queue
+/// does not check it again.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PasswordChange {
     /// The new password.
-    pub password: String,
+    password: String,
+}
+
+impl PasswordChange {
+    /// A password change to `password`, which follows [`crate::password::check_password`] (the
+    /// rule `login` applies).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadData`] saying what is wrong, never quoting the password.
+    pub fn new(password: String) -> Result<PasswordChange, QueueError> {
+        crate::password::check_password("new password", &password).map_err(|reason| {
+            QueueError::BadData {
+                sync_type: SyncType::PasswordChange.as_str(),
+                reason,
+            }
+        })?;
+        Ok(PasswordChange { password })
+    }
+
+    /// The new password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
 }
 
 impl std::fmt::Debug for PasswordChange {
@@ -138,18 +162,29 @@ impl SyncData {
         Self::from_json(sync_type, &value)
     }
 
-    /// Checks data built in code (not parsed): the password rule still applies.
-    pub(super) fn check(&self, sync_type: SyncType) -> Result<(), QueueError> {
+    /// The data as JSON in its documented form (`{"new_password": "…"}`), for a request that
+    /// carries it on (the control socket's `queue-sync`).
+    pub fn to_json(&self) -> serde_json::Value {
         match self {
-            SyncData::PasswordChange(pc) => {
-                crate::password::check_password("new password", &pc.password).map_err(|reason| {
-                    QueueError::BadData {
-                        sync_type: sync_type.as_str(),
-                        reason,
-                    }
-                })
-            }
+            SyncData::PasswordChange(pc) => serde_json::json!({ "new_password": pc.password }),
         }
+    }
+
+    /// The type this data is for.
+    pub fn sync_type(&self) -> SyncType {
+        match self {
+            SyncData::PasswordChange(_) => SyncType::PasswordChange,
+        }
+    }
+
+    /// Parses `sync_type` (a wire name) and then `data` by it: what the original design's
+    /// `queue_sync(…, sync_type, sync_data, …)` takes.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownType`]; as [`SyncData::from_json`].
+    pub fn parse(sync_type: &str, data: &serde_json::Value) -> Result<SyncData, QueueError> {
+        Self::from_json(sync_type.parse()?, data)
     }
 
     pub(super) fn to_bytes(&self) -> Vec<u8> {
@@ -250,7 +285,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    pub(super) fn bad_data_errors_never_quote_the_value() {
+    fn bad_data_errors_never_quote_the_value() {
         for data in [
             json!("hunter2-secret"),
             json!({"password": 12345678}),

@@ -5,6 +5,7 @@ use super::counts::{apply_deltas, count_deltas};
 use super::item::encode_item;
 use super::local_change::{apply_local_change, LocalChange, WriteAbort};
 use super::{QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
+use crate::store::meta::{self, Counter};
 use crate::store::{self, StoreError};
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -86,14 +87,16 @@ impl SyncQueue {
     /// processing → `sync_inflight`; finished → no index. The per-status counters in `meta`
     /// change in the same transaction.
     pub(super) fn write(&self, changes: &[(Option<SyncItem>, SyncItem)]) -> Result<(), QueueError> {
-        self.write_with(changes, None)
+        self.write_with(changes, None, None)
     }
 
-    /// [`SyncQueue::write`], plus a local user record changed in the same transaction.
+    /// [`SyncQueue::write`], plus a local user record changed, and `counter` bumped, in the same
+    /// transaction.
     pub(super) fn write_with(
         &self,
         changes: &[(Option<SyncItem>, SyncItem)],
         local: Option<&LocalChange<'_>>,
+        counter: Option<Counter>,
     ) -> Result<(), QueueError> {
         let mut encoded = Vec::with_capacity(changes.len());
         for (_, new) in changes {
@@ -121,6 +124,9 @@ impl SyncQueue {
                         apply_local_change(users, cache, local)?;
                     }
                     apply_deltas(meta, &deltas)?;
+                    if let Some(counter) = counter {
+                        meta::bump_in(meta, counter, 1)?;
+                    }
                     for ((old, new), bytes) in changes.iter().zip(&encoded) {
                         if let Some(old) = old {
                             order.remove(&order_key(old.priority, old.queued_at, old.seq)[..])?;
@@ -173,7 +179,7 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     #[test]
-    pub(super) fn order_keys_sort_by_priority_then_time_then_sequence() {
+    fn order_keys_sort_by_priority_then_time_then_sequence() {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let later = t + Duration::seconds(1);
         let mut keys = vec![
@@ -197,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn delayed_keys_sort_by_due_time_then_sequence() {
+    fn delayed_keys_sort_by_due_time_then_sequence() {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let later = t + Duration::microseconds(1);
         let mut keys = vec![delayed_key(later, 0), delayed_key(t, 7), delayed_key(t, 2)];

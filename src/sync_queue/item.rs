@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::sync_queue::counts::COUNTS_BUILT;
     use crate::sync_queue::order_key;
-    use crate::sync_queue::tests::{pw, setup};
+    use crate::sync_queue::tests::{enqueue, pw, setup};
 
     /// A pending item as the previous release (layout 1) wrote it: `queue-sync --user alice
     /// --package webapp --priority 3`, captured from that build's database.
@@ -250,8 +250,15 @@ mod tests {
         assert!(q.store.meta.get(COUNTS_BUILT).unwrap().is_none());
         assert_eq!(q.counts().unwrap().pending, 1);
         assert!(q.store.meta.get(COUNTS_BUILT).unwrap().is_some());
-        q.enqueue("bob", "webapp", "password_change", &pw("pw-bbbbbbbb"), 5)
-            .unwrap();
+        enqueue(
+            &q,
+            "bob",
+            "webapp",
+            "password_change",
+            &pw("pw-bbbbbbbb"),
+            5,
+        )
+        .unwrap();
         assert_eq!(q.counts().unwrap().pending, 2);
         // An unknown newer layout is an error naming it, not a misread.
         let mut newer = encode_item(&item).unwrap();

@@ -24,6 +24,11 @@ pub struct LocalChange<'a> {
     /// transaction: the new password's verifier lands with the new password, or not at all.
     /// Pure as `change` is.
     pub cached_token: Option<CachedTokenChange<'a>>,
+    /// Write the item already claimed (`processing`) and hand it back
+    /// ([`super::Enqueued::claimed`]), for the caller to send to Keycloak at once and settle —
+    /// unless a change for the same user is in flight (a running cycle): then it is queued
+    /// behind it as usual. A crash before it is settled leaves it to recovery.
+    pub claim: bool,
 }
 
 /// Why a queue transaction gave up.
@@ -69,58 +74,55 @@ mod tests {
     use crate::sync_queue::{PasswordChange, QueueError, SyncData, SyncStatus};
 
     #[test]
-    pub(super) fn a_local_change_lands_with_its_queue_item_or_not_at_all() {
+    fn a_local_change_lands_with_its_queue_item_or_not_at_all() {
         let (q, _) = setup();
         q.store.local_users.insert(b"u\0p", &b"old"[..]).unwrap();
-        let data = || {
-            SyncData::PasswordChange(PasswordChange {
-                password: "pw-123456".into(),
-            })
-        };
+        let data = || SyncData::PasswordChange(PasswordChange::new("pw-123456".into()).unwrap());
         let ok = |cur: &[u8]| -> Result<Vec<u8>, StoreError> {
             assert_eq!(cur, b"old");
             Ok(b"new".to_vec())
         };
-        let (id, claimed) = q
-            .enqueue_with_local_change(
+        let enqueued = q
+            .enqueue(
                 "u",
                 "p",
                 data(),
                 1,
-                true,
-                &LocalChange {
+                Some(&LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok,
                     cached_token: None,
-                },
+                    claim: true,
+                }),
             )
             .unwrap();
         assert_eq!(
             q.store.local_users.get(b"u\0p").unwrap().as_deref(),
             Some(&b"new"[..])
         );
-        let claimed = claimed.expect("claimed for an immediate send");
-        assert_eq!(claimed.item.sync_id, id);
+        let id = enqueued.id;
+        let claimed = enqueued.claimed.expect("claimed for an immediate send");
+        assert_eq!(claimed.id(), id);
         assert_eq!(q.get(id).unwrap().unwrap().status, SyncStatus::Processing);
         // A second change while the first is in flight waits behind it.
-        let (_, second) = q
-            .enqueue_with_local_change(
+        let second = q
+            .enqueue(
                 "u",
                 "p",
                 data(),
                 1,
-                true,
-                &LocalChange {
+                Some(&LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &ok2,
                     cached_token: None,
-                },
+                    claim: true,
+                }),
             )
             .unwrap();
         fn ok2(_: &[u8]) -> Result<Vec<u8>, StoreError> {
             Ok(b"newer".to_vec())
         }
-        assert!(second.is_none());
+        assert!(second.claimed.is_none());
         // The local change fails: nothing at all is written.
         let before = q.counts().unwrap();
         let broken = |_: &[u8]| -> Result<Vec<u8>, StoreError> {
@@ -130,32 +132,32 @@ mod tests {
             })
         };
         let err = q
-            .enqueue_with_local_change(
+            .enqueue(
                 "u",
                 "p",
                 data(),
                 1,
-                false,
-                &LocalChange {
+                Some(&LocalChange {
                     key: b"u\0p".to_vec(),
                     change: &broken,
                     cached_token: None,
-                },
+                    claim: false,
+                }),
             )
             .unwrap_err();
         assert!(matches!(err, QueueError::LocalUser(_)), "{err}");
         let missing = q
-            .enqueue_with_local_change(
+            .enqueue(
                 "nobody",
                 "p",
                 data(),
                 1,
-                false,
-                &LocalChange {
+                Some(&LocalChange {
                     key: b"nobody\0p".to_vec(),
                     change: &ok2,
                     cached_token: None,
-                },
+                    claim: false,
+                }),
             )
             .unwrap_err();
         assert!(matches!(missing, QueueError::LocalUser(_)), "{missing}");

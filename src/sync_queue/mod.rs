@@ -39,7 +39,7 @@ mod local_change;
 mod page;
 mod settle;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use claimed::Claimed;
 pub use counts::QueueCounts;
@@ -85,6 +85,16 @@ pub(crate) fn fail_next_transitions(n: usize) {
     FAILING_TRANSITIONS.with(|c| c.set(n));
 }
 
+/// What [`SyncQueue::enqueue`] did.
+#[derive(Debug)]
+pub struct Enqueued<'q> {
+    /// The new item's SyncId.
+    pub id: Uuid,
+    /// The item, claimed, when [`LocalChange::claim`] asked for it and no change of the same
+    /// user was in flight.
+    pub claimed: Option<Claimed<'q>>,
+}
+
 /// The queue over the store.
 #[derive(Clone)]
 pub struct SyncQueue {
@@ -118,97 +128,27 @@ impl SyncQueue {
         Ok(())
     }
 
-    /// Validates, seals and stores a change; supersedes older pending password changes of the
-    /// same (user, package); flushes to disk before returning the new SyncId.
+    /// Seals and stores a change (`data` is valid by construction: see [`SyncData`]);
+    /// supersedes older pending password changes of the same (user, package); flushes to disk
+    /// before returning the new SyncId. The one way into the queue.
+    ///
+    /// With `local` (`passwd`) a local user record changes in the SAME transaction, so that a
+    /// crash leaves either both or neither: never a new local password that Keycloak will not
+    /// hear of; with its [`LocalChange::claim`] the item comes back claimed, to be sent at once.
     ///
     /// # Errors
     ///
-    /// [`QueueError::UnknownType`], [`QueueError::BadData`] or [`QueueError::BadInput`] for
-    /// input the queue refuses; [`QueueError::Store`] when the database fails.
+    /// [`QueueError::BadInput`] for a name the name rule refuses or priority 0;
+    /// [`QueueError::LocalUser`] when the local record is gone or cannot be changed (then
+    /// nothing was written); [`QueueError::Store`] when the database fails.
     pub fn enqueue(
         &self,
         username: &str,
         package: &str,
-        sync_type: &str,
-        data: &serde_json::Value,
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        let sync_type: SyncType = sync_type.parse()?;
-        let data = SyncData::from_json(sync_type, data)?;
-        self.enqueue_data(username, package, data, priority)
-    }
-
-    /// [`SyncQueue::enqueue`] with the data as JSON text, checked by
-    /// [`SyncData::from_json_text`] (size limit, duplicate keys) — the form to use for data
-    /// from outside, where a repeated key would otherwise go unseen.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::enqueue`].
-    pub fn enqueue_json(
-        &self,
-        username: &str,
-        package: &str,
-        sync_type: &str,
-        data: &[u8],
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        let sync_type: SyncType = sync_type.parse()?;
-        let data = SyncData::from_json_text(sync_type, data)?;
-        self.enqueue_data(username, package, data, priority)
-    }
-
-    /// [`SyncQueue::enqueue`] with data that is already typed.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::enqueue`].
-    pub fn enqueue_data(
-        &self,
-        username: &str,
-        package: &str,
         data: SyncData,
         priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        let (id, _) = self.enqueue_inner(username, package, data, priority, false, None)?;
-        Ok(id)
-    }
-
-    /// `passwd`: queues a password change and changes the local user record in ONE
-    /// transaction (flushed before it returns), so that a crash leaves either both or neither:
-    /// never a new local password that Keycloak will not hear of.
-    ///
-    /// With `claim` the item is written already claimed (`processing`) and returned with its
-    /// data, for the caller to send to Keycloak at once (see [`crate::replay::apply`]) and then
-    /// complete, fail or release — unless a change for the same user is in flight (a running
-    /// cycle), in which case it is queued behind it as usual and `None` is returned. A crash
-    /// before the caller is done leaves it to recovery like any claimed item.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::enqueue`]; [`QueueError::LocalUser`] when the local record is gone or
-    /// cannot be changed (then nothing was written).
-    pub fn enqueue_with_local_change(
-        &self,
-        username: &str,
-        package: &str,
-        data: SyncData,
-        priority: u32,
-        claim: bool,
-        local: &LocalChange<'_>,
-    ) -> Result<(Uuid, Option<Claimed>), QueueError> {
-        self.enqueue_inner(username, package, data, priority, claim, Some(local))
-    }
-
-    fn enqueue_inner(
-        &self,
-        username: &str,
-        package: &str,
-        data: SyncData,
-        priority: u32,
-        claim: bool,
         local: Option<&LocalChange<'_>>,
-    ) -> Result<(Uuid, Option<Claimed>), QueueError> {
+    ) -> Result<Enqueued<'_>, QueueError> {
         check_name("user", username)?;
         check_name("package", package)?;
         if priority == 0 {
@@ -216,16 +156,12 @@ impl SyncQueue {
                 "priority must be 1 or more (1 runs first)".into(),
             ));
         }
-        let sync_type = match data {
-            SyncData::PasswordChange(_) => SyncType::PasswordChange,
-        };
-        data.check(sync_type)?;
         let sealed = self
             .store
             .sealer()
             .seal(&data.to_bytes())
             .map_err(StoreError::from)?;
-        let result = {
+        let enqueued = {
             let _g = self.guard();
             // Time and sequence are taken under the lock, so that the item written last is
             // also the one with the highest sequence: "newest" means the same thing to every
@@ -235,7 +171,7 @@ impl SyncQueue {
                 sync_id: Uuid::new_v4(),
                 username: username.to_string(),
                 package: package.to_string(),
-                sync_type,
+                sync_type: data.sync_type(),
                 sealed_data: Some(sealed),
                 queued_at: now,
                 processed_at: None,
@@ -250,7 +186,7 @@ impl SyncQueue {
             };
             // It is the newest: it supersedes the pending ones as a pending item would.
             let mut changes = self.settle_password_changes(&mut item, now)?;
-            let claim = claim
+            let claim = local.is_some_and(|l| l.claim)
                 && !self
                     .users_in_flight()?
                     .contains(&store::user_key(username, package));
@@ -258,15 +194,14 @@ impl SyncQueue {
                 item.status = SyncStatus::Processing;
             }
             changes.push((None, item.clone()));
-            self.write_with(&changes, local)?;
-            let claimed = claim.then(|| Claimed {
-                item: item.clone(),
-                data,
-            });
-            (item.sync_id, claimed)
+            self.write_with(&changes, local, None)?;
+            Enqueued {
+                id: item.sync_id,
+                claimed: claim.then(|| Claimed::new(self, item, data)),
+            }
         };
         self.flush()?;
-        Ok(result)
+        Ok(enqueued)
     }
 
     /// One item by id.

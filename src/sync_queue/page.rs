@@ -122,19 +122,20 @@ impl SyncQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync_queue::tests::{ids, pw, setup};
+    use crate::sync_queue::tests::{claim_ids, enqueue, pw, setup};
     use crate::sync_queue::SyncStatus;
     use chrono::Duration;
     use std::collections::HashSet;
     use uuid::Uuid;
 
     #[test]
-    pub(super) fn pages_walk_every_item_once_pending_first_and_cursors_round_trip() {
+    fn pages_walk_every_item_once_pending_first_and_cursors_round_trip() {
         let (q, clock) = setup();
         let mut all = HashSet::new();
         for i in 0..7u32 {
             all.insert(
-                q.enqueue(
+                enqueue(
+                    &q,
                     &format!("u{i}"),
                     "p",
                     "password_change",
@@ -145,7 +146,7 @@ mod tests {
             );
             clock.advance(Duration::seconds(1));
         }
-        let claimed = ids(&q.claim(3).unwrap());
+        let claimed = claim_ids(&q, 3);
         q.complete(claimed[0]).unwrap();
         q.retry(claimed[1], "HTTP 409", std::time::Duration::from_secs(60))
             .unwrap();

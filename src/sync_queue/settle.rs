@@ -4,28 +4,23 @@
 use super::index::{by_user_prefix, id_of, is_damage, Changes};
 use super::item::finish;
 use super::{QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
+use crate::store::meta::Counter;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 impl SyncQueue {
-    /// Keycloak applied the change.
-    ///
-    /// # Errors
-    ///
-    /// [`QueueError::NotFound`] for an unknown id; [`QueueError::Store`] otherwise.
-    pub fn complete(&self, id: Uuid) -> Result<(), QueueError> {
-        self.transition(id, |item, now| {
+    /// Keycloak applied the change; [`Counter::SyncCompleted`] counts it in the same
+    /// transaction. Only [`super::Claimed::complete`] calls it.
+    pub(super) fn complete(&self, id: Uuid) -> Result<(), QueueError> {
+        self.transition(id, Some(Counter::SyncCompleted), |item, now| {
             finish(item, SyncStatus::Completed, now, None::<String>)
         })
     }
 
-    /// Keycloak refused the change for good.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::complete`].
-    pub fn fail(&self, id: Uuid, reason: &str) -> Result<(), QueueError> {
-        self.transition(id, |item, now| {
+    /// Keycloak refused the change for good; [`Counter::SyncFailed`] counts it in the same
+    /// transaction. Only [`super::Claimed::fail`] calls it.
+    pub(super) fn fail(&self, id: Uuid, reason: &str) -> Result<(), QueueError> {
+        self.transition(id, Some(Counter::SyncFailed), |item, now| {
             item.attempts = item.attempts.saturating_add(1);
             finish(item, SyncStatus::Failed, now, Some(reason.to_string()))
         })
@@ -33,18 +28,15 @@ impl SyncQueue {
 
     /// Keycloak refused for a passing reason: count the attempt, retry after `delay`. The item
     /// waits in `sync_delayed`, where claims do not look at it until it is due. A password
-    /// change for which a newer one is pending is superseded instead.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::complete`].
-    pub fn retry(
+    /// change for which a newer one is pending is superseded instead. Only
+    /// [`super::Claimed::retry`] calls it.
+    pub(super) fn retry(
         &self,
         id: Uuid,
         reason: &str,
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
-        self.transition(id, |item, now| {
+        self.transition(id, None, |item, now| {
             let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
             item.attempts = item.attempts.saturating_add(1);
             item.status = SyncStatus::Pending;
@@ -57,13 +49,10 @@ impl SyncQueue {
     }
 
     /// Keycloak was not reached (or the queue is blocked): back to pending, attempts untouched.
-    /// A password change for which a newer one is pending is superseded instead.
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::complete`].
-    pub fn release(&self, id: Uuid, reason: Option<&str>) -> Result<(), QueueError> {
-        self.transition(id, |item, _| {
+    /// A password change for which a newer one is pending is superseded instead. Only
+    /// [`super::Claimed`] calls it.
+    pub(super) fn release(&self, id: Uuid, reason: Option<&str>) -> Result<(), QueueError> {
+        self.transition(id, None, |item, _| {
             item.status = SyncStatus::Pending;
             if let Some(r) = reason {
                 item.last_error = Some(r.to_string());
@@ -71,9 +60,27 @@ impl SyncQueue {
         })
     }
 
-    pub(super) fn transition(
+    /// Puts `id` back to pending if it is still `processing` (a claim dropped unsettled);
+    /// returns whether it did. An unreadable record is tried anyway: the release says what is
+    /// wrong if it cannot.
+    pub(super) fn put_back(&self, id: Uuid) -> Result<bool, QueueError> {
+        let still_claimed = match self.get(id) {
+            Ok(Some(item)) => item.status == SyncStatus::Processing,
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if still_claimed {
+            self.release(id, None)?;
+        }
+        Ok(still_claimed)
+    }
+
+    /// Reads `id`, applies `change` and writes it with `counter` bumped in the same
+    /// transaction.
+    fn transition(
         &self,
         id: Uuid,
+        counter: Option<Counter>,
         change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
     ) -> Result<(), QueueError> {
         #[cfg(test)]
@@ -87,7 +94,7 @@ impl SyncQueue {
         let now = self.clock.now();
         let _g = self.guard();
         let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;
-        self.change_locked(old, now, change)
+        self.change_locked(old, now, counter, change)
     }
 
     /// Applies `change` to `old` and writes it, with the superseding that "last password
@@ -96,13 +103,14 @@ impl SyncQueue {
         &self,
         old: SyncItem,
         now: DateTime<Utc>,
+        counter: Option<Counter>,
         change: impl FnOnce(&mut SyncItem, DateTime<Utc>),
     ) -> Result<(), QueueError> {
         let mut new = old.clone();
         change(&mut new, now);
         let mut changes = self.settle_password_changes(&mut new, now)?;
         changes.insert(0, (Some(old), new));
-        self.write(&changes)
+        self.write_with(&changes, None, counter)
     }
 
     /// Last password wins: when `item`, a password change, is about to be pending, of it and
@@ -195,7 +203,9 @@ impl SyncQueue {
                     } else {
                         log::warn!("sync item {id} was left processing (crash?); back to pending");
                     }
-                    self.change_locked(old, now, |item, _| item.status = SyncStatus::Pending)?;
+                    self.change_locked(old, now, None, |item, _| {
+                        item.status = SyncStatus::Pending
+                    })?;
                     recovered += 1;
                 }
                 Err(e) if is_damage(&e) => {

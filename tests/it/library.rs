@@ -95,6 +95,27 @@ fn passwd_online_synchronized_and_policy_rejection() {
     scenarios::passwd_online_synchronized_and_policy_rejection(&fake());
 }
 
+/// Issue 11: a password `passwd` synchronizes at once is a sync item applied in Keycloak, and
+/// counts in `keycloak_resilient_sync_processed_total` as one a sync cycle applies does.
+#[test]
+fn issue11_passwd_synchronized_at_once_counts_as_processed() {
+    let (fake, user) = fake_with_user("passwdcount");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let auth = Auth::new(env.client_with_clock(&manual_clock()));
+    auth.users().add(&user, PACKAGE, PASSWORD).unwrap();
+    let synced = auth
+        .change_password(&user, PACKAGE, PASSWORD, "Second-Password-22")
+        .expect("online passwd");
+    assert_eq!(synced.mode, PasswdMode::Synchronized, "{synced:?}");
+    let store = auth.client().store();
+    assert_eq!(store.counter(Counter::SyncCompleted).unwrap(), 1);
+    let text = keycloak_resilient::metrics::render(&auth).unwrap();
+    assert!(
+        text.contains("\nkeycloak_resilient_sync_processed_total 1\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn replay_after_a_crash_mid_send_is_not_applied_twice() {
     let fake = fake();
@@ -801,6 +822,8 @@ fn queue_is_durable_and_crash_left_items_are_recovered() {
             SyncStatus::Processing
         );
         client.store().flush().unwrap();
+        // The process dies holding them: no drop puts them back.
+        std::mem::forget(claimed);
         id
     };
     let client = env.client();

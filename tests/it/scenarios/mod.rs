@@ -906,7 +906,10 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
             1,
         )
         .unwrap();
-    assert_eq!(client.queue().claim(1).unwrap().len(), 1);
+    let claimed = client.queue().claim(1).unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The process dies holding it: no drop puts it back.
+    std::mem::forget(claimed);
     let before = created(&client).expect("the user has a password");
     assert!(
         before > 1_000_000_000_000,
@@ -952,7 +955,10 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
             1,
         )
         .unwrap();
-    assert_eq!(restarted.queue().claim(1).unwrap().len(), 1);
+    let claimed = restarted.queue().claim(1).unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The process dies holding it: no drop puts it back.
+    std::mem::forget(claimed);
     restarted
         .queue()
         .mark_sending(id2, created(&restarted))
