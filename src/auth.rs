@@ -7,7 +7,8 @@
 //! when it is usable, else the change waits in the queue at priority 1.
 
 use crate::auth_events::{AuthEvents, ModeCounts};
-use crate::client::{AuthError, CallError, ResilientClient};
+use crate::client::{AuthError, ResilientClient};
+use crate::keycloak::guard::CallError;
 use crate::keycloak::{KcError, Rejection};
 use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
@@ -345,7 +346,7 @@ impl Auth {
             key: record.key.clone(),
             change: &change,
             cached_token: Some(&retoken),
-            claim: self.client.should_try_keycloak(),
+            claim: self.client.keycloak().should_try_keycloak(),
         };
         let enqueued =
             self.client
@@ -372,7 +373,8 @@ impl Auth {
         claimed: Claimed<'_>,
     ) -> Result<PasswdResult, PasswdError> {
         let id = claimed.id();
-        match replay::apply(&self.client, &claimed) {
+        let c = &self.client;
+        match replay::apply(c.keycloak(), c.config(), &claimed) {
             Ok(_) => {
                 claimed.complete()?;
                 Ok(PasswdResult {
@@ -442,7 +444,7 @@ mod tests {
     /// Login and passwd over a Keycloak that refuses every connection at once, with a fresh
     /// successful probe on record: passwd tries it at once (claimed), and puts the change back.
     fn auth_with_keycloak_gone() -> Auth {
-        Auth::new(crate::replay::tests::client_with_keycloak_gone().0)
+        Auth::new(crate::client::tests::client_with_keycloak_gone().0)
     }
 
     fn tokens() -> TokenSet {

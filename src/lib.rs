@@ -10,20 +10,18 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | `config.yaml` → validated [`Config`]; presets; secrets from env |
-//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest |
+//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest; [`store::meta`] names every meta key and counter |
 //! | [`clock`] | time as a value, so tests can move it |
-//! | [`breaker`] | circuit breaker state machine (pure) |
 //! | [`backoff`] | retry delays (pure) |
-//! | [`health`] | the health probe's cache record |
-//! | [`keycloak`] | Keycloak HTTP calls, every answer classified |
-//! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
-//! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak |
-//! | [`replay`] | one sync cycle: queue → Keycloak |
-//! | [`client`] | [`ResilientClient`], the front door with the original API |
 //! | [`password`] | password hashes (argon2id; pbkdf2 and bcrypt accepted on import) |
 //! | [`lockout`] | failed-login limits (pure) |
+//! | [`keycloak`] | Keycloak HTTP calls, every answer classified; [`keycloak::breaker`] the circuit breaker (pure); [`keycloak::health`] the health probe's record; [`keycloak::guard`] the breaker-guarded caller, the one way to call Keycloak |
+//! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
+//! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak; a claimed item is a guard settled one way |
 //! | [`local_users`] | the local user store |
 //! | [`sessions`], [`auth_events`] | login sessions and the login log |
+//! | [`replay`] | one sync cycle: queue → Keycloak, and the exactly-once apply `passwd` shares |
+//! | [`client`] | [`ResilientClient`], the front door with the original API |
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
@@ -31,19 +29,23 @@
 //! | [`protocol`] | the control socket's requests and answers |
 //! | [`cli`], [`commands`] | the command line; the control socket's server and client |
 //!
-//! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
-//! queue, local users, keycloak → store/config.
+//! Dependencies point one way; each line uses only the lines below it:
+//!
+//! ```text
+//! commands → service · metrics → auth → client → replay
+//!   → keycloak::guard · sync_queue · token_cache · local_users · sessions · auth_events
+//!   → keycloak (http) · keycloak::breaker · keycloak::health · password · lockout · backoff
+//!   → store (meta, codec, seal, lock) · config · clock
+//! ```
 
 pub mod auth;
 pub mod auth_events;
 pub mod backoff;
-pub mod breaker;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
-pub mod health;
 pub mod keycloak;
 pub mod local_users;
 pub mod lockout;

@@ -5,7 +5,7 @@
 //! reads half a file.
 
 use crate::auth::Auth;
-use crate::breaker::CircuitState;
+use crate::keycloak::breaker::CircuitState;
 use crate::store::meta::Counter;
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -21,11 +21,16 @@
 //! (the database) — every claimed item not yet finished goes back to `pending` before `run`
 //! returns: nothing is left `processing` until the next start.
 
-use crate::client::{CallError, ClientError, ResilientClient};
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::keycloak::guard::{CallError, GuardedKeycloak};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::store::meta::MetaKey;
-use crate::sync_queue::{Claimed, QueueError, SyncData};
+use crate::store::Store;
+use crate::sync_queue::{Claimed, QueueError, SyncData, SyncQueue};
+use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
+use std::sync::Mutex;
 
 /// Keycloak-answered passing errors an item may collect before it fails for good.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -57,58 +62,88 @@ pub struct SyncReport {
 /// the reason to record on the items put back.
 type EarlyEnd<'q> = Option<(Claimed<'q>, Option<&'static str>)>;
 
+/// What a sync cycle works with — the pieces it needs, not the client that owns them.
+#[derive(Clone, Copy)]
+pub struct Cycle<'a> {
+    /// The one way to call Keycloak.
+    pub keycloak: &'a GuardedKeycloak,
+    /// The queue replayed.
+    pub queue: &'a SyncQueue,
+    /// Where the queue block is recorded.
+    pub store: &'a Store,
+    /// Realms per package.
+    pub config: &'a Config,
+    /// Retry delays.
+    pub retries: &'a Retries,
+}
+
+/// The retry delays of items Keycloak refused for a passing reason: the backoff and its
+/// random source (jitter).
+#[derive(Debug)]
+pub struct Retries {
+    /// The delays.
+    backoff: Backoff,
+    /// Jitter; shared by every cycle of the process.
+    rng: Mutex<StdRng>,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries {
+            backoff: Backoff::default(),
+            rng: Mutex::new(StdRng::from_os_rng()),
+        }
+    }
+}
+
+impl Retries {
+    /// The delay before retry number `attempt`.
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        self.backoff.delay(attempt, &mut *rng)
+    }
+}
+
+/// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
+/// so nothing is replayed past a state we cannot read).
+pub fn queue_blocked(store: &Store) -> Option<String> {
+    store
+        .get_meta::<String>(MetaKey::QueueBlocked)
+        .unwrap_or_else(|e| {
+            log::error!("queue block record unreadable: {e}");
+            Some(format!("block record unreadable: {e}"))
+        })
+}
+
 /// Runs one cycle of at most `batch` items; `stop` is checked between items.
 ///
 /// # Errors
 ///
-/// A database error ([`ClientError`]); the claimed items not yet finished are put back to
+/// A database error ([`QueueError`]); the claimed items not yet finished are put back to
 /// `pending` first (failures to do so are logged).
 pub fn run(
-    client: &ResilientClient,
+    cycle: &Cycle<'_>,
     batch: usize,
     stop: &dyn Fn() -> bool,
-) -> Result<SyncReport, ClientError> {
+) -> Result<SyncReport, QueueError> {
     let mut report = SyncReport::default();
-    let queue = client.queue();
+    let queue = cycle.queue;
     if !queue.has_due()? {
         return Ok(report);
     }
-    if !client.is_available() {
+    if !cycle.keycloak.is_available() {
         report.stopped = Some(format!(
             "Keycloak unavailable: {}",
-            client.unavailable_reason()
+            cycle.keycloak.unavailable_reason()
         ));
         return Ok(report);
     }
-    if let Some(reason) = client.queue_blocked() {
-        let realm = client.config().keycloak.realm.clone();
-        // A real admin request with a new token: a cached token (taken before the block, or
-        // before an operator's fix) would prove nothing.
-        let check = client.call(|kc| {
-            kc.forget_admin_tokens();
-            forgetting_on_refusal(kc, kc.find_user(&realm, UNBLOCK_PROBE_USER)).map(|_| ())
-        });
-        match check {
-            Ok(()) => {
-                log::info!(
-                    "admin credentials accepted again: sync queue unblocked (was: {reason})"
-                );
-                client.store().remove_meta(MetaKey::QueueBlocked)?;
-            }
-            Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
-                client.store().put_meta(MetaKey::QueueBlocked, &m)?;
-                report.stopped = Some(format!("queue blocked: {m}"));
-                return Ok(report);
-            }
-            Err(e) => {
-                report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                return Ok(report);
-            }
-        }
+    if let Some(stopped) = check_block(cycle)? {
+        report.stopped = Some(stopped);
+        return Ok(report);
     }
-
     let mut claimed = queue.claim(batch)?.into_iter();
-    let outcome = replay_claimed(client, &mut claimed, &mut report, stop);
+    let outcome = replay_claimed(cycle, &mut claimed, &mut report, stop);
     let put_back = match outcome {
         Ok(None) => Ok(()),
         Ok(Some((first, reason))) => {
@@ -123,36 +158,63 @@ pub fn run(
     };
     put_back?;
     report.processed = report.completed + report.failed + report.retried;
-    client.store().flush()?;
+    cycle.store.flush()?;
     Ok(report)
+}
+
+/// When the queue is blocked, makes a real admin request (a user lookup, with a new admin
+/// token) and unblocks it when Keycloak accepts it; returns why the cycle stops otherwise.
+fn check_block(cycle: &Cycle<'_>) -> Result<Option<String>, QueueError> {
+    let Some(reason) = queue_blocked(cycle.store) else {
+        return Ok(None);
+    };
+    let realm = cycle.config.keycloak.realm.clone();
+    // A real admin request with a new token: a cached token (taken before the block, or
+    // before an operator's fix) would prove nothing.
+    let check = cycle.keycloak.call(|kc| {
+        kc.forget_admin_tokens();
+        forgetting_on_refusal(kc, kc.find_user(&realm, UNBLOCK_PROBE_USER)).map(|_| ())
+    });
+    match check {
+        Ok(()) => {
+            log::info!("admin credentials accepted again: sync queue unblocked (was: {reason})");
+            cycle.store.remove_meta(MetaKey::QueueBlocked)?;
+            Ok(None)
+        }
+        Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
+            cycle.store.put_meta(MetaKey::QueueBlocked, &m)?;
+            Ok(Some(format!("queue blocked: {m}")))
+        }
+        Err(e) => Ok(Some(format!("Keycloak unavailable: {e}"))),
+    }
 }
 
 /// Replays the claimed items in order, settling each, until one of them ends the cycle early:
 /// that one is handed back unsettled, with the reason to record on the items put back.
 fn replay_claimed<'q>(
-    client: &ResilientClient,
+    cycle: &Cycle<'_>,
     claimed: &mut impl Iterator<Item = Claimed<'q>>,
     report: &mut SyncReport,
     stop: &dyn Fn() -> bool,
-) -> Result<EarlyEnd<'q>, ClientError> {
+) -> Result<EarlyEnd<'q>, QueueError> {
     for item in claimed.by_ref() {
         if stop() {
             report.stopped = Some("shutting down".into());
             return Ok(Some((item, None)));
         }
-        let outcome = match apply(client, &item) {
+        let outcome = match apply(cycle.keycloak, cycle.config, &item) {
             Ok(applied) => Ok(applied),
             Err(ApplyError::Call(e)) => Err(e),
-            Err(ApplyError::Queue(e)) => return Err(e.into()),
+            Err(ApplyError::Queue(e)) => return Err(e),
         };
         match outcome {
             Ok(applied) => settle_applied(item, applied, report)?,
             Err(CallError::Keycloak(KcError::Rejected(r))) => {
-                settle_refused(client, item, &r, report)?
+                settle_refused(cycle.retries, item, &r, report)?
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
                 log::error!("sync queue blocked: {m}");
-                client.store().put_meta(MetaKey::QueueBlocked, &m)?;
+                cycle.store.put_meta(MetaKey::QueueBlocked, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
                 return Ok(Some((item, Some("queue blocked"))));
             }
@@ -176,7 +238,7 @@ fn settle_applied(
     item: Claimed<'_>,
     applied: Applied,
     report: &mut SyncReport,
-) -> Result<(), ClientError> {
+) -> Result<(), QueueError> {
     let (id, what) = (item.id(), describe(&item));
     item.complete()?;
     if applied == Applied::Already {
@@ -192,11 +254,11 @@ fn settle_applied(
 /// Keycloak refused the item: retried after a backoff for a passing reason (failed after
 /// [`MAX_ATTEMPTS`]), failed for good otherwise.
 fn settle_refused(
-    client: &ResilientClient,
+    retries: &Retries,
     item: Claimed<'_>,
     r: &Rejection,
     report: &mut SyncReport,
-) -> Result<(), ClientError> {
+) -> Result<(), QueueError> {
     let (id, what) = (item.id(), describe(&item));
     let attempts = item.item().attempts + 1;
     if !matches!(r, Rejection::Transient { .. }) {
@@ -208,7 +270,7 @@ fn settle_refused(
         log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
         report.failed += 1;
     } else {
-        let delay = client.backoff_delay(attempts);
+        let delay = retries.delay(attempts);
         item.retry(&r.to_string(), delay)?;
         log::info!(
             "sync {id}: {what} refused for now ({r}); retry in {}s",
@@ -232,7 +294,7 @@ pub(crate) enum Applied {
 /// Why [`apply`] did not succeed.
 #[derive(Debug)]
 pub(crate) enum ApplyError {
-    /// Keycloak refused, or was not reached (see [`crate::client::CallError`]).
+    /// Keycloak refused, or was not reached (see [`CallError`]).
     Call(CallError),
     /// Our database failed while marking the item (nothing was sent).
     Queue(QueueError),
@@ -254,16 +316,20 @@ impl From<CallError> for ApplyError {
 ///    5xx, connection lost) it stays, for the next attempt's step 2.
 ///
 /// The caller completes, retries, fails or releases the item.
-pub(crate) fn apply(client: &ResilientClient, item: &Claimed<'_>) -> Result<Applied, ApplyError> {
-    let realm = client.config().package(&item.item().package).realm;
+pub(crate) fn apply(
+    keycloak: &GuardedKeycloak,
+    config: &Config,
+    item: &Claimed<'_>,
+) -> Result<Applied, ApplyError> {
+    let realm = config.package(&item.item().package).realm;
     match item.data() {
         SyncData::PasswordChange(pc) => {
-            let user = client
+            let user = keycloak
                 .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username)))?
                 .ok_or(CallError::Keycloak(KcError::Rejected(
                     Rejection::UserNotFound,
                 )))?;
-            let created = client
+            let created = keycloak
                 .call(|kc| forgetting_on_refusal(kc, kc.password_created(&realm, &user.id)))?;
             if let Some(earlier) = &item.item().applying {
                 if earlier.applied(created) {
@@ -271,7 +337,7 @@ pub(crate) fn apply(client: &ResilientClient, item: &Claimed<'_>) -> Result<Appl
                 }
             }
             item.mark_sending(created).map_err(ApplyError::Queue)?;
-            let sent = client.call(|kc| {
+            let sent = keycloak.call(|kc| {
                 forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, pc.password()))
             });
             match sent {
@@ -304,7 +370,7 @@ fn release_all<'q>(
     items: impl Iterator<Item = Claimed<'q>>,
     reason: Option<&str>,
     report: &mut SyncReport,
-) -> Result<(), ClientError> {
+) -> Result<(), QueueError> {
     let mut first_error = None;
     for item in items {
         let id = item.id();
@@ -317,7 +383,7 @@ fn release_all<'q>(
         }
     }
     match first_error {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
@@ -326,8 +392,7 @@ fn release_all<'q>(
 pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::config::Config;
-    use crate::health::ProbeRecord;
+    use crate::keycloak::health::ProbeRecord;
     use crate::store::Store;
     use crate::sync_queue::tests::enqueue;
     use crate::sync_queue::SyncStatus;
@@ -337,9 +402,9 @@ pub(crate) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    /// A client whose Keycloak refuses every connection at once, with a fresh successful
-    /// probe on record so that a cycle starts without asking.
-    pub(crate) fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
+    /// A config whose Keycloak refuses every connection at once, and a store with a fresh
+    /// successful probe on record so that a cycle starts without asking.
+    pub(crate) fn keycloak_gone() -> (Config, Arc<Store>, ManualClock) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
@@ -358,14 +423,24 @@ pub(crate) mod tests {
             reason: None,
         };
         store.put_meta(MetaKey::HealthProbe, &up).unwrap();
-        let client = ResilientClient::with_parts(config, store.clone(), Arc::new(clock)).unwrap();
-        (client, store)
+        (config, store, clock)
     }
 
     #[test]
     fn an_error_mid_cycle_leaves_no_claimed_item_processing() {
-        let (client, store) = client_with_keycloak_gone();
-        let queue = client.queue();
+        let (config, store, clock) = keycloak_gone();
+        let clock: crate::clock::SharedClock = Arc::new(clock);
+        let http = KeycloakClient::new(&config.keycloak).unwrap();
+        let keycloak = GuardedKeycloak::new(http, &config, store.clone(), clock.clone()).unwrap();
+        let queue = &SyncQueue::new(store.clone(), clock);
+        let retries = Retries::default();
+        let cycle = Cycle {
+            keycloak: &keycloak,
+            queue,
+            store: &store,
+            config: &config,
+            retries: &retries,
+        };
         let enqueue = |user: &str, priority| {
             let pw = json!({"new_password": "pw-123456"});
             enqueue(queue, user, "web", "password_change", &pw, priority).unwrap()
@@ -386,7 +461,7 @@ pub(crate) mod tests {
             false
         };
         assert!(
-            run(&client, 10, &stop).is_err(),
+            run(&cycle, 10, &stop).is_err(),
             "the failed release is reported"
         );
         for id in [second, third] {

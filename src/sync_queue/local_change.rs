@@ -16,7 +16,7 @@ pub type CachedTokenChange<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
 /// retries a transaction on conflict), so it must only compute.
 pub struct LocalChange<'a> {
     /// The record's key in `local_users`; also the key of the account's entry in
-    /// `token_cache` (both are [`store::user_key`] of the user and package).
+    /// `token_cache` (both are [`crate::store::user_key`] of the user and package).
     pub key: Vec<u8>,
     /// Current bytes → new bytes.
     pub change: RecordChange<'a>,

@@ -466,7 +466,7 @@ impl SyncQueue {
     ///
     /// # Errors
     ///
-    /// As [`SyncQueue::complete`].
+    /// [`QueueError::NotFound`] for an unknown id; [`QueueError::Store`] otherwise.
     pub fn clear_sending(&self, id: Uuid) -> Result<(), QueueError> {
         let _g = self.guard();
         let old = self.get(id)?.ok_or(QueueError::NotFound(id))?;

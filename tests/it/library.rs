@@ -7,7 +7,7 @@
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
 use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
 use crate::scenarios::{self, manual_clock, past_cooldown};
-use keycloak_resilient::breaker::CircuitState;
+use keycloak_resilient::keycloak::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
 use keycloak_resilient::store::meta::Counter;
@@ -255,7 +255,7 @@ fn breaker_walks_every_transition_through_the_library() {
         tuning.cooldown_seconds as i64 - 1,
     ));
     assert!(!client.is_available());
-    assert!(!client.probe());
+    assert!(!client.keycloak().probe());
     let cached = client
         .authenticate(&user, PASSWORD, PACKAGE)
         .expect("cached login while open");
@@ -645,8 +645,8 @@ fn is_available_uses_the_health_cache_and_no_io_while_open() {
 
     // Open the circuit with explicit probes (which bypass the cache).
     fake.set_behavior(Behavior::Status(503));
-    assert!(!client.probe());
-    assert!(!client.probe());
+    assert!(!client.keycloak().probe());
+    assert!(!client.keycloak().probe());
     assert_eq!(client.circuit().0, CircuitState::Open);
     fake.set_behavior(Behavior::Normal);
     let n = fake.request_count();
