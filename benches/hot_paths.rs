@@ -19,7 +19,7 @@ use keycloak_resilient::clock::{SharedClock, SystemClock};
 use keycloak_resilient::local_users::{LocalUsers, Verification};
 use keycloak_resilient::lockout::LockoutPolicy;
 use keycloak_resilient::store::Store;
-use keycloak_resilient::sync_queue::SyncQueue;
+use keycloak_resilient::sync_queue::{SyncData, SyncQueue};
 use keycloak_resilient::{Account, Auth, Config, ResilientClient};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,29 +155,20 @@ fn main() -> anyhow::Result<()> {
     let qdir = tempfile::tempdir()?;
     let big = SyncQueue::new(Arc::new(Store::open(&qdir.path().join("big"))?), clock());
     let small = SyncQueue::new(Arc::new(Store::open(&qdir.path().join("small"))?), clock());
-    let data = serde_json::json!({"new_password": "Bench-Password-1"});
+    let data = SyncData::parse(
+        "password_change",
+        &serde_json::json!({"new_password": "Bench-Password-1"}),
+    )?;
     for i in 0..10_000u32 {
-        big.enqueue(
-            &format!("user{i}"),
-            "web",
-            "password_change",
-            &data,
-            1 + i % 9,
-        )?;
+        big.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
     }
     for i in 0..100u32 {
-        small.enqueue(
-            &format!("user{i}"),
-            "web",
-            "password_change",
-            &data,
-            1 + i % 9,
-        )?;
+        small.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
     }
     let claim = |q: &SyncQueue| {
         let got = q.claim(100).expect("claim");
         for c in got {
-            q.release(c.item.sync_id, None).expect("release");
+            c.release(None).expect("release");
         }
     };
     row(
@@ -190,16 +181,16 @@ fn main() -> anyhow::Result<()> {
         drop(big.enqueue(
             &format!("warm-{}", uuid::Uuid::new_v4()),
             "web",
-            "password_change",
-            &data,
+            data.clone(),
             5,
+            None,
         ));
         drop(small.enqueue(
             &format!("warm-{}", uuid::Uuid::new_v4()),
             "web",
-            "password_change",
-            &data,
+            data.clone(),
             5,
+            None,
         ));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -211,18 +202,18 @@ fn main() -> anyhow::Result<()> {
                 drop(big.enqueue(
                     &format!("extra-{}", uuid::Uuid::new_v4()),
                     "web",
-                    "password_change",
-                    &data,
+                    data.clone(),
                     5,
+                    None,
                 ))
             },
             || {
                 drop(small.enqueue(
                     &format!("extra-{}", uuid::Uuid::new_v4()),
                     "web",
-                    "password_change",
-                    &data,
+                    data.clone(),
                     5,
+                    None,
                 ))
             },
         ),
@@ -232,13 +223,7 @@ fn main() -> anyhow::Result<()> {
     let counted = |n: u32| -> anyhow::Result<SyncQueue> {
         let q = SyncQueue::new(Arc::new(Store::temporary()?), clock());
         for i in 0..n {
-            q.enqueue(
-                &format!("user{i}"),
-                "web",
-                "password_change",
-                &data,
-                1 + i % 9,
-            )?;
+            q.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
         }
         q.counts()?;
         Ok(q)

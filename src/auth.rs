@@ -8,23 +8,22 @@
 
 use crate::account::Account;
 use crate::auth_events::{AuthEvents, ModeCounts};
-use crate::client::{AuthError, CallError, ResilientClient};
+use crate::client::{AuthError, ResilientClient};
+use crate::keycloak::guard::CallError;
 use crate::keycloak::{KcError, Rejection};
 use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
 use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
+use crate::store::meta::Counter;
 use crate::store::StoreError;
 use crate::sync_queue::{
-    LocalChange, PasswordChange, QueueError, SyncData, SyncQueue, SyncStatus, PRIORITY_HIGHEST,
+    Claimed, LocalChange, PasswordChange, QueueError, SyncData, PRIORITY_HIGHEST,
 };
 use crate::token_cache::{TokenCache, Verifier};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-
-/// Counter bumped when Keycloak refuses a password that local auth accepted.
-pub const DIVERGENCE_COUNTER: &str = "password_divergence";
 
 /// Why a login failed (the `reason` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -304,7 +303,11 @@ impl Auth {
             log::info!("login {username}/{package}: Keycloak still has the old password; a queued change will fix it");
             return;
         }
-        if let Err(e) = self.client.store().bump_counter(DIVERGENCE_COUNTER, 1) {
+        if let Err(e) = self
+            .client
+            .store()
+            .bump_counter(Counter::PasswordDivergence, 1)
+        {
             log::error!("could not count a password divergence: {e}");
         }
         log::warn!(
@@ -320,9 +323,7 @@ impl Auth {
     /// local password that Keycloak will not hear of. When Keycloak looks usable the change
     /// is written already claimed and sent at once, through the same exactly-once path as the
     /// replay ([`crate::replay`]); it is completed, failed (Keycloak refused it for good) or
-    /// put back to pending (Keycloak away) afterwards. When recording that fails (a database
-    /// error), the change is put back to pending before the error is returned, so that it does
-    /// not hold up the user's later changes until a restart.
+    /// put back to pending (Keycloak away) afterwards.
     pub fn change_password(
         &self,
         username: &str,
@@ -338,10 +339,7 @@ impl Auth {
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
         }
         let record = self.users.prepare_password(&account, new)?;
-        let queue = self.client.queue();
-        let data = SyncData::PasswordChange(PasswordChange {
-            password: new.to_string(),
-        });
+        let data = SyncData::PasswordChange(PasswordChange::new(new.to_string())?);
         let change = |current: &[u8]| record.apply(current);
         // The cached token follows the new password: its verifier is replaced in the same
         // transaction as the password, so that no crash and no concurrent login or refresh can
@@ -353,29 +351,37 @@ impl Auth {
             key: record.key.clone(),
             change: &change,
             cached_token: Some(&retoken),
+            claim: self.client.keycloak().should_try_keycloak(),
         };
-        let try_now = self.client.should_try_keycloak();
-        let (id, claimed) = queue.enqueue_with_local_change(
-            username,
-            package,
-            data,
-            PRIORITY_HIGHEST,
-            try_now,
-            &local,
-        )?;
+        let enqueued =
+            self.client
+                .queue()
+                .enqueue(username, package, data, PRIORITY_HIGHEST, Some(&local))?;
         log::info!("password of local user {username:?} in package {package:?} changed");
-        let queued = PasswdResult {
-            mode: PasswdMode::Queued,
-            sync_id: Some(id),
-            keycloak_error: None,
+        let Some(claimed) = enqueued.claimed else {
+            return Ok(queued(enqueued.id));
         };
-        let Some(claimed) = claimed else {
-            return Ok(queued);
-        };
-        let outcome = replay::apply(&self.client, &claimed);
-        let result = match outcome {
+        let result = self.sync_now(username, package, claimed);
+        self.client.store().flush()?;
+        result
+    }
+
+    /// Sends the change `passwd` claimed to Keycloak at once, through the replay's exactly-once
+    /// path, and settles it: completed, failed (Keycloak refused it for good) or released
+    /// (Keycloak away; not counted as an attempt, as when a cycle meets an outage). A database
+    /// error leaves the claim unsettled, and its drop puts the change back to pending, so that
+    /// it does not hold up the user's later changes until a restart.
+    fn sync_now(
+        &self,
+        username: &str,
+        package: &str,
+        claimed: Claimed<'_>,
+    ) -> Result<PasswdResult, PasswdError> {
+        let id = claimed.id();
+        let c = &self.client;
+        match replay::apply(c.keycloak(), c.config(), &claimed) {
             Ok(_) => {
-                settle_claimed(queue, id, queue.complete(id))?;
+                claimed.complete()?;
                 Ok(PasswdResult {
                     mode: PasswdMode::Synchronized,
                     sync_id: None,
@@ -385,7 +391,7 @@ impl Auth {
             Err(ApplyError::Call(CallError::Keycloak(KcError::Rejected(r))))
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
-                settle_claimed(queue, id, queue.fail(id, &r.to_string()))?;
+                claimed.fail(&r.to_string())?;
                 log::warn!(
                     "passwd {username}/{package}: local password changed, Keycloak refused: {r}"
                 );
@@ -401,55 +407,20 @@ impl Auth {
                         "passwd {username}/{package}: Keycloak misconfigured ({m}); change queued"
                     );
                 }
-                // Not counted as an attempt, as when a cycle meets an outage.
-                settle_claimed(queue, id, queue.release(id, Some(&e.to_string())))?;
-                Ok(queued)
+                claimed.release(Some(&e.to_string()))?;
+                Ok(queued(id))
             }
-            Err(ApplyError::Queue(e)) => {
-                put_back_after_error(queue, id);
-                Err(e.into())
-            }
-        };
-        self.client.store().flush()?;
-        result
-    }
-}
-
-/// Passes on `settled`, the outcome of completing, failing or releasing the claimed item `id`
-/// — after putting the item back to pending when that failed (see [`put_back_after_error`]).
-///
-/// # Errors
-///
-/// `settled`'s error.
-fn settle_claimed(
-    queue: &SyncQueue,
-    id: Uuid,
-    settled: Result<(), QueueError>,
-) -> Result<(), QueueError> {
-    if settled.is_err() {
-        put_back_after_error(queue, id);
-    }
-    settled
-}
-
-/// Puts the claimed item `id` back to pending after a database error (a full disk, say) left
-/// it `processing`. Left so, it would hold up every later change of its user until a restart:
-/// recovery runs only at startup, and claims skip users with a change in flight. Best effort,
-/// as for a sync cycle's claimed items ([`crate::replay::run`]): a failure is logged. An item
-/// that is no longer `processing` is left alone. A change Keycloak had applied is not sent
-/// twice when it comes round again: its `applying` mark tells the replay
-/// ([`crate::replay::apply`]).
-fn put_back_after_error(queue: &SyncQueue, id: Uuid) {
-    let still_claimed = match queue.get(id) {
-        Ok(Some(item)) => item.status == SyncStatus::Processing,
-        Ok(None) => false,
-        // Unreadable: try anyway; the release says what is wrong if it cannot.
-        Err(_) => true,
-    };
-    if still_claimed {
-        if let Err(e) = queue.release(id, None) {
-            log::error!("sync {id}: could not put it back to pending: {e}");
+            Err(ApplyError::Queue(e)) => Err(e.into()),
         }
+    }
+}
+
+/// `passwd`'s answer when the change waits in the queue.
+fn queued(id: Uuid) -> PasswdResult {
+    PasswdResult {
+        mode: PasswdMode::Queued,
+        sync_id: Some(id),
+        keycloak_error: None,
     }
 }
 
@@ -478,7 +449,7 @@ mod tests {
     /// Login and passwd over a Keycloak that refuses every connection at once, with a fresh
     /// successful probe on record: passwd tries it at once (claimed), and puts the change back.
     fn auth_with_keycloak_gone() -> Auth {
-        Auth::new(crate::replay::tests::client_with_keycloak_gone().0)
+        Auth::new(crate::client::tests::client_with_keycloak_gone().0)
     }
 
     fn tokens() -> TokenSet {
@@ -580,37 +551,13 @@ mod tests {
         let queue = auth.client().queue();
         let items = queue.list().unwrap();
         assert_eq!(items.len(), 1);
-        assert_eq!(items[0].status, SyncStatus::Pending, "{:?}", items[0]);
+        assert_eq!(
+            items[0].status,
+            crate::sync_queue::SyncStatus::Pending,
+            "{:?}",
+            items[0]
+        );
         assert!(auth.client().store().sync_inflight.is_empty());
         assert_eq!(queue.claim(10).unwrap().len(), 1, "it can be sent again");
-    }
-
-    #[test]
-    fn a_settle_that_worked_is_passed_on_and_nothing_else_is_touched() {
-        let auth = auth_with_keycloak_gone();
-        let queue = auth.client().queue();
-        let id = queue
-            .enqueue(
-                "alice",
-                "web",
-                "password_change",
-                &serde_json::json!({"new_password": NEW}),
-                1,
-            )
-            .unwrap();
-        let claimed = queue.claim(1).unwrap();
-        assert_eq!(claimed.len(), 1);
-        settle_claimed(queue, id, queue.complete(id)).unwrap();
-        assert_eq!(
-            queue.get(id).unwrap().unwrap().status,
-            SyncStatus::Completed
-        );
-        // An error after the item was finished leaves it finished.
-        let err = settle_claimed(queue, id, Err(QueueError::NotFound(id))).unwrap_err();
-        assert!(matches!(err, QueueError::NotFound(_)));
-        assert_eq!(
-            queue.get(id).unwrap().unwrap().status,
-            SyncStatus::Completed
-        );
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::clock::SharedClock;
 use crate::sessions::AuthMode;
+use crate::store::meta::Counter;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,15 @@ fn key(at: DateTime<Utc>, seq: u64) -> [u8; 16] {
     k
 }
 
+/// The lifetime login counter of `mode`.
+fn counter(mode: AuthMode) -> Counter {
+    match mode {
+        AuthMode::Keycloak => Counter::LoginsKeycloak,
+        AuthMode::Cached => Counter::LoginsCached,
+        AuthMode::Local => Counter::LoginsLocal,
+    }
+}
+
 impl AuthEvents {
     /// The log in `store`.
     pub fn new(store: Arc<Store>, clock: SharedClock) -> AuthEvents {
@@ -63,8 +73,7 @@ impl AuthEvents {
     pub fn record(&self, mode: AuthMode) -> Result<(), StoreError> {
         let k = key(self.clock.now(), self.store.next_id()?);
         store::put(&self.store.auth_events, TREE, &k, &AuthEvent { mode })?;
-        self.store
-            .bump_counter(&format!("logins_{}", mode.as_str()), 1)?;
+        self.store.bump_counter(counter(mode), 1)?;
         Ok(())
     }
 
@@ -83,10 +92,7 @@ impl AuthEvents {
     pub fn totals(&self) -> Result<ModeCounts, StoreError> {
         let mut counts = ModeCounts::default();
         for mode in AuthMode::ALL {
-            counts.add(
-                mode,
-                self.store.counter(&format!("logins_{}", mode.as_str()))?,
-            );
+            counts.add(mode, self.store.counter(counter(mode))?);
         }
         Ok(counts)
     }

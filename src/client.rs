@@ -1,9 +1,8 @@
 //! [`ResilientClient`]: the library's front door, with the original design's API.
 //!
-//! It owns the pieces — store, breaker, Keycloak client, token cache, sync queue — and wires
-//! them: every Keycloak call goes through [`ResilientClient::call`], which asks the breaker
-//! first, classifies the outcome, records it, and persists the breaker so that the next
-//! one-shot command honours it.
+//! It owns the pieces — store, the breaker-guarded Keycloak caller, token cache, sync queue —
+//! and wires them: every Keycloak call goes through [`GuardedKeycloak::call`] (see
+//! [`crate::keycloak::guard`]); a sync cycle gets the pieces it needs ([`Cycle`]).
 //!
 //! ```no_run
 //! use keycloak_resilient::{Config, ResilientClient};
@@ -22,47 +21,18 @@
 //! ```
 
 use crate::account::Account;
-use crate::backoff::Backoff;
-use crate::breaker::{Breaker, BreakerState, CircuitState, Permit};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::health::{self, ProbeRecord, Verdict};
+use crate::keycloak::breaker::CircuitState;
+use crate::keycloak::guard::{CallError, GuardedKeycloak};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
-use crate::replay::{self, SyncReport};
+use crate::replay::{self, Cycle, Retries, SyncReport};
 use crate::store::{Store, StoreError};
-use crate::sync_queue::{QueueError, SyncQueue};
+use crate::sync_queue::{QueueError, SyncData, SyncQueue};
 use crate::token_cache::{AuthToken, TokenCache, Verifier};
-use chrono::{DateTime, Utc};
-use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use uuid::Uuid;
-
-const BREAKER_KEY: &str = "breaker";
-
-/// Why a guarded Keycloak call did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// The circuit is open: no I/O was attempted.
-    #[error("Keycloak circuit open (next trial at {retry_at})")]
-    CircuitOpen {
-        /// When a trial will be allowed.
-        retry_at: DateTime<Utc>,
-    },
-    /// Keycloak was asked and the call failed.
-    #[error(transparent)]
-    Keycloak(#[from] KcError),
-}
-
-impl CallError {
-    /// True when Keycloak is down or not asked because it was down.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            CallError::CircuitOpen { .. } | CallError::Keycloak(KcError::Unavailable(_))
-        )
-    }
-}
 
 /// Why `authenticate` gave no token.
 #[derive(Debug, thiserror::Error)]
@@ -197,12 +167,10 @@ struct Inner {
     config: Config,
     store: Arc<Store>,
     clock: SharedClock,
-    keycloak: KeycloakClient,
-    breaker: Mutex<Breaker>,
+    keycloak: GuardedKeycloak,
     tokens: TokenCache,
     queue: SyncQueue,
-    backoff: Backoff,
-    rng: Mutex<StdRng>,
+    retries: Retries,
 }
 
 impl std::fmt::Debug for ResilientClient {
@@ -226,15 +194,9 @@ impl ResilientClient {
         store: Arc<Store>,
         clock: SharedClock,
     ) -> Result<ResilientClient, ClientError> {
-        let keycloak = KeycloakClient::new(&config.keycloak)?;
-        let state: BreakerState = store.get_meta(BREAKER_KEY)?.unwrap_or_default();
+        let http = KeycloakClient::new(&config.keycloak)?;
+        let keycloak = GuardedKeycloak::new(http, &config, store.clone(), clock.clone())?;
         let r = &config.resilience;
-        let threshold = if r.enabled {
-            r.failure_threshold
-        } else {
-            u32::MAX
-        };
-        let breaker = Breaker::new(threshold, r.cooldown, state);
         let tokens = TokenCache::new(store.clone(), clock.clone(), r.token_grace_period);
         let queue = SyncQueue::new(store.clone(), clock.clone());
         if store.key_unverified() {
@@ -252,11 +214,9 @@ impl ResilientClient {
         Ok(ResilientClient {
             inner: Arc::new(Inner {
                 keycloak,
-                breaker: Mutex::new(breaker),
                 tokens,
                 queue,
-                backoff: Backoff::default(),
-                rng: Mutex::new(StdRng::from_os_rng()),
+                retries: Retries::default(),
                 config,
                 store,
                 clock,
@@ -289,179 +249,31 @@ impl ResilientClient {
         &self.inner.queue
     }
 
-    pub(crate) fn backoff_delay(&self, attempt: u32) -> std::time::Duration {
-        let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner.backoff.delay(attempt, &mut *rng)
-    }
-
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.inner.breaker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn persist_breaker(&self, state: &BreakerState) {
-        if let Err(e) = self.inner.store.put_meta(BREAKER_KEY, state) {
-            log::error!("could not persist circuit breaker state: {e}");
+    /// What a sync cycle works with, borrowed from this client.
+    fn cycle(&self) -> Cycle<'_> {
+        Cycle {
+            keycloak: &self.inner.keycloak,
+            queue: &self.inner.queue,
+            store: &self.inner.store,
+            config: &self.inner.config,
+            retries: &self.inner.retries,
         }
     }
 
-    /// Runs one Keycloak call behind the breaker: no I/O while the circuit is open, outcome
-    /// classified and recorded (only unavailability counts as a failure).
-    pub fn call<T>(
-        &self,
-        f: impl FnOnce(&KeycloakClient) -> Result<T, KcError>,
-    ) -> Result<T, CallError> {
-        let now = self.inner.clock.now();
-        {
-            let mut b = self.breaker();
-            let before = b.state().clone();
-            let permit = b.permit(now);
-            if &before != b.state() {
-                self.persist_breaker(b.state());
-            }
-            if let Permit::Rejected { retry_at } = permit {
-                return Err(CallError::CircuitOpen { retry_at });
-            }
-            if permit == Permit::Trial {
-                log::info!("circuit half-open: trying Keycloak once");
-            }
-        }
-        let result = f(&self.inner.keycloak);
-        let now = self.inner.clock.now();
-        let mut b = self.breaker();
-        let before = b.state().clone();
-        match &result {
-            Err(KcError::Unavailable(reason)) => {
-                b.on_failure(now);
-                self.record_probe(false, true, Some(reason.clone()));
-                if before.state != CircuitState::Open && b.state().state == CircuitState::Open {
-                    log::warn!(
-                        "circuit opened after {} consecutive failures: {reason}",
-                        b.state().failure_count
-                    );
-                }
-            }
-            _ => {
-                b.on_success();
-                if before.state != CircuitState::Closed {
-                    log::info!("Keycloak is back: circuit closed");
-                }
-                if let Err(KcError::Misconfigured(m)) = &result {
-                    log::warn!("Keycloak misconfigured: {m}");
-                }
-                // Keycloak answered: that is as good as a probe (written only when it changes
-                // what the record says, to keep the login path free of needless writes).
-                let ttl = self.inner.config.resilience.health_check_cache;
-                if ProbeRecord::verdict(self.last_probe().as_ref(), now, ttl) != Verdict::Up {
-                    self.record_probe(true, false, None);
-                }
-            }
-        }
-        if &before != b.state() {
-            self.persist_breaker(b.state());
-        }
-        result.map_err(CallError::Keycloak)
+    /// The breaker-guarded Keycloak caller: the one way this client calls Keycloak.
+    pub fn keycloak(&self) -> &GuardedKeycloak {
+        &self.inner.keycloak
     }
 
-    fn record_probe(&self, ok: bool, outage: bool, reason: Option<String>) {
-        let record = ProbeRecord {
-            at: self.inner.clock.now(),
-            ok,
-            outage,
-            reason,
-        };
-        if let Err(e) = self.inner.store.put_meta(health::META_KEY, &record) {
-            log::error!("could not persist health record: {e}");
-        }
-    }
-
-    /// The last probe record, if any (an unreadable one counts as none, and is logged).
-    pub fn last_probe(&self) -> Option<ProbeRecord> {
-        self.inner
-            .store
-            .get_meta(health::META_KEY)
-            .unwrap_or_else(|e| {
-                log::error!("health record unreadable, probing again: {e}");
-                None
-            })
-    }
-
-    /// What the breaker and the health record say, without I/O: `Some(false)` when a call must
-    /// not be tried (circuit open and cooling down, or a fresh misconfiguration), `Some(true)`
-    /// after a fresh success, `None` when only asking Keycloak tells.
-    fn known_availability(&self) -> Option<bool> {
-        let now = self.inner.clock.now();
-        let (would_permit, closed) = {
-            let b = self.breaker();
-            (b.would_permit(now), b.state().state == CircuitState::Closed)
-        };
-        if !would_permit {
-            return Some(false);
-        }
-        if !closed {
-            return None; // the next call is the half-open trial
-        }
-        let ttl = self.inner.config.resilience.health_check_cache;
-        match ProbeRecord::verdict(self.last_probe().as_ref(), now, ttl) {
-            Verdict::Up => Some(true),
-            Verdict::Misconfigured => Some(false),
-            Verdict::Unknown => None,
-        }
-    }
-
-    /// Whether a login or password change should try Keycloak now. Unlike
-    /// [`ResilientClient::is_available`] it never probes: when nothing fresh is known, the real
-    /// call itself tells (and is recorded as a probe), so a login costs one round trip, not two.
-    pub fn should_try_keycloak(&self) -> bool {
-        self.known_availability().unwrap_or(true)
-    }
-
-    /// Is Keycloak usable now? Without I/O while the circuit is open and cooling down, after a
-    /// success younger than `health_check_cache_seconds`, or after a misconfiguration that young;
-    /// otherwise one probe (a failed probe below the failure threshold is not trusted for the
-    /// cache period: the breaker judges outages).
+    /// Is Keycloak usable now? See [`GuardedKeycloak::is_available`].
     pub fn is_available(&self) -> bool {
-        match self.known_availability() {
-            Some(known) => known,
-            None => self.probe(),
-        }
+        self.inner.keycloak.is_available()
     }
 
-    /// Probes Keycloak now (through the breaker) and records the result.
-    pub fn probe(&self) -> bool {
-        let realm = self.inner.config.keycloak.realm.clone();
-        match self.call(|kc| kc.probe(&realm)) {
-            Ok(()) => true,
-            // Unavailability was recorded by `call`.
-            Err(CallError::CircuitOpen { .. })
-            | Err(CallError::Keycloak(KcError::Unavailable(_))) => false,
-            Err(CallError::Keycloak(e)) => {
-                self.record_probe(false, false, Some(e.to_string()));
-                false
-            }
-        }
-    }
-
-    /// Why Keycloak is not available, for messages.
+    /// Why Keycloak is not available, for messages. See
+    /// [`GuardedKeycloak::unavailable_reason`].
     pub fn unavailable_reason(&self) -> String {
-        let now = self.inner.clock.now();
-        let b = self.breaker();
-        if !b.would_permit(now) {
-            let retry = b.state().opened_at.map(|t| {
-                t + chrono::Duration::from_std(self.inner.config.resilience.cooldown)
-                    .unwrap_or_default()
-            });
-            return match retry {
-                Some(t) => format!(
-                    "circuit open until {}",
-                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ),
-                None => "circuit open".into(),
-            };
-        }
-        drop(b);
-        self.last_probe()
-            .and_then(|p| p.reason)
-            .unwrap_or_else(|| "not reachable".into())
+        self.inner.keycloak.unavailable_reason()
     }
 
     /// Authenticates at Keycloak (password grant) when available; otherwise, when offline mode
@@ -508,8 +320,12 @@ impl ResilientClient {
         let pkg = self.inner.config.package(package);
         // A name the rule refuses has no cache entry: nothing is cached, read or dropped for it.
         let account = Account::new(username, package).ok();
-        let reason = if self.should_try_keycloak() {
-            match self.call(|kc| kc.password_grant(&pkg, username, password)) {
+        let reason = if self.inner.keycloak.should_try_keycloak() {
+            match self
+                .inner
+                .keycloak
+                .call(|kc| kc.password_grant(&pkg, username, password))
+            {
                 // While a password change of ours waits in the queue, Keycloak still takes the
                 // password it replaces: the token is good, but that password must not become
                 // the offline verifier (it would keep working offline for the grace period).
@@ -586,13 +402,17 @@ impl ResilientClient {
             .tokens
             .refresh_token(&account)?
             .ok_or(AuthError::NoRefreshToken)?;
-        if !self.should_try_keycloak() {
+        if !self.inner.keycloak.should_try_keycloak() {
             return Err(AuthError::Unavailable {
                 reason: self.unavailable_reason(),
             });
         }
         let pkg = self.inner.config.package(package);
-        match self.call(|kc| kc.refresh(&pkg, &refresh_token)) {
+        match self
+            .inner
+            .keycloak
+            .call(|kc| kc.refresh(&pkg, &refresh_token))
+        {
             Ok(tokens) => self
                 .inner
                 .tokens
@@ -621,13 +441,14 @@ impl ResilientClient {
 
     /// Queues a change for Keycloak (durable before it returns). `sync_data` for
     /// `password_change` is `{"new_password": "…"}` (`{"password": "…"}` is accepted as an
-    /// alias).
+    /// alias). The data is parsed here, once, into [`SyncData`]; the queue takes it as it is.
     ///
     /// # Errors
     ///
     /// [`QueueError::BadInput`] for a name the name rule refuses or a package that the config
-    /// does not know (when `keycloak.packages` lists any); the queue's own refusals (see
-    /// [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
+    /// does not know (when `keycloak.packages` lists any); [`QueueError::UnknownType`] and
+    /// [`QueueError::BadData`] for data [`SyncData::parse`] refuses; the queue's own refusals
+    /// (see [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
     pub fn queue_sync(
         &self,
         username: &str,
@@ -637,48 +458,12 @@ impl ResilientClient {
         priority: u32,
     ) -> Result<Uuid, QueueError> {
         self.check_package(package)?;
-        self.inner
+        let data = SyncData::parse(sync_type, sync_data)?;
+        let enqueued = self
+            .inner
             .queue
-            .enqueue(username, package, sync_type, sync_data, priority)
-    }
-
-    /// [`ResilientClient::queue_sync`] with the data as JSON text: size-limited, and a key
-    /// given twice is refused (see [`crate::sync_queue::SyncData::from_json_text`]). Prefer
-    /// it for data that arrives as text.
-    ///
-    /// # Errors
-    ///
-    /// As [`ResilientClient::queue_sync`].
-    pub fn queue_sync_json(
-        &self,
-        username: &str,
-        package: &str,
-        sync_type: &str,
-        sync_data: &[u8],
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        self.check_package(package)?;
-        self.inner
-            .queue
-            .enqueue_json(username, package, sync_type, sync_data, priority)
-    }
-
-    /// [`ResilientClient::queue_sync`] with data already checked and typed.
-    ///
-    /// # Errors
-    ///
-    /// As [`ResilientClient::queue_sync`].
-    pub fn queue_sync_data(
-        &self,
-        username: &str,
-        package: &str,
-        data: crate::sync_queue::SyncData,
-        priority: u32,
-    ) -> Result<Uuid, QueueError> {
-        self.check_package(package)?;
-        self.inner
-            .queue
-            .enqueue_data(username, package, data, priority)
+            .enqueue(username, package, data, priority, None)?;
+        Ok(enqueued.id)
     }
 
     /// The name rule, then [`Config::check_package`].
@@ -692,7 +477,7 @@ impl ResilientClient {
 
     /// Replays up to `batch_size` queued changes; see [`crate::replay`].
     pub fn process_sync_queue(&self, batch_size: usize) -> Result<SyncReport, ClientError> {
-        replay::run(self, batch_size, &|| false)
+        Ok(replay::run(&self.cycle(), batch_size, &|| false)?)
     }
 
     /// [`ResilientClient::process_sync_queue`] that stops between items once `stop()` is true.
@@ -701,7 +486,7 @@ impl ResilientClient {
         batch_size: usize,
         stop: &dyn Fn() -> bool,
     ) -> Result<SyncReport, ClientError> {
-        replay::run(self, batch_size, stop)
+        Ok(replay::run(&self.cycle(), batch_size, stop)?)
     }
 
     /// Removes cached tokens obtained more than `hours` ago.
@@ -728,20 +513,12 @@ impl ResilientClient {
     /// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
     /// so nothing is replayed past a state we cannot read).
     pub fn queue_blocked(&self) -> Option<String> {
-        self.inner
-            .store
-            .get_meta::<String>(replay::BLOCKED_KEY)
-            .unwrap_or_else(|e| {
-                log::error!("queue block record unreadable: {e}");
-                Some(format!("block record unreadable: {e}"))
-            })
+        replay::queue_blocked(&self.inner.store)
     }
 
     /// The circuit as a status display shows it, and the consecutive failure count.
     pub fn circuit(&self) -> (CircuitState, u32) {
-        let now = self.inner.clock.now();
-        let b = self.breaker();
-        (b.observed_state(now), b.state().failure_count)
+        self.inner.keycloak.circuit()
     }
 
     /// The original status block (probes Keycloak if the health record is stale).
@@ -779,7 +556,7 @@ impl ResilientClient {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::keycloak::TokenSet;
@@ -787,6 +564,14 @@ mod tests {
     use crate::token_cache::Verifier;
     use chrono::{TimeZone, Utc};
     use std::path::Path;
+
+    /// A client whose Keycloak refuses every connection at once, with a fresh successful
+    /// probe on record so that a cycle starts without asking.
+    pub(crate) fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
+        let (config, store, clock) = crate::replay::tests::keycloak_gone();
+        let client = ResilientClient::with_parts(config, store.clone(), Arc::new(clock)).unwrap();
+        (client, store)
+    }
 
     fn config() -> Config {
         let yaml = "keycloak:\n  server_url: http://127.0.0.1:9\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n";
@@ -831,10 +616,13 @@ mod tests {
                     1,
                 )
                 .unwrap();
-            client.queue().claim(1).unwrap();
-            client.queue().complete(id).unwrap();
+            let mut claimed = client.queue().claim(1).unwrap();
+            assert_eq!(claimed[0].id(), id);
+            claimed.remove(0).complete().unwrap();
             assert_eq!(client.queue().sealed_sample_opens().unwrap(), None);
-            store.remove_meta("key_check").unwrap();
+            store
+                .remove_meta(crate::store::meta::MetaKey::KeyCheck)
+                .unwrap();
             store.flush().unwrap();
         }
         let key_file = Sealer::key_path(&path);

@@ -11,20 +11,18 @@
 //! |---|---|
 //! | [`account`] | [`Account`]: a user in a package, the name rule applied once |
 //! | [`config`] | `config.yaml` → validated [`Config`]; presets; secrets from env |
-//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest |
+//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest; [`store::meta`] names every meta key and counter |
 //! | [`clock`] | time as a value, so tests can move it |
-//! | [`breaker`] | circuit breaker state machine (pure) |
 //! | [`backoff`] | retry delays (pure) |
-//! | [`health`] | the health probe's cache record |
-//! | [`keycloak`] | Keycloak HTTP calls, every answer classified |
-//! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
-//! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak |
-//! | [`replay`] | one sync cycle: queue → Keycloak |
-//! | [`client`] | [`ResilientClient`], the front door with the original API |
 //! | [`password`] | password hashes (argon2id; pbkdf2 and bcrypt accepted on import) |
 //! | [`lockout`] | failed-login limits (pure) |
+//! | [`keycloak`] | Keycloak HTTP calls, every answer classified; [`keycloak::breaker`] the circuit breaker (pure); [`keycloak::health`] the health probe's record; [`keycloak::guard`] the breaker-guarded caller, the one way to call Keycloak |
+//! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
+//! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak; a claimed item is a guard settled one way |
 //! | [`local_users`] | the local user store |
 //! | [`sessions`], [`auth_events`] | login sessions and the login log |
+//! | [`replay`] | one sync cycle: queue → Keycloak, and the exactly-once apply `passwd` shares |
+//! | [`client`] | [`ResilientClient`], the front door with the original API |
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |
 //! | [`overview`] | the status picture: engine status plus sessions, logins, locks |
 //! | [`cleanup`] | removing aged-out tokens, sync items, sessions, log entries |
@@ -34,14 +32,19 @@
 //! | [`service`] | the `start` loop |
 //! | [`cli`], [`commands`] | the command line; the control socket's protocol, server and client |
 //!
-//! Dependencies point one way: commands → auth/client/service → breaker, health, token cache,
-//! queue, local users, keycloak → store/config.
+//! Dependencies point one way; each line uses only the lines below it:
+//!
+//! ```text
+//! commands → service · metrics · diagnostics · overview · cleanup → auth → client → replay
+//!   → keycloak::guard · sync_queue · token_cache · local_users · sessions · auth_events
+//!   → keycloak (http) · keycloak::breaker · keycloak::health · password · lockout · backoff
+//!   → store (meta, codec, seal, lock) · account · config · clock
+//! ```
 
 pub mod account;
 pub mod auth;
 pub mod auth_events;
 pub mod backoff;
-pub mod breaker;
 pub mod cleanup;
 pub mod cli;
 pub mod client;
@@ -49,7 +52,6 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;
-pub mod health;
 pub mod keycloak;
 pub mod local_users;
 pub mod lockout;

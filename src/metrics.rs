@@ -4,16 +4,12 @@
 //! collector atomically (temp file in the same directory, then rename), so the collector never
 //! reads half a file.
 
-use crate::auth::{Auth, DIVERGENCE_COUNTER};
-use crate::breaker::CircuitState;
+use crate::auth::Auth;
+use crate::keycloak::breaker::CircuitState;
+use crate::store::meta::Counter;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-
-/// Counter names in the store's meta tree, bumped by the sync cycle.
-pub const SYNC_COMPLETED_COUNTER: &str = "sync_completed";
-/// See [`SYNC_COMPLETED_COUNTER`].
-pub const SYNC_FAILED_COUNTER: &str = "sync_failed";
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP keycloak_resilient_{name} {help}");
@@ -23,17 +19,41 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
+/// A gauge per value of `label`, 1 for `current` and 0 for the others.
+fn one_hot(out: &mut String, name: &str, help: &str, label: &str, values: &[&str], current: &str) {
+    let samples: Vec<(String, f64)> = values
+        .iter()
+        .map(|v| (format!("{{{label}=\"{v}\"}}"), bool_value(*v == current)))
+        .collect();
+    let refs: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(out, name, "gauge", help, &refs);
+}
+
+fn bool_value(v: bool) -> f64 {
+    if v {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// Renders every metric.
 pub fn render(auth: &Auth) -> anyhow::Result<String> {
+    let mut out = String::new();
+    keycloak_gauges(&mut out, auth)?;
+    local_gauges(&mut out, auth)?;
+    counters(&mut out, auth)?;
+    Ok(out)
+}
+
+/// Keycloak, the breaker, the mode and the queue, from the status block.
+fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
     let client = auth.client();
     let status = client.get_status()?;
-    let store = client.store();
     let (circuit, _) = client.circuit();
-    let totals = auth.events().totals()?;
-    let b = |v: bool| if v { 1.0 } else { 0.0 };
-    let mut out = String::new();
+    let b = bool_value;
     metric(
-        &mut out,
+        out,
         "keycloak_available",
         "gauge",
         "1 when Keycloak is reachable.",
@@ -44,85 +64,85 @@ pub fn render(auth: &Auth) -> anyhow::Result<String> {
         CircuitState::Open,
         CircuitState::HalfOpen,
     ];
-    let circuit_samples: Vec<(String, f64)> = states
-        .iter()
-        .map(|s| (format!("{{state=\"{}\"}}", s.as_str()), b(*s == circuit)))
-        .collect();
-    let circuit_refs: Vec<(&str, f64)> = circuit_samples
-        .iter()
-        .map(|(l, v)| (l.as_str(), *v))
-        .collect();
-    metric(
-        &mut out,
+    one_hot(
+        out,
         "circuit_state",
-        "gauge",
         "Circuit breaker state (1 for the current one).",
-        &circuit_refs,
+        "state",
+        &states.map(CircuitState::as_str),
+        circuit.as_str(),
     );
     metric(
-        &mut out,
+        out,
         "circuit_failures",
         "gauge",
         "Consecutive Keycloak availability failures.",
         &[("", status.failure_count as f64)],
     );
-    let modes = ["normal", "degraded", "offline"];
-    let mode_samples: Vec<(String, f64)> = modes
-        .iter()
-        .map(|m| (format!("{{mode=\"{m}\"}}"), b(*m == status.mode.as_str())))
-        .collect();
-    let mode_refs: Vec<(&str, f64)> = mode_samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    metric(
-        &mut out,
+    one_hot(
+        out,
         "mode",
-        "gauge",
         "Global mode (1 for the current one).",
-        &mode_refs,
+        "mode",
+        &["normal", "degraded", "offline"],
+        status.mode.as_str(),
     );
     metric(
-        &mut out,
+        out,
         "sync_pending",
         "gauge",
         "Sync items waiting for Keycloak.",
         &[("", status.pending_syncs as f64)],
     );
     metric(
-        &mut out,
+        out,
         "sync_failed",
         "gauge",
         "Sync items Keycloak refused for good.",
         &[("", status.failed_syncs as f64)],
     );
     metric(
-        &mut out,
+        out,
         "sync_blocked",
         "gauge",
         "1 when the queue is blocked (admin credentials refused).",
         &[("", b(status.queue_blocked.is_some()))],
     );
     metric(
-        &mut out,
+        out,
         "cached_tokens",
         "gauge",
         "Cached tokens inside the grace period.",
         &[("", status.cached_tokens as f64)],
     );
+    Ok(())
+}
+
+/// Sessions and locked accounts.
+fn local_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
     metric(
-        &mut out,
+        out,
         "active_sessions",
         "gauge",
         "Sessions not yet expired.",
         &[("", auth.sessions().active_count()? as f64)],
     );
     metric(
-        &mut out,
+        out,
         "locked_accounts",
         "gauge",
         "Local accounts locked after failed logins.",
         &[("", auth.users().locked()?.len() as f64)],
     );
+    Ok(())
+}
+
+/// The lifetime counters kept in [`crate::store::meta`].
+fn counters(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
+    let store = auth.client().store();
+    let totals = auth.events().totals()?;
     metric(
-        &mut out,
+        out,
         "logins_total",
         "counter",
         "Successful logins by auth mode.",
@@ -133,27 +153,27 @@ pub fn render(auth: &Auth) -> anyhow::Result<String> {
         ],
     );
     metric(
-        &mut out,
+        out,
         "sync_processed_total",
         "counter",
         "Sync items applied in Keycloak.",
-        &[("", store.counter(SYNC_COMPLETED_COUNTER)? as f64)],
+        &[("", store.counter(Counter::SyncCompleted)? as f64)],
     );
     metric(
-        &mut out,
+        out,
         "sync_failed_total",
         "counter",
         "Sync items Keycloak refused for good.",
-        &[("", store.counter(SYNC_FAILED_COUNTER)? as f64)],
+        &[("", store.counter(Counter::SyncFailed)? as f64)],
     );
     metric(
-        &mut out,
+        out,
         "password_divergence_total",
         "counter",
         "Logins where Keycloak refused a password local auth accepted, unexplained by the queue.",
-        &[("", store.counter(DIVERGENCE_COUNTER)? as f64)],
+        &[("", store.counter(Counter::PasswordDivergence)? as f64)],
     );
-    Ok(out)
+    Ok(())
 }
 
 /// Writes `text` to `path` atomically: a temp file beside it, fsync, rename.

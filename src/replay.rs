@@ -21,13 +21,17 @@
 //! (the database) — every claimed item not yet finished goes back to `pending` before `run`
 //! returns: nothing is left `processing` until the next start.
 
-use crate::client::{CallError, ClientError, ResilientClient};
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::keycloak::guard::{CallError, GuardedKeycloak};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
-use crate::sync_queue::{Claimed, QueueError, SyncData, SyncStatus};
+use crate::store::meta::MetaKey;
+use crate::store::Store;
+use crate::sync_queue::{Claimed, QueueError, SyncData, SyncQueue};
+use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
+use std::sync::Mutex;
 
-/// Meta key holding the reason the queue is blocked.
-pub const BLOCKED_KEY: &str = "queue_blocked";
 /// Keycloak-answered passing errors an item may collect before it fails for good.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// The username the blocked-queue check looks up: a read-only admin request needing the same
@@ -54,158 +58,227 @@ pub struct SyncReport {
     pub stopped: Option<String>,
 }
 
-/// Where the walk through the claimed items ended early: the index of the first item not dealt
-/// with, and the reason to record on the items put back.
-type EarlyEnd = Option<(usize, Option<&'static str>)>;
+/// Where the walk through the claimed items ended early: the first item not dealt with, and
+/// the reason to record on the items put back.
+type EarlyEnd<'q> = Option<(Claimed<'q>, Option<&'static str>)>;
+
+/// What a sync cycle works with — the pieces it needs, not the client that owns them.
+#[derive(Clone, Copy)]
+pub struct Cycle<'a> {
+    /// The one way to call Keycloak.
+    pub keycloak: &'a GuardedKeycloak,
+    /// The queue replayed.
+    pub queue: &'a SyncQueue,
+    /// Where the queue block is recorded.
+    pub store: &'a Store,
+    /// Realms per package.
+    pub config: &'a Config,
+    /// Retry delays.
+    pub retries: &'a Retries,
+}
+
+/// The retry delays of items Keycloak refused for a passing reason: the backoff and its
+/// random source (jitter).
+#[derive(Debug)]
+pub struct Retries {
+    /// The delays.
+    backoff: Backoff,
+    /// Jitter; shared by every cycle of the process.
+    rng: Mutex<StdRng>,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries {
+            backoff: Backoff::default(),
+            rng: Mutex::new(StdRng::from_os_rng()),
+        }
+    }
+}
+
+impl Retries {
+    /// The delay before retry number `attempt`.
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        self.backoff.delay(attempt, &mut *rng)
+    }
+}
+
+/// Why the queue is blocked, if it is (an unreadable record is logged and reads as a block,
+/// so nothing is replayed past a state we cannot read).
+pub fn queue_blocked(store: &Store) -> Option<String> {
+    store
+        .get_meta::<String>(MetaKey::QueueBlocked)
+        .unwrap_or_else(|e| {
+            log::error!("queue block record unreadable: {e}");
+            Some(format!("block record unreadable: {e}"))
+        })
+}
 
 /// Runs one cycle of at most `batch` items; `stop` is checked between items.
 ///
 /// # Errors
 ///
-/// A database error ([`ClientError`]); the claimed items not yet finished are put back to
+/// A database error ([`QueueError`]); the claimed items not yet finished are put back to
 /// `pending` first (failures to do so are logged).
 pub fn run(
-    client: &ResilientClient,
+    cycle: &Cycle<'_>,
     batch: usize,
     stop: &dyn Fn() -> bool,
-) -> Result<SyncReport, ClientError> {
+) -> Result<SyncReport, QueueError> {
     let mut report = SyncReport::default();
-    let queue = client.queue();
+    let queue = cycle.queue;
     if !queue.has_due()? {
         return Ok(report);
     }
-    if !client.is_available() {
+    if !cycle.keycloak.is_available() {
         report.stopped = Some(format!(
             "Keycloak unavailable: {}",
-            client.unavailable_reason()
+            cycle.keycloak.unavailable_reason()
         ));
         return Ok(report);
     }
-    if let Some(reason) = client.queue_blocked() {
-        let realm = client.config().keycloak.realm.clone();
-        // A real admin request with a new token: a cached token (taken before the block, or
-        // before an operator's fix) would prove nothing.
-        let check = client.call(|kc| {
-            kc.forget_admin_tokens();
-            forgetting_on_refusal(kc, kc.find_user(&realm, UNBLOCK_PROBE_USER)).map(|_| ())
-        });
-        match check {
-            Ok(()) => {
-                log::info!(
-                    "admin credentials accepted again: sync queue unblocked (was: {reason})"
-                );
-                client.store().remove_meta(BLOCKED_KEY)?;
-            }
-            Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
-                client.store().put_meta(BLOCKED_KEY, &m)?;
-                report.stopped = Some(format!("queue blocked: {m}"));
-                return Ok(report);
-            }
-            Err(e) => {
-                report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                return Ok(report);
-            }
-        }
+    if let Some(stopped) = check_block(cycle)? {
+        report.stopped = Some(stopped);
+        return Ok(report);
     }
-
-    let claimed = queue.claim(batch)?;
-    let outcome = replay_claimed(client, &claimed, &mut report, stop);
-    let put_back = match &outcome {
+    let mut claimed = queue.claim(batch)?.into_iter();
+    let outcome = replay_claimed(cycle, &mut claimed, &mut report, stop);
+    let put_back = match outcome {
         Ok(None) => Ok(()),
-        Ok(Some((from, reason))) => {
-            release_unfinished(client, &claimed[*from..], *reason, &mut report)
+        Ok(Some((first, reason))) => {
+            release_all(std::iter::once(first).chain(claimed), reason, &mut report)
         }
         Err(e) => {
             log::error!("sync cycle interrupted: {e}; putting its claimed items back");
-            release_unfinished(client, &claimed, None, &mut report)
+            // Best effort, as for the item in hand, which its drop already put back.
+            let _ = release_all(claimed, None, &mut report);
+            return Err(e);
         }
     };
-    outcome?;
     put_back?;
     report.processed = report.completed + report.failed + report.retried;
-    client.store().flush()?;
+    cycle.store.flush()?;
     Ok(report)
 }
 
-/// Replays the claimed items in order until one of them ends the cycle early.
-fn replay_claimed(
-    client: &ResilientClient,
-    claimed: &[Claimed],
+/// When the queue is blocked, makes a real admin request (a user lookup, with a new admin
+/// token) and unblocks it when Keycloak accepts it; returns why the cycle stops otherwise.
+fn check_block(cycle: &Cycle<'_>) -> Result<Option<String>, QueueError> {
+    let Some(reason) = queue_blocked(cycle.store) else {
+        return Ok(None);
+    };
+    let realm = cycle.config.keycloak.realm.clone();
+    // A real admin request with a new token: a cached token (taken before the block, or
+    // before an operator's fix) would prove nothing.
+    let check = cycle.keycloak.call(|kc| {
+        kc.forget_admin_tokens();
+        forgetting_on_refusal(kc, kc.find_user(&realm, UNBLOCK_PROBE_USER)).map(|_| ())
+    });
+    match check {
+        Ok(()) => {
+            log::info!("admin credentials accepted again: sync queue unblocked (was: {reason})");
+            cycle.store.remove_meta(MetaKey::QueueBlocked)?;
+            Ok(None)
+        }
+        Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
+            cycle.store.put_meta(MetaKey::QueueBlocked, &m)?;
+            Ok(Some(format!("queue blocked: {m}")))
+        }
+        Err(e) => Ok(Some(format!("Keycloak unavailable: {e}"))),
+    }
+}
+
+/// Replays the claimed items in order, settling each, until one of them ends the cycle early:
+/// that one is handed back unsettled, with the reason to record on the items put back.
+fn replay_claimed<'q>(
+    cycle: &Cycle<'_>,
+    claimed: &mut impl Iterator<Item = Claimed<'q>>,
     report: &mut SyncReport,
     stop: &dyn Fn() -> bool,
-) -> Result<EarlyEnd, ClientError> {
-    let queue = client.queue();
-    for (i, item) in claimed.iter().enumerate() {
+) -> Result<EarlyEnd<'q>, QueueError> {
+    for item in claimed.by_ref() {
         if stop() {
             report.stopped = Some("shutting down".into());
-            return Ok(Some((i, None)));
+            return Ok(Some((item, None)));
         }
-        let id = item.item.sync_id;
-        let what = format!(
-            "{} for {}/{}",
-            item.item.sync_type.as_str(),
-            item.item.username,
-            item.item.package
-        );
-        let outcome = match apply(client, item) {
+        let outcome = match apply(cycle.keycloak, cycle.config, &item) {
             Ok(applied) => Ok(applied),
             Err(ApplyError::Call(e)) => Err(e),
-            Err(ApplyError::Queue(e)) => return Err(e.into()),
+            Err(ApplyError::Queue(e)) => return Err(e),
         };
         match outcome {
-            Ok(applied) => {
-                queue.complete(id)?;
-                client
-                    .store()
-                    .bump_counter(crate::metrics::SYNC_COMPLETED_COUNTER, 1)?;
-                if applied == Applied::Already {
-                    log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
-                    report.already_applied += 1;
-                } else {
-                    log::info!("sync {id}: {what} applied in Keycloak");
-                }
-                report.completed += 1;
-            }
-            Err(CallError::Keycloak(KcError::Rejected(r @ Rejection::Transient { .. }))) => {
-                let attempts = item.item.attempts + 1;
-                if attempts >= MAX_ATTEMPTS {
-                    queue.fail(id, &format!("{r} (after {attempts} attempts)"))?;
-                    client
-                        .store()
-                        .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
-                    log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
-                    report.failed += 1;
-                } else {
-                    let delay = client.backoff_delay(attempts);
-                    queue.retry(id, &r.to_string(), delay)?;
-                    log::info!(
-                        "sync {id}: {what} refused for now ({r}); retry in {}s",
-                        delay.as_secs()
-                    );
-                    report.retried += 1;
-                }
-            }
+            Ok(applied) => settle_applied(item, applied, report)?,
             Err(CallError::Keycloak(KcError::Rejected(r))) => {
-                queue.fail(id, &r.to_string())?;
-                client
-                    .store()
-                    .bump_counter(crate::metrics::SYNC_FAILED_COUNTER, 1)?;
-                log::warn!("sync {id}: {what} failed: {r}");
-                report.failed += 1;
+                settle_refused(cycle.retries, item, &r, report)?
             }
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
                 log::error!("sync queue blocked: {m}");
-                client.store().put_meta(BLOCKED_KEY, &m)?;
+                cycle.store.put_meta(MetaKey::QueueBlocked, &m)?;
                 report.stopped = Some(format!("queue blocked: {m}"));
-                return Ok(Some((i, Some("queue blocked"))));
+                return Ok(Some((item, Some("queue blocked"))));
             }
             Err(e) => {
                 report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                return Ok(Some((i, Some("Keycloak unavailable"))));
+                return Ok(Some((item, Some("Keycloak unavailable"))));
             }
         }
     }
     Ok(None)
+}
+
+/// What an item is about, for log lines.
+fn describe(item: &Claimed<'_>) -> String {
+    let i = item.item();
+    format!("{} for {}/{}", i.sync_type.as_str(), i.username, i.package)
+}
+
+/// Keycloak applied the item (now, or before an interruption): completed.
+fn settle_applied(
+    item: Claimed<'_>,
+    applied: Applied,
+    report: &mut SyncReport,
+) -> Result<(), QueueError> {
+    let (id, what) = (item.id(), describe(&item));
+    item.complete()?;
+    if applied == Applied::Already {
+        log::info!("sync {id}: {what} had been applied in Keycloak before the interruption; not sent again");
+        report.already_applied += 1;
+    } else {
+        log::info!("sync {id}: {what} applied in Keycloak");
+    }
+    report.completed += 1;
+    Ok(())
+}
+
+/// Keycloak refused the item: retried after a backoff for a passing reason (failed after
+/// [`MAX_ATTEMPTS`]), failed for good otherwise.
+fn settle_refused(
+    retries: &Retries,
+    item: Claimed<'_>,
+    r: &Rejection,
+    report: &mut SyncReport,
+) -> Result<(), QueueError> {
+    let (id, what) = (item.id(), describe(&item));
+    let attempts = item.item().attempts + 1;
+    if !matches!(r, Rejection::Transient { .. }) {
+        item.fail(&r.to_string())?;
+        log::warn!("sync {id}: {what} failed: {r}");
+        report.failed += 1;
+    } else if attempts >= MAX_ATTEMPTS {
+        item.fail(&format!("{r} (after {attempts} attempts)"))?;
+        log::warn!("sync {id}: {what} failed after {attempts} attempts: {r}");
+        report.failed += 1;
+    } else {
+        let delay = retries.delay(attempts);
+        item.retry(&r.to_string(), delay)?;
+        log::info!(
+            "sync {id}: {what} refused for now ({r}); retry in {}s",
+            delay.as_secs()
+        );
+        report.retried += 1;
+    }
+    Ok(())
 }
 
 /// How [`apply`] succeeded.
@@ -221,7 +294,7 @@ pub(crate) enum Applied {
 /// Why [`apply`] did not succeed.
 #[derive(Debug)]
 pub(crate) enum ApplyError {
-    /// Keycloak refused, or was not reached (see [`crate::client::CallError`]).
+    /// Keycloak refused, or was not reached (see [`CallError`]).
     Call(CallError),
     /// Our database failed while marking the item (nothing was sent).
     Queue(QueueError),
@@ -243,39 +316,36 @@ impl From<CallError> for ApplyError {
 ///    5xx, connection lost) it stays, for the next attempt's step 2.
 ///
 /// The caller completes, retries, fails or releases the item.
-pub(crate) fn apply(client: &ResilientClient, item: &Claimed) -> Result<Applied, ApplyError> {
-    let realm = client.config().package(&item.item.package).realm;
-    let id = item.item.sync_id;
-    match &item.data {
+pub(crate) fn apply(
+    keycloak: &GuardedKeycloak,
+    config: &Config,
+    item: &Claimed<'_>,
+) -> Result<Applied, ApplyError> {
+    let realm = config.package(&item.item().package).realm;
+    match item.data() {
         SyncData::PasswordChange(pc) => {
-            let user = client
-                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item.username)))?
+            let user = keycloak
+                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username)))?
                 .ok_or(CallError::Keycloak(KcError::Rejected(
                     Rejection::UserNotFound,
                 )))?;
-            let created = client
+            let created = keycloak
                 .call(|kc| forgetting_on_refusal(kc, kc.password_created(&realm, &user.id)))?;
-            if let Some(earlier) = &item.item.applying {
+            if let Some(earlier) = &item.item().applying {
                 if earlier.applied(created) {
                     return Ok(Applied::Already);
                 }
             }
-            client
-                .queue()
-                .mark_sending(id, created)
-                .map_err(ApplyError::Queue)?;
-            let sent = client.call(|kc| {
-                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, &pc.password))
+            item.mark_sending(created).map_err(ApplyError::Queue)?;
+            let sent = keycloak.call(|kc| {
+                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, pc.password()))
             });
             match sent {
                 Ok(()) => Ok(Applied::Now),
                 Err(e) => {
                     let outcome_unknown = matches!(e, CallError::Keycloak(KcError::Unavailable(_)));
                     if !outcome_unknown {
-                        client
-                            .queue()
-                            .clear_sending(id)
-                            .map_err(ApplyError::Queue)?;
+                        item.clear_sending().map_err(ApplyError::Queue)?;
                     }
                     Err(ApplyError::Call(e))
                 }
@@ -293,28 +363,19 @@ fn forgetting_on_refusal<T>(kc: &KeycloakClient, result: Result<T, KcError>) -> 
     result
 }
 
-/// Puts the items that are still `processing` back to `pending`, attempts untouched (items
-/// already finished are left alone). Best effort: every item is tried, each failure is
-/// logged, and the first one is returned.
-fn release_unfinished(
-    client: &ResilientClient,
-    items: &[Claimed],
+/// Puts claimed items back to `pending`, attempts untouched, `reason` recorded. Best effort:
+/// every item is tried, each failure is logged (and the item's drop tries once more), and the
+/// first one is returned.
+fn release_all<'q>(
+    items: impl Iterator<Item = Claimed<'q>>,
     reason: Option<&str>,
     report: &mut SyncReport,
-) -> Result<(), ClientError> {
-    let queue = client.queue();
+) -> Result<(), QueueError> {
     let mut first_error = None;
     for item in items {
-        let id = item.item.sync_id;
-        let released = queue.get(id).and_then(|current| match current {
-            Some(current) if current.status == SyncStatus::Processing => {
-                queue.release(id, reason).map(|()| true)
-            }
-            _ => Ok(false),
-        });
-        match released {
-            Ok(true) => report.released += 1,
-            Ok(false) => {}
+        let id = item.id();
+        match item.release(reason) {
+            Ok(()) => report.released += 1,
             Err(e) => {
                 log::error!("sync {id}: could not put it back to pending: {e}");
                 first_error.get_or_insert(e);
@@ -322,7 +383,7 @@ fn release_unfinished(
         }
     }
     match first_error {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
@@ -331,18 +392,19 @@ fn release_unfinished(
 pub(crate) mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::config::Config;
-    use crate::health::{ProbeRecord, META_KEY};
+    use crate::keycloak::health::ProbeRecord;
     use crate::store::Store;
+    use crate::sync_queue::tests::enqueue;
+    use crate::sync_queue::SyncStatus;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
     use std::cell::Cell;
     use std::path::Path;
     use std::sync::Arc;
 
-    /// A client whose Keycloak refuses every connection at once, with a fresh successful
-    /// probe on record so that a cycle starts without asking.
-    pub(crate) fn client_with_keycloak_gone() -> (ResilientClient, Arc<Store>) {
+    /// A config whose Keycloak refuses every connection at once, and a store with a fresh
+    /// successful probe on record so that a cycle starts without asking.
+    pub(crate) fn keycloak_gone() -> (Config, Arc<Store>, ManualClock) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
@@ -360,25 +422,28 @@ pub(crate) mod tests {
             outage: false,
             reason: None,
         };
-        store.put_meta(META_KEY, &up).unwrap();
-        let client = ResilientClient::with_parts(config, store.clone(), Arc::new(clock)).unwrap();
-        (client, store)
+        store.put_meta(MetaKey::HealthProbe, &up).unwrap();
+        (config, store, clock)
     }
 
     #[test]
     fn an_error_mid_cycle_leaves_no_claimed_item_processing() {
-        let (client, store) = client_with_keycloak_gone();
-        let queue = client.queue();
+        let (config, store, clock) = keycloak_gone();
+        let clock: crate::clock::SharedClock = Arc::new(clock);
+        let http = KeycloakClient::new(&config.keycloak).unwrap();
+        let keycloak = GuardedKeycloak::new(http, &config, store.clone(), clock.clone()).unwrap();
+        let queue = &SyncQueue::new(store.clone(), clock);
+        let retries = Retries::default();
+        let cycle = Cycle {
+            keycloak: &keycloak,
+            queue,
+            store: &store,
+            config: &config,
+            retries: &retries,
+        };
         let enqueue = |user: &str, priority| {
-            queue
-                .enqueue(
-                    user,
-                    "web",
-                    "password_change",
-                    &json!({"new_password": "pw-123456"}),
-                    priority,
-                )
-                .unwrap()
+            let pw = json!({"new_password": "pw-123456"});
+            enqueue(queue, user, "web", "password_change", &pw, priority).unwrap()
         };
         let (first, second, third) = (enqueue("a", 1), enqueue("b", 2), enqueue("c", 3));
         // Once claimed, the first item's record is damaged: putting it back fails.
@@ -396,7 +461,7 @@ pub(crate) mod tests {
             false
         };
         assert!(
-            run(&client, 10, &stop).is_err(),
+            run(&cycle, 10, &stop).is_err(),
             "the failed release is reported"
         );
         for id in [second, third] {

@@ -131,15 +131,15 @@ fn with_password(
 fn queue_sync(who: UserArgs, sync_type: String, priority: u32) -> anyhow::Result<Request> {
     let parsed: crate::sync_queue::SyncType = sync_type.parse()?;
     super::protocol::PRIORITY.check(priority)?;
+    // Parsed once, here, before anything is opened; the request carries the checked data on as
+    // JSON because it may be forwarded to the socket server.
     let text = input::sync_data()?;
-    crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
-    let data = crate::sync_queue::parse_strict_json(&text)
-        .map_err(|e| InputError(format!("sync data on stdin is not valid JSON: {e}")))?;
+    let data = crate::sync_queue::SyncData::from_json_text(parsed, &text)?;
     Ok(Request::QueueSync {
         user: who.user,
         package: who.package,
         sync_type,
-        data,
+        data: data.to_json(),
         priority,
     })
 }

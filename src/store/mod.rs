@@ -15,10 +15,11 @@
 //! | `local_users` | `lower(user) 0x00 package` | [`crate::local_users::LocalUser`] |
 //! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
 //! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
-//! | `meta` | name | breaker state, health probe, queue block, counters (`sync_count/<status>`: items per status, kept by the queue's transactions), schema version |
+//! | `meta` | name | every name listed in [`meta`]: breaker state, health probe, queue block, counters, schema version |
 
 pub mod codec;
 pub mod lock;
+pub mod meta;
 pub mod seal;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -27,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meta::MetaKey;
 pub use seal::{SealError, Sealer};
 
 /// sled's page cache: small servers, small cache (sled's default is 1 GiB).
@@ -42,8 +44,6 @@ const SLED_LOCK_ATTEMPTS: u32 = 20;
 ///   Builds that know only 1 refuse a layout-2 database: they would write items without
 ///   keeping the counters.
 const LAYOUT_VERSION: u32 = 2;
-/// Name in `meta` of the key check value (see [`Sealer::check_value`]).
-const KEY_CHECK: &str = "key_check";
 /// How many sealed values of one tree the key of an older database is tried on, at most (see
 /// [`Store::confirm_key`]): enough that a few damaged records do not pass for a wrong key,
 /// few enough that a wrong key is refused without a scan of the whole database.
@@ -275,11 +275,11 @@ impl Store {
             key_unverified: false,
             dir_lock: None,
         };
-        match store.get_meta::<u32>("layout_version")? {
-            None => store.put_meta("layout_version", &LAYOUT_VERSION)?,
+        match store.get_meta::<u32>(MetaKey::LayoutVersion)? {
+            None => store.put_meta(MetaKey::LayoutVersion, &LAYOUT_VERSION)?,
             Some(v) if v == LAYOUT_VERSION => {}
             // 1 → 2 needs no rewrite (see LAYOUT_VERSION).
-            Some(1) => store.put_meta("layout_version", &LAYOUT_VERSION)?,
+            Some(1) => store.put_meta(MetaKey::LayoutVersion, &LAYOUT_VERSION)?,
             Some(found) => {
                 return Err(StoreError::Layout {
                     path: store.path.clone(),
@@ -317,7 +317,7 @@ impl Store {
                 data_dir: self.path.clone(),
             });
         }
-        self.put_meta(KEY_CHECK, &self.sealer.check_value()?)?;
+        self.put_meta(MetaKey::KeyCheck, &self.sealer.check_value()?)?;
         self.flush()
     }
 
@@ -330,49 +330,6 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-
-    /// Reads a typed value from `meta`.
-    pub fn get_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        get(&self.meta, "meta", name.as_bytes())
-    }
-
-    /// Writes a typed value to `meta`.
-    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        put(&self.meta, "meta", name.as_bytes(), value)
-    }
-
-    /// Removes a value from `meta`.
-    pub fn remove_meta(&self, name: &str) -> Result<(), StoreError> {
-        self.meta.remove(name.as_bytes())?;
-        Ok(())
-    }
-
-    /// Adds `by` to the u64 counter `name` in `meta` and returns the new value.
-    pub fn bump_counter(&self, name: &str, by: u64) -> Result<u64, StoreError> {
-        let key = format!("counter/{name}");
-        let new = self.meta.update_and_fetch(key.as_bytes(), |old| {
-            let old = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some(old.saturating_add(by).to_be_bytes().to_vec())
-        })?;
-        Ok(new
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
-    }
-
-    /// Reads the u64 counter `name` (0 when never bumped).
-    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        let key = format!("counter/{name}");
-        Ok(self
-            .meta
-            .get(key.as_bytes())?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
     }
 
     /// A fresh, strictly increasing id (unique within this database).
@@ -449,7 +406,7 @@ fn open_sealer(path: &Path, db: &sled::Db) -> Result<(Sealer, bool), StoreError>
     }
     let sealer = Sealer::load_or_create(path, !holds_data)?;
     let meta = db.open_tree("meta")?;
-    match get::<Vec<u8>>(&meta, "meta", KEY_CHECK.as_bytes())? {
+    match get::<Vec<u8>>(&meta, "meta", MetaKey::KeyCheck.name().as_bytes())? {
         Some(check) if sealer.matches_check(&check) => {}
         Some(_) => {
             return Err(StoreError::KeyMismatch {
@@ -463,7 +420,12 @@ fn open_sealer(path: &Path, db: &sled::Db) -> Result<(Sealer, bool), StoreError>
         // key out for good.
         None if holds_data => return Ok((sealer, true)),
         None => {
-            put(&meta, "meta", KEY_CHECK.as_bytes(), &sealer.check_value()?)?;
+            put(
+                &meta,
+                "meta",
+                MetaKey::KeyCheck.name().as_bytes(),
+                &sealer.check_value()?,
+            )?;
             db.flush()?;
         }
     }
@@ -529,7 +491,7 @@ mod tests {
         drop(_first);
         let again = Store::open(&path).unwrap();
         assert_eq!(
-            again.get_meta::<u32>("layout_version").unwrap(),
+            again.get_meta::<u32>(MetaKey::LayoutVersion).unwrap(),
             Some(LAYOUT_VERSION)
         );
     }
@@ -589,7 +551,7 @@ mod tests {
         let path = dir.path().join("data");
         {
             let s = Store::open(&path).unwrap();
-            s.put_meta("something", &1u32).unwrap();
+            s.put_meta(MetaKey::QueueBlocked, &1u32).unwrap();
             s.flush().unwrap();
         }
         fs::remove_file(path.join("conf")).unwrap();
@@ -609,20 +571,23 @@ mod tests {
         let path = dir.path().join("data");
         {
             let s = Store::open(&path).unwrap();
-            s.remove_meta(KEY_CHECK).unwrap();
+            s.remove_meta(MetaKey::KeyCheck).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(&path).unwrap();
         assert!(s.key_unverified());
         assert!(
-            s.get_meta::<Vec<u8>>(KEY_CHECK).unwrap().is_none(),
+            s.get_meta::<Vec<u8>>(MetaKey::KeyCheck).unwrap().is_none(),
             "not before a check"
         );
         let err = s.confirm_key(Some(false)).unwrap_err();
         assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
-        assert!(s.get_meta::<Vec<u8>>(KEY_CHECK).unwrap().is_none());
+        assert!(s.get_meta::<Vec<u8>>(MetaKey::KeyCheck).unwrap().is_none());
         s.confirm_key(Some(true)).unwrap();
-        let check: Vec<u8> = s.get_meta(KEY_CHECK).unwrap().expect("check value written");
+        let check: Vec<u8> = s
+            .get_meta(MetaKey::KeyCheck)
+            .unwrap()
+            .expect("check value written");
         assert!(s.sealer().matches_check(&check));
     }
 
@@ -642,24 +607,12 @@ mod tests {
     }
 
     #[test]
-    fn counters_and_meta_round_trip() {
-        let s = Store::temporary().unwrap();
-        assert_eq!(s.counter("x").unwrap(), 0);
-        assert_eq!(s.bump_counter("x", 2).unwrap(), 2);
-        assert_eq!(s.bump_counter("x", 3).unwrap(), 5);
-        s.put_meta("name", &"v".to_string()).unwrap();
-        assert_eq!(s.get_meta::<String>("name").unwrap().as_deref(), Some("v"));
-        s.remove_meta("name").unwrap();
-        assert_eq!(s.get_meta::<String>("name").unwrap(), None);
-    }
-
-    #[test]
     fn a_newer_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d");
         {
             let s = Store::open(&path).unwrap();
-            s.put_meta("layout_version", &99u32).unwrap();
+            s.put_meta(MetaKey::LayoutVersion, &99u32).unwrap();
             s.flush().unwrap();
         }
         assert!(matches!(

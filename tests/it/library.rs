@@ -7,10 +7,10 @@
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
 use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
 use crate::scenarios::{self, manual_clock, past_cooldown};
-use keycloak_resilient::auth::DIVERGENCE_COUNTER;
-use keycloak_resilient::breaker::CircuitState;
+use keycloak_resilient::keycloak::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
+use keycloak_resilient::store::meta::Counter;
 use keycloak_resilient::sync_queue::SyncStatus;
 use keycloak_resilient::{Auth, AuthError, AuthToken, Mode, PasswdMode, ResilientClient};
 use serde_json::json;
@@ -93,6 +93,32 @@ fn passwd_while_down_then_sync() {
 #[test]
 fn passwd_online_synchronized_and_policy_rejection() {
     scenarios::passwd_online_synchronized_and_policy_rejection(&fake());
+}
+
+/// Issue 11: a password `passwd` synchronizes at once is a sync item applied in Keycloak, and
+/// counts in `keycloak_resilient_sync_processed_total` as one a sync cycle applies does.
+#[test]
+fn issue11_passwd_synchronized_at_once_counts_as_processed() {
+    let (fake, user) = fake_with_user("passwdcount");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let auth = Auth::new(env.client_with_clock(&manual_clock()));
+    auth.users()
+        .add(
+            &keycloak_resilient::Account::new(&user, PACKAGE).unwrap(),
+            PASSWORD,
+        )
+        .unwrap();
+    let synced = auth
+        .change_password(&user, PACKAGE, PASSWORD, "Second-Password-22")
+        .expect("online passwd");
+    assert_eq!(synced.mode, PasswdMode::Synchronized, "{synced:?}");
+    let store = auth.client().store();
+    assert_eq!(store.counter(Counter::SyncCompleted).unwrap(), 1);
+    let text = keycloak_resilient::metrics::render(&auth).unwrap();
+    assert!(
+        text.contains("\nkeycloak_resilient_sync_processed_total 1\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -234,7 +260,7 @@ fn breaker_walks_every_transition_through_the_library() {
         tuning.cooldown_seconds as i64 - 1,
     ));
     assert!(!client.is_available());
-    assert!(!client.probe());
+    assert!(!client.keycloak().probe());
     let cached = client
         .authenticate(&user, PASSWORD, PACKAGE)
         .expect("cached login while open");
@@ -624,8 +650,8 @@ fn is_available_uses_the_health_cache_and_no_io_while_open() {
 
     // Open the circuit with explicit probes (which bypass the cache).
     fake.set_behavior(Behavior::Status(503));
-    assert!(!client.probe());
-    assert!(!client.probe());
+    assert!(!client.keycloak().probe());
+    assert!(!client.keycloak().probe());
     assert_eq!(client.circuit().0, CircuitState::Open);
     fake.set_behavior(Behavior::Normal);
     let n = fake.request_count();
@@ -805,6 +831,8 @@ fn queue_is_durable_and_crash_left_items_are_recovered() {
             SyncStatus::Processing
         );
         client.store().flush().unwrap();
+        // The process dies holding them: no drop puts them back.
+        std::mem::forget(claimed);
         id
     };
     let client = env.client();
@@ -947,7 +975,12 @@ fn login_between_return_and_sync_is_local_and_explained() {
     fake.set_behavior(Behavior::Normal);
     past_cooldown(&clock, &tuning);
 
-    let divergences = || auth.client().store().counter(DIVERGENCE_COUNTER).unwrap();
+    let divergences = || {
+        auth.client()
+            .store()
+            .counter(Counter::PasswordDivergence)
+            .unwrap()
+    };
     let before = divergences();
     let login = auth.login(&user, PACKAGE, new).unwrap();
     assert!(login.success, "{login:?}");

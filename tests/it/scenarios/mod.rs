@@ -15,8 +15,8 @@ use crate::common::server::Server;
 use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
 use chrono::Utc;
 use keycloak_resilient::auth::FailReason;
-use keycloak_resilient::breaker::CircuitState;
 use keycloak_resilient::clock::ManualClock;
+use keycloak_resilient::keycloak::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
 use keycloak_resilient::sync_queue::{SyncItem, SyncStatus};
@@ -934,12 +934,14 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
     let user = keycloak_user(server, "midsend", first);
     let realm = client.config().keycloak.realm.clone();
     let kc_id = client
+        .keycloak()
         .call(|kc| kc.find_user(&realm, &user))
         .expect("look the user up")
         .expect("user exists")
         .id;
     let created = |client: &ResilientClient| {
         client
+            .keycloak()
             .call(|kc| kc.password_created(&realm, &kc_id))
             .expect("read the credential list")
     };
@@ -955,7 +957,10 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
             1,
         )
         .unwrap();
-    assert_eq!(client.queue().claim(1).unwrap().len(), 1);
+    let claimed = client.queue().claim(1).unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The process dies holding it: no drop puts it back.
+    std::mem::forget(claimed);
     let before = created(&client).expect("the user has a password");
     assert!(
         before > 1_000_000_000_000,
@@ -964,6 +969,7 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
     client.queue().mark_sending(id, Some(before)).unwrap();
     std::thread::sleep(Duration::from_millis(5)); // a reset in the same millisecond looks unchanged
     client
+        .keycloak()
         .call(|kc| kc.reset_password(&realm, &kc_id, applied))
         .expect("the send the crash interrupted");
     let after = created(&client).expect("still a password");
@@ -1001,7 +1007,10 @@ pub fn replay_after_a_crash_mid_send_is_not_applied_twice(server: &dyn Server) {
             1,
         )
         .unwrap();
-    assert_eq!(restarted.queue().claim(1).unwrap().len(), 1);
+    let claimed = restarted.queue().claim(1).unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The process dies holding it: no drop puts it back.
+    std::mem::forget(claimed);
     restarted
         .queue()
         .mark_sending(id2, created(&restarted))

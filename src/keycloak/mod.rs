@@ -10,6 +10,13 @@
 //!
 //! No secret (password, token, client secret) is ever put into an error or a log line here:
 //! secrets travel only in form bodies and the `Authorization` header.
+//!
+//! Nothing outside this folder calls [`KeycloakClient`] directly: [`guard::GuardedKeycloak`]
+//! puts the [`breaker`] in front of it and keeps the [`health`] record.
+
+pub mod breaker;
+pub mod guard;
+pub mod health;
 
 use crate::config::{KeycloakConfig, PackageConfig, Secret};
 use percent_encoding::utf8_percent_encode;

@@ -3,14 +3,11 @@
 //! `is_available()` answers from a probe younger than `health_check_cache_seconds`, so a busy
 //! login path does not probe Keycloak on every call; the record lives in sled so that one-shot
 //! commands started by cron share it. The probe itself (the realm's discovery document) is a
-//! breaker-guarded call made by [`crate::client::ResilientClient::is_available`]; the thread
+//! breaker-guarded call made by [`super::guard::GuardedKeycloak::is_available`]; the thread
 //! that keeps this cache warm in `start` is in [`crate::service`].
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-
-/// Meta key the record is stored under.
-pub const META_KEY: &str = "health";
 
 /// The last probe, or the last Keycloak call (an answered call shows Keycloak reachable; an
 /// unreachable one shows an outage).

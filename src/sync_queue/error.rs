@@ -1,0 +1,43 @@
+//! The queue's one error enum.
+
+use super::SyncType;
+use crate::store::StoreError;
+use uuid::Uuid;
+
+/// What can go wrong with the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The sync type is not one this build replays.
+    #[error("unknown sync type {0:?} (known: {known})", known = SyncType::ALL.join(", "))]
+    UnknownType(String),
+    /// The data does not fit the type.
+    #[error("sync data does not fit type {sync_type}: {reason}")]
+    BadData {
+        /// The type it was checked against.
+        sync_type: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad user, package or priority.
+    #[error("{0}")]
+    BadInput(String),
+    /// No such item.
+    #[error("no sync item {0}")]
+    NotFound(Uuid),
+    /// A stored item is unreadable.
+    #[error("damaged sync item: {0}")]
+    Corrupt(String),
+    /// The local user record written together with a queue change (`passwd`) is gone or
+    /// unreadable.
+    #[error("local user record: {0}")]
+    LocalUser(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for QueueError {
+    fn from(e: sled::Error) -> Self {
+        QueueError::Store(StoreError::from(e))
+    }
+}
