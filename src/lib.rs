@@ -30,7 +30,7 @@
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
 //! | [`service`] | the `start` loop |
-//! | [`cli`], [`commands`] | the command line; the control socket's protocol, server and client |
+//! | [`commands`] | the two doors: the command line ([`commands::cli`], clap only) and the control socket (protocol, server, client); one file per verb family |
 //!
 //! Dependencies point one way; each line uses only the lines below it:
 //!
@@ -46,7 +46,6 @@ pub mod auth;
 pub mod auth_events;
 pub mod backoff;
 pub mod cleanup;
-pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod commands;

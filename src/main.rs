@@ -1,8 +1,8 @@
 //! The `keycloak-resilient` binary: parse, set up logging, run, map the outcome to an exit code.
 
 use clap::Parser;
-use keycloak_resilient::cli::{Cli, Command};
 use keycloak_resilient::commands;
+use keycloak_resilient::commands::cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

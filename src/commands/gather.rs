@@ -3,9 +3,9 @@
 //! means the same wherever it runs. Done before the database is opened or the service asked,
 //! so that bad input changes nothing and waits for nothing.
 
+use super::cli::{Command, SessionCommand, UserArgs, UserCommand};
 use super::input::{self, InputError};
 use super::protocol::Request;
-use crate::cli::{Command, SessionCommand, UserArgs, UserCommand};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 

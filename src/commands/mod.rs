@@ -21,6 +21,7 @@
 //! family's file.
 
 mod cleanup;
+pub mod cli;
 mod diagnostics;
 mod forward;
 mod gather;
@@ -38,7 +39,6 @@ mod users;
 
 use crate::auth::Auth;
 use crate::auth::{LoginError, PasswdError};
-use crate::cli::{Cli, Command};
 use crate::client::ResilientClient;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError};
@@ -46,6 +46,7 @@ use crate::local_users::UserError;
 use crate::store::Store;
 use crate::sync_queue::QueueError;
 use anyhow::Context;
+use cli::{Cli, Command};
 use protocol::{Answer, Envelope, Format, Request, Who};
 use std::io::Write;
 use std::sync::Arc;

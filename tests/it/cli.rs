@@ -1224,7 +1224,7 @@ fn help_lists_subcommands_and_exit_codes() {
     .map(String::from)
     // And whatever the clap definitions hold, so a new subcommand is covered too.
     .chain(
-        <keycloak_resilient::cli::Cli as clap::CommandFactory>::command()
+        <keycloak_resilient::commands::cli::Cli as clap::CommandFactory>::command()
             .get_subcommands()
             .map(|c| c.get_name().to_string()),
     ) {

@@ -6,7 +6,7 @@
 //! the range is checked on the request (`Request::check`), so that both doors refuse a value
 //! with the same one-line message.
 
-use crate::commands::protocol::{
+use super::protocol::{
     BATCH_SIZE, FAILED_DAYS, FAILED_DAYS_DEFAULT, PRIORITY, PRIORITY_DEFAULT, QUEUE_LIMIT,
     QUEUE_LIMIT_DEFAULT, SYNC_DAYS, SYNC_DAYS_DEFAULT, TOKEN_HOURS, TOKEN_HOURS_DEFAULT,
 };
