@@ -2,16 +2,22 @@
 
 use clap::Parser;
 use keycloak_resilient::commands;
-use keycloak_resilient::commands::cli::{Cli, Command};
+use keycloak_resilient::commands::cli::{Cli, Command, LogFormat};
+use keycloak_resilient::logs::{self, Format, Style};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    keycloak_resilient::logs::init(if matches!(cli.command, Command::Start) {
+    let format = match cli.log_format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+    };
+    let level = if matches!(cli.command, Command::Start) {
         "info"
     } else {
-        keycloak_resilient::logs::ONE_SHOT_LEVEL
-    });
+        logs::ONE_SHOT_LEVEL
+    };
+    logs::init_with(level, Style::detect(format));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut err = std::io::stderr();
@@ -25,7 +31,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `status | head` closing the pipe early is not an error.
+/// `status | head` closing the pipe early is not an error. The io error is looked for in the
+/// whole cause chain; views hand it over as an [`std::io::Error`] (see `commands::render`), not
+/// hidden inside serde_json's error, whose `source()` skips it.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()

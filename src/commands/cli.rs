@@ -10,7 +10,7 @@ use super::protocol::{
     BATCH_SIZE, FAILED_DAYS, FAILED_DAYS_DEFAULT, PRIORITY, PRIORITY_DEFAULT, QUEUE_LIMIT,
     QUEUE_LIMIT_DEFAULT, SYNC_DAYS, SYNC_DAYS_DEFAULT, TOKEN_HOURS, TOKEN_HOURS_DEFAULT,
 };
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 const EXIT_CODES: &str = "\
@@ -19,7 +19,8 @@ Exit codes:
   1  refused: wrong credentials, no cached token, a failed check in `test`, locked account
   2  bad input: a bad argument, bad config.yaml, bad data on stdin
   3  runtime failure: the data directory stayed locked for --lock-timeout, or is damaged;
-     a secret.key that does not belong to it; I/O errors
+     a secret.key that does not belong to it; no database for a command that only works on
+     stored data (status, queue, user list, …: they never create one); I/O errors
   4  passwd only: the local password changed but Keycloak refused the new one
 
 While `start` runs, every other command is served by it over data/control.sock: same
@@ -28,7 +29,8 @@ output, same exit code.
 Passwords are read from standard input (one per line) or, on a terminal, from a prompt that
 does not echo. They are never accepted as arguments.
 Logs go to stderr; RUST_LOG=debug|info|warn sets the level (default: info for start, warn
-otherwise). Secrets never appear in logs.";
+otherwise). Under systemd (JOURNAL_STREAM names stderr) each line starts with its journald
+priority (<3> error … <7> debug). Secrets never appear in logs.";
 
 /// Keeps logins working when Keycloak is down or slow, and brings Keycloak back in line when it
 /// returns.
@@ -53,9 +55,33 @@ pub struct Cli {
     /// running `start` answers at once over its socket instead).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0, value_parser = parse_lock_timeout)]
     pub lock_timeout: f64,
+    /// How log lines on stderr look: `text` (a timestamp, the level, the module), or `json`,
+    /// one object per line with `ts`, `level`, `target` and `message`, for log shippers.
+    #[arg(long, global = true, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[2026-01-01T00:00:00Z WARN  target] message`.
+    Text,
+    /// `{"ts": …, "level": "WARN", "target": …, "message": …}`.
+    Json,
+}
+
+/// A shell `completions` can write a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (`source <(keycloak-resilient completions bash)`).
+    Bash,
+    /// zsh (into a directory on `$fpath`, as `_keycloak-resilient`).
+    Zsh,
+    /// fish (into `~/.config/fish/completions/keycloak-resilient.fish`).
+    Fish,
 }
 
 fn parse_lock_timeout(s: &str) -> Result<f64, String> {
@@ -162,6 +188,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         textfile: Option<PathBuf>,
     },
+    /// Print a shell completion script, generated from these definitions (needs no config).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff) for man(1), generated from these definitions (needs no
+    /// config): `keycloak-resilient man > /usr/local/share/man/man1/keycloak-resilient.1`.
+    Man,
 }
 
 /// `user …`

@@ -10,11 +10,13 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// Turns `command` into a checked request ([`Request::check`], as the service checks it).
-/// `test` and `start` are not requests: the caller runs them before, so they come back as
-/// `None`.
+/// `test`, `start`, `completions` and `man` are not requests: the caller runs them before, so
+/// they come back as `None`.
 pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
     let request = match command {
-        Command::Test | Command::Start => return Ok(None),
+        Command::Test | Command::Start | Command::Completions { .. } | Command::Man => {
+            return Ok(None)
+        }
         Command::Status => Request::Status {},
         Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
         Command::Cleanup {

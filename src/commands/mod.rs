@@ -15,6 +15,7 @@
 //! | `render.rs` | what the views share: JSON printing, the time format |
 //! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
+//! | `manual.rs` | `completions` and `man`, generated from the clap definition |
 //!
 //! A new command is a clap variant in `cli.rs`, a [`Request`] variant (and its `op` name) in
 //! [`protocol`], an arm in `gather.rs` and one in [`execute`], and its handler and view in its
@@ -26,6 +27,7 @@ mod diagnostics;
 mod forward;
 mod gather;
 mod input;
+mod manual;
 mod metrics;
 pub mod protocol;
 mod render;
@@ -106,6 +108,12 @@ fn from_store(config: Config, store: Store) -> anyhow::Result<Auth> {
 /// Runs the parsed command; returns the exit code. A one-shot command runs here when it can
 /// open the database, or is sent to the running service that holds it.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
+    // Generated from the command line's definition: no config, no database.
+    match cli.command {
+        Command::Completions { shell } => return manual::completions(shell, out),
+        Command::Man => return manual::man(out),
+        _ => {}
+    }
     let config = load_config(&cli)?;
     let json = cli.json;
     let lock_timeout = Duration::from_secs_f64(cli.lock_timeout);
@@ -116,7 +124,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         Command::Start => {
             crate::store::lock::set_holder_label("start");
-            return start::start(config, lock_timeout, out);
+            return start::start(config, lock_timeout, json, out);
         }
         other => match gather::gather(other)? {
             Some(request) => request,
@@ -125,6 +133,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         },
     };
     crate::store::lock::set_holder_label(request.op());
+    refuse_without_database(&request, &config)?;
     let deadline = std::time::Instant::now() + lock_timeout;
     let format = if json { Format::Json } else { Format::Text };
     let envelope = Envelope { request, format };
@@ -156,6 +165,57 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
             }
         }
     }
+}
+
+/// True for the commands that only read what is stored, or change what is already there
+/// (a user, a session, a queued item): on a data directory without a database they have
+/// nothing to work on, and creating an empty one (with a new `secret.key`) would only hide a
+/// wrong `--data-dir` or `storage.path`. The others may be the first command of a new
+/// installation: `start`, `user add`, `user import`, `queue-sync`, `login` (a user known only
+/// to Keycloak is provisioned), `authenticate` (caches a token). `test` never opens the
+/// database.
+fn needs_existing_database(request: &Request) -> bool {
+    match request {
+        Request::Status {}
+        | Request::Queue { .. }
+        | Request::Metrics { .. }
+        | Request::CachedToken { .. }
+        | Request::SessionShow { .. }
+        | Request::UserList {}
+        | Request::SyncNow { .. }
+        | Request::Cleanup { .. }
+        | Request::Refresh { .. }
+        | Request::Logout { .. }
+        | Request::Passwd { .. }
+        | Request::UserDisable { .. }
+        | Request::UserEnable { .. }
+        | Request::UserUnlock { .. }
+        | Request::UserRemove { .. } => true,
+        Request::Authenticate { .. }
+        | Request::QueueSync { .. }
+        | Request::Login { .. }
+        | Request::UserAdd { .. }
+        | Request::UserImport { .. } => false,
+    }
+}
+
+/// Refuses (exit 3, nothing created) a command of [`needs_existing_database`] when the data
+/// directory holds no database, saying where it looked.
+fn refuse_without_database(request: &Request, config: &Config) -> anyhow::Result<()> {
+    let dir = &config.storage_path;
+    if !needs_existing_database(request) || crate::store::exists(dir) {
+        return Ok(());
+    }
+    let op = request.op();
+    let command = match op.split_once('-') {
+        Some((family @ ("user" | "session"), verb)) => format!("{family} {verb}"),
+        _ => op.to_string(),
+    };
+    Err(anyhow::anyhow!(
+        "no database in {} (storage.path of {}, or --data-dir): `{command}` works on an existing one and does not create it; check the path, or create it with `user add`, `user import` or `start`",
+        dir.display(),
+        config.source.display()
+    ))
 }
 
 /// Runs a request against an open engine, writing what the command line would print. The
@@ -224,14 +284,20 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             user,
             package,
             password,
-        } => users::user_add(auth, &who(user, package), &password, io),
+        } => users::user_add(auth, &who(user, package), &password, json, io),
         Request::UserList {} => users::user_list(auth, json, io),
         Request::UserDisable { user, package } => {
-            users::user_disable(auth, &who(user, package), io)
+            users::user_disable(auth, &who(user, package), json, io)
         }
-        Request::UserEnable { user, package } => users::user_enable(auth, &who(user, package), io),
-        Request::UserUnlock { user, package } => users::user_unlock(auth, &who(user, package), io),
-        Request::UserRemove { user, package } => users::user_remove(auth, &who(user, package), io),
+        Request::UserEnable { user, package } => {
+            users::user_enable(auth, &who(user, package), json, io)
+        }
+        Request::UserUnlock { user, package } => {
+            users::user_unlock(auth, &who(user, package), json, io)
+        }
+        Request::UserRemove { user, package } => {
+            users::user_remove(auth, &who(user, package), json, io)
+        }
         Request::UserImport { file } => users::user_import(auth, &file, json, io),
         Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),

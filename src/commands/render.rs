@@ -8,10 +8,37 @@
 use std::io::Write;
 
 /// Prints `view` as pretty JSON, and a newline.
+///
+/// # Errors
+///
+/// A failed write, as the [`std::io::Error`] it was: serde_json wraps it in its own error,
+/// whose `source()` skips the io error itself, so `main` could not tell a closed pipe
+/// (`--json user list | head -1`, a success) from a real failure.
 pub(super) fn print_json(out: &mut dyn Write, view: &impl serde::Serialize) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, view)?;
+    serde_json::to_writer_pretty(&mut *out, view).map_err(json_error)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Prints `view` as one line of JSON (a stream of events, one object a line).
+pub(super) fn print_json_line(
+    out: &mut dyn Write,
+    view: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, view).map_err(json_error)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// serde_json's error for a failed write becomes the io error it carries; any other (a view
+/// that cannot be serialised) stays what it is.
+fn json_error(e: serde_json::Error) -> anyhow::Error {
+    if e.is_io() {
+        anyhow::Error::new(std::io::Error::from(e))
+    } else {
+        anyhow::Error::new(e)
+    }
 }
 
 /// RFC 3339 with seconds, UTC.

@@ -85,11 +85,78 @@ pub(super) fn passwd(
     })
 }
 
-/// `user add`.
-pub(super) fn user_add(auth: &Auth, who: &Who, password: &str, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().add(&account_of(who)?, password)?;
-    writeln!(io.out, "added {}/{}", who.user, who.package)?;
+/// What a `user add|disable|enable|unlock|remove` did, in the words of its text line.
+#[derive(Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Done {
+    Added,
+    Disabled,
+    Enabled,
+    Unlocked,
+    Removed,
+}
+
+impl Done {
+    fn as_str(self) -> &'static str {
+        match self {
+            Done::Added => "added",
+            Done::Disabled => "disabled",
+            Done::Enabled => "enabled",
+            Done::Unlocked => "unlocked",
+            Done::Removed => "removed",
+        }
+    }
+}
+
+/// `user add|disable|enable|unlock|remove --json`.
+#[derive(Serialize)]
+struct ChangedView<'a> {
+    done: Done,
+    package: &'a str,
+    /// Sessions ended with it (`disable`, `remove`); absent for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_ended: Option<usize>,
+    success: bool,
+    user: &'a str,
+}
+
+/// Prints what a user command did: `added alice/webapp`, or its `--json` view.
+fn changed(
+    who: &Who,
+    done: Done,
+    sessions_ended: Option<usize>,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    if json {
+        let view = ChangedView {
+            done,
+            package: &who.package,
+            sessions_ended,
+            success: true,
+            user: &who.user,
+        };
+        print_json(io.out, &view)?;
+    } else {
+        write!(io.out, "{} {}/{}", done.as_str(), who.user, who.package)?;
+        match sessions_ended {
+            Some(n) => writeln!(io.out, " ({n} session(s) ended)")?,
+            None => writeln!(io.out)?,
+        }
+    }
     Ok(EXIT_OK)
+}
+
+/// `user add`.
+pub(super) fn user_add(
+    auth: &Auth,
+    who: &Who,
+    password: &str,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    auth.users().add(&account_of(who)?, password)?;
+    changed(who, Done::Added, None, json, io)
 }
 
 /// `user import --json`.
@@ -204,39 +271,27 @@ pub(super) fn user_list(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<
 }
 
 /// `user disable`: also ends the user's sessions.
-pub(super) fn user_disable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+pub(super) fn user_disable(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     let ended = auth.disable_user(&who.user, &who.package)?;
-    writeln!(
-        io.out,
-        "disabled {}/{} ({ended} session(s) ended)",
-        who.user, who.package
-    )?;
-    Ok(EXIT_OK)
+    changed(who, Done::Disabled, Some(ended), json, io)
 }
 
 /// `user enable`.
-pub(super) fn user_enable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+pub(super) fn user_enable(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     auth.users().set_enabled(&account_of(who)?, true)?;
-    writeln!(io.out, "enabled {}/{}", who.user, who.package)?;
-    Ok(EXIT_OK)
+    changed(who, Done::Enabled, None, json, io)
 }
 
 /// `user unlock`.
-pub(super) fn user_unlock(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+pub(super) fn user_unlock(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     auth.users().unlock(&account_of(who)?)?;
-    writeln!(io.out, "unlocked {}/{}", who.user, who.package)?;
-    Ok(EXIT_OK)
+    changed(who, Done::Unlocked, None, json, io)
 }
 
 /// `user remove`: also ends the user's sessions and drops the cached token.
-pub(super) fn user_remove(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
+pub(super) fn user_remove(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
     let ended = auth.remove_user(&who.user, &who.package)?;
-    writeln!(
-        io.out,
-        "removed {}/{} ({ended} session(s) ended)",
-        who.user, who.package
-    )?;
-    Ok(EXIT_OK)
+    changed(who, Done::Removed, Some(ended), json, io)
 }
 
 /// The validated account a request names (the name rule's error as the store's, for its exit

@@ -11,7 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Environment variable that overrides `keycloak.client_secret`.
+/// Environment variable that overrides `keycloak.client_secret` (also: `*_FILE` and a systemd
+/// credential, see [`secrets`]).
 pub const ENV_CLIENT_SECRET: &str = "KEYCLOAK_CLIENT_SECRET";
 /// Environment variable that overrides `keycloak.admin_client_secret`.
 pub const ENV_ADMIN_CLIENT_SECRET: &str = "KEYCLOAK_ADMIN_CLIENT_SECRET";
@@ -33,6 +34,17 @@ pub enum ConfigError {
         /// The file concerned.
         file: PathBuf,
         /// What was wrong, in words.
+        reason: String,
+    },
+    /// A secret's sources disagree, or its file cannot be used (see [`secrets`]). Never
+    /// quotes the secret.
+    #[error("config file {file}: {key}: {reason}")]
+    Secret {
+        /// The config file (the secret's default lives there).
+        file: PathBuf,
+        /// The secret's config key.
+        key: &'static str,
+        /// What was wrong, naming the variable or file.
         reason: String,
     },
     /// A value is out of range or malformed.
@@ -103,6 +115,7 @@ impl Preset {
 // Stage 1: the file as written, and the steps that build each section (in `raw`).
 
 mod raw;
+pub mod secrets;
 
 pub use raw::RawConfig;
 

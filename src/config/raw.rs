@@ -1,11 +1,11 @@
 //! Stage 1 of reading `config.yaml`: the file as written ([`RawConfig`], serde only, unknown
 //! keys refused), and the steps that turn each of its sections into the typed configuration
-//! (defaults and presets applied, secrets from the environment, every value checked, each
+//! (defaults and presets applied, secrets from the environment or files, every value checked, each
 //! error naming the file and the key).
 
 use super::{
     AuthConfig, Config, ConfigError, KeycloakConfig, PackageConfig, Preset, Resilience, Secret,
-    ServiceConfig, ENV_ADMIN_CLIENT_SECRET, ENV_CLIENT_SECRET,
+    ServiceConfig,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -125,14 +125,20 @@ impl RawKeycloak {
         let server_url = v.url("keycloak.server_url", &k.server_url)?;
         let realm = v.realm("keycloak.realm", &k.realm)?;
         let client_id = v.name("keycloak.client_id", &k.client_id)?;
-        let client_secret = secret(k.client_secret, env(ENV_CLIENT_SECRET));
+        let client_secret =
+            super::secrets::resolve(&super::secrets::CLIENT_SECRET, k.client_secret, env, v.file)?;
         let admin_client_id = v.name(
             "keycloak.admin_client_id",
             k.admin_client_id
                 .as_deref()
                 .unwrap_or("keycloak-resilient-sync"),
         )?;
-        let admin_client_secret = secret(k.admin_client_secret, env(ENV_ADMIN_CLIENT_SECRET));
+        let admin_client_secret = super::secrets::resolve(
+            &super::secrets::ADMIN_CLIENT_SECRET,
+            k.admin_client_secret,
+            env,
+            v.file,
+        )?;
         let timeout = v.seconds("keycloak.timeout_seconds", k.timeout_seconds, 5, 1)?;
         let connect_timeout = v.seconds(
             "keycloak.connect_timeout_seconds",
@@ -296,13 +302,6 @@ impl RawAuth {
                 1,
             )?,
         })
-    }
-}
-
-fn secret(from_file: Option<String>, from_env: Option<String>) -> Secret {
-    match from_env.filter(|s| !s.is_empty()) {
-        Some(s) => Secret::new(s),
-        None => Secret::new(from_file.unwrap_or_default()),
     }
 }
 

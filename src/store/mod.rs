@@ -182,6 +182,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// True when `path` holds a database (sled's `db` file), without opening or creating
+/// anything: for the commands that must not create one.
+pub fn exists(path: &Path) -> bool {
+    path.join("db").symlink_metadata().is_ok()
+}
+
 impl Store {
     /// Opens (creating if needed, mode 0700) the database directory `path`, waiting up to
     /// [`DEFAULT_LOCK_WAIT`] for another process to let go of it.

@@ -47,6 +47,7 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn out_of_range_values_are_refused_in_one_line() {
     let (_fake, env) = fake_and_env(&Tuning::default());
+    env.create_database();
     for (cmd, flag, value, want) in [
         (
             "queue",
@@ -88,6 +89,7 @@ fn out_of_range_values_are_refused_in_one_line() {
 #[test]
 fn exit_codes_are_as_documented() {
     let (fake, env) = fake_and_env(&Tuning::default());
+    env.create_database();
     // 0: done.
     let out = kr(&env, &["status"], "").expect(0);
     assert!(out.stdout.contains("Mode:              normal"), "{out:?}");
@@ -243,9 +245,12 @@ fn data_dir_flag_overrides_storage_path() {
         .args(["--json", "user", "list"]);
     let users = run(c).expect(0).json();
     assert_eq!(users[0]["user"], "zed", "{users}");
-    assert_eq!(
-        kr_json(&env, &["user", "list"], "", 0),
-        serde_json::json!([])
+    // storage.path has no database: `user list` says so rather than creating one there.
+    let out = kr(&env, &["--json", "user", "list"], "").expect(3);
+    assert!(one_line(&out).contains("no database in "), "{out:?}");
+    assert!(
+        !env.data_dir().exists(),
+        "a read-only command created a database"
     );
 }
 
@@ -255,6 +260,7 @@ fn data_dir_flag_overrides_storage_path() {
 #[test]
 fn bad_cli_input_is_exit_2_and_changes_nothing() {
     let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    env.create_database();
     let out = kr(&env, &["frobnicate"], "").expect(2);
     assert!(
         out.stderr.contains("unrecognized subcommand 'frobnicate'"),
@@ -329,6 +335,8 @@ fn status_json_shape_and_modes() {
     let fake = FakeKeycloak::start();
     let plain = TestEnv::new(&fake.url(), &Tuning::default());
     let cached = TestEnv::new(&fake.url(), &Tuning::default());
+    plain.create_database();
+    cached.create_database();
     let s = status(&plain);
     check_status_shape(&s);
     assert_eq!(
@@ -1524,6 +1532,7 @@ fn issue7_queue_sync_caps_and_checks_sync_data() {
 #[test]
 fn issue7_names_are_checked_and_unknown_packages_refused() {
     let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    env.create_database();
     let data = b"{\"new_password\": \"Secret-Pw-1\"}";
     for (user, package) in [
         ("..", PACKAGE),

@@ -142,6 +142,7 @@ fn refresh_cli_exit_codes() {
     let user = unique_user("refresh");
     kc.add_user(&user, "Refresh-Pass-1", true);
     let env = TestEnv::new(&kc.url(), &Tuning::default());
+    env.create_database();
     // No cached entry yet: refused.
     env.cmd()
         .args(["refresh", "--user", &user, "--package", PACKAGE])

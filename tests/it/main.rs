@@ -14,6 +14,10 @@ mod scenarios;
 /// The real binary, one-shot: exit codes, stdout/stderr text, `--json` shapes, `start` as a
 /// child stopped by SIGTERM or SIGKILL.
 mod cli;
+/// Issue 16: command-line conventions (`--json` everywhere, closed pipes, completions, man,
+/// journald and JSON logs), secrets from files and credentials, the shipped unit and cron
+/// job as the README documents them.
+mod conventions;
 /// Kill -9 at random moments, hundreds of times: nothing acknowledged is lost, nothing is
 /// applied twice.
 mod crash;

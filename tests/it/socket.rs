@@ -673,6 +673,7 @@ fn parallel_one_shot_commands_wait_for_each_other() {
 #[test]
 fn a_held_lock_names_its_holder() {
     let (_fake, env) = fake_and_env(&Tuning::default());
+    env.create_database();
     kr(&env, &["status"], "").expect(0);
     // Hold the lock from this process: a library user.
     let store = keycloak_resilient::store::Store::open(&env.data_dir()).expect("open");
@@ -718,32 +719,50 @@ fn a_half_written_snapshot_does_not_lock_users_out() {
     );
 }
 
-/// The deployment files run as shipped: the cron line (under /bin/sh, with the secrets file
-/// sourced) drains the queue, and the unit's ExecStart starts a service that the cron line's
+/// The deployment files run as shipped: the cron line (under /bin/sh, with the cron file's
+/// variables: the secrets read from the files they name) drains the queue, and the unit's ExecStart starts a service that the cron line's
 /// sync-now is then served by. Paths are moved into a temporary directory; nothing else
 /// changes.
 #[test]
 fn contrib_cron_line_and_unit_command_work() {
     let (fake, env) = fake_and_env(&Tuning::default());
     let dir = env.dir.path().display().to_string();
-    let secrets = env.dir.path().join("secrets.env");
-    std::fs::write(&secrets, "KEYCLOAK_CLIENT_SECRET=ignored-here\n").unwrap();
+    // The secret files the cron file names, with the secrets the fake expects (the config's
+    // own are overridden by them), owner and group only as documented.
+    let etc = env.dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    for (name, secret) in [
+        ("keycloak-client-secret", crate::common::LOGIN_CLIENT_SECRET),
+        (
+            "keycloak-admin-client-secret",
+            crate::common::ADMIN_CLIENT_SECRET,
+        ),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let p = etc.join(name);
+        std::fs::write(&p, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
     let localize = |s: &str| {
         s.replace("/usr/local/bin/keycloak-resilient", BIN)
             .replace(
                 "/etc/keycloak-resilient/config.yaml",
                 &env.config_path().display().to_string(),
             )
-            .replace(
-                "/etc/keycloak-resilient/secrets.env",
-                &secrets.display().to_string(),
-            )
+            .replace("/etc/keycloak-resilient", &etc.display().to_string())
             .replace("/var/lib/keycloak-resilient", &dir)
     };
     let cron = std::fs::read_to_string(repo_file("contrib/keycloak-resilient.cron")).unwrap();
+    let is_variable = |l: &str| l.split_whitespace().next().is_some_and(|w| w.contains('='));
+    let variables: Vec<(String, String)> = cron
+        .lines()
+        .filter(|l| !l.starts_with('#') && is_variable(l))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), localize(v)))
+        .collect();
     let line = cron
         .lines()
-        .find(|l| !l.starts_with('#') && !l.starts_with("SHELL=") && !l.trim().is_empty())
+        .find(|l| !l.starts_with('#') && !is_variable(l) && !l.trim().is_empty())
         .expect("a cron line");
     let mut fields = line.splitn(7, ' ');
     let user = fields.nth(5).expect("user field");
@@ -753,6 +772,10 @@ fn contrib_cron_line_and_unit_command_work() {
         let o = std::process::Command::new("/bin/sh")
             .args(["-c", &command])
             .env_remove("RUST_LOG")
+            .env_remove("KEYCLOAK_CLIENT_SECRET")
+            .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(variables.iter().filter(|(k, _)| k != "SHELL").cloned())
             .output()
             .expect("run /bin/sh");
         assert!(o.status.success(), "cron line failed: {o:?}");
@@ -808,6 +831,7 @@ fn contrib_cron_line_and_unit_command_work() {
 #[test]
 fn a_full_disk_fails_requests_with_one_line_and_keeps_what_was_acknowledged() {
     let (_fake, env) = fake_and_env(&Tuning::default());
+    env.create_database();
     kr(&env, &["status"], "").expect(0);
     // dash's `ulimit -f` counts 512-byte blocks: about 550 KB, a little over sled's first
     // segment. SIGXFSZ ignored, so a write past it fails with EFBIG instead of killing.

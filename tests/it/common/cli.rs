@@ -139,9 +139,15 @@ pub struct Service {
 
 impl Service {
     pub fn start(env: &TestEnv) -> Service {
+        Self::start_with(env, &[])
+    }
+
+    /// `keycloak-resilient --config <env> FLAGS start`.
+    pub fn start_with(env: &TestEnv, flags: &[&str]) -> Service {
         let mut child = std::process::Command::new(BIN)
             .arg("--config")
             .arg(env.config_path())
+            .args(flags)
             .arg("start")
             .env_remove("KEYCLOAK_CLIENT_SECRET")
             .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
@@ -181,6 +187,16 @@ impl Service {
             stdout: Vec::new(),
             stderr,
         }
+    }
+
+    /// The next stdout line (not kept in `stdout`), waiting at most `within`.
+    pub fn next_line(&mut self, within: Duration) -> String {
+        self.lines.recv_timeout(within).unwrap_or_else(|e| {
+            panic!(
+                "start printed no line ({e}); stderr: {}",
+                self.stderr.lock().unwrap()
+            )
+        })
     }
 
     /// Waits until a stdout line contains `needle`.

@@ -76,6 +76,14 @@ impl TestEnv {
         self.dir.path().join("data")
     }
 
+    /// Creates the (empty) database, as a first `user add` or `start` would: the commands
+    /// that only work on an existing one refuse a directory without it (issue 16 point 4).
+    pub fn create_database(&self) {
+        drop(
+            keycloak_resilient::store::Store::open(&self.data_dir()).expect("create the database"),
+        );
+    }
+
     pub fn config(&self) -> Config {
         Config::load(&self.config_path()).expect("test config loads")
     }
@@ -103,6 +111,10 @@ impl TestEnv {
         c.arg("--config").arg(self.config_path());
         c.env_remove("KEYCLOAK_CLIENT_SECRET")
             .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
+            .env_remove("KEYCLOAK_CLIENT_SECRET_FILE")
+            .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("JOURNAL_STREAM")
             .env_remove("RUST_LOG");
         c.write_stdin("");
         c
