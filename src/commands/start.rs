@@ -15,6 +15,8 @@ pub(super) fn start(
     lock_timeout: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
+    // A wrong socket group or op name is a config error, found before anything is opened.
+    super::server::check_settings(&config)?;
     let auth = Arc::new(super::open_auth(config, lock_timeout)?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

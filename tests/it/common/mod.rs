@@ -103,6 +103,7 @@ impl TestEnv {
         c.arg("--config").arg(self.config_path());
         c.env_remove("KEYCLOAK_CLIENT_SECRET")
             .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
+            .env_remove("KEYCLOAK_RESILIENT_SOCKET")
             .env_remove("RUST_LOG");
         c.write_stdin("");
         c
