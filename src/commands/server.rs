@@ -107,11 +107,15 @@ pub fn worker_count() -> usize {
 }
 
 impl Server {
-    /// Binds the socket configured for `auth` and starts serving; stops when `stop` becomes
-    /// true (then [`Server::shutdown`] waits for the requests in flight).
-    pub fn start(auth: Arc<Auth>, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
+    /// Binds the socket configured for `auth` (with `settings`, from [`check_settings`] on
+    /// the same config) and starts serving; stops when `stop` becomes true (then
+    /// [`Server::shutdown`] waits for the requests in flight).
+    pub fn start(
+        auth: Arc<Auth>,
+        stop: Arc<AtomicBool>,
+        settings: Settings,
+    ) -> anyhow::Result<Server> {
         let config = auth.client().config();
-        let settings = check_settings(config)?;
         let path = config.socket_path();
         let listener = bind(&path, &config.service.socket, settings.gid)?;
         listener

@@ -861,6 +861,12 @@ fn contrib_cron_line_and_unit_command_work() {
     assert_eq!(fake.password_of("cronuser").as_deref(), Some(NEW_PW));
 
     let unit = std::fs::read_to_string(repo_file("contrib/keycloak-resilient.service")).unwrap();
+    // Issue 13: the socket's directory under /run, made and removed by systemd.
+    assert!(
+        unit.lines()
+            .any(|l| l == "RuntimeDirectory=keycloak-resilient"),
+        "{unit}"
+    );
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
