@@ -23,8 +23,8 @@ Exit codes:
      stored data (status, queue, user list, …: they never create one); I/O errors
   4  passwd only: the local password changed but Keycloak refused the new one
 
-While `start` runs, every other command is served by it over data/control.sock: same
-output, same exit code.
+While `start` runs, every other command is served by it over its control socket
+(service.socket_path, default data/control.sock; --socket): same output, same exit code.
 
 Passwords are read from standard input (one per line) or, on a terminal, from a prompt that
 does not echo. They are never accepted as arguments.
@@ -48,6 +48,15 @@ pub struct Cli {
     /// The sled data directory (overrides storage.path of the config file).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The control socket of the running service (overrides service.socket_path); `start`
+    /// listens there, other commands send their request there.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KEYCLOAK_RESILIENT_SOCKET"
+    )]
+    pub socket: Option<PathBuf>,
     /// Print data as JSON.
     #[arg(long, global = true)]
     pub json: bool,

@@ -5,14 +5,18 @@
 //! looks exactly like one run directly. When the database is locked and nobody answers on the
 //! socket (another one-shot command is at work, or a holder just died), the command keeps
 //! trying both for `--lock-timeout`, then says who holds the lock and what to do.
+//!
+//! The socket is tried first: where it is comes from the config (`service.socket_path`,
+//! `--socket`, `$KEYCLOAK_RESILIENT_SOCKET`), so a caller allowed on the socket needs no access
+//! to the data directory while the service runs.
 
+use super::from_store;
 use super::protocol::{Answer, Envelope, Request};
-use super::{from_store, server::SOCKET_FILE};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 use anyhow::{anyhow, Context};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -51,20 +55,20 @@ pub fn answer_timeout(request: &Request, config: &Config) -> Duration {
 /// Longest answer accepted (a `queue` listing of a long queue is the largest).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Opens the database, or connects to the service that holds it, waiting up to `lock_timeout`
-/// for one or the other.
+/// Connects to the service, or opens the database when no service answers, waiting up to
+/// `lock_timeout` for one or the other.
 pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result<Target> {
     let path = config.storage_path.clone();
-    let socket = path.join(SOCKET_FILE);
+    let socket = config.socket_path();
     let deadline = Instant::now() + lock_timeout;
     loop {
+        let refused = match UnixStream::connect(&socket) {
+            Ok(conn) => return Ok(Target::Service(conn)),
+            Err(e) => e,
+        };
         match Store::open_waiting(&path, Duration::ZERO) {
             Ok(store) => return Ok(Target::Local(from_store(config, store)?)),
             Err(StoreError::Locked { holder, .. }) => {
-                let refused = match UnixStream::connect(&socket) {
-                    Ok(conn) => return Ok(Target::Service(conn)),
-                    Err(e) => e,
-                };
                 if Instant::now() >= deadline {
                     let locked = StoreError::Locked {
                         path: path.clone(),
@@ -82,8 +86,16 @@ pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result
                 std::thread::sleep(POLL);
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("opening data directory {}", path.display())))
+                // No socket, or nobody on it: the usual "no service"; anything else (no
+                // permission on it) is worth saying too.
+                let socket_too = match refused.kind() {
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused => String::new(),
+                    _ => format!(" (and the control socket {}: {refused})", socket.display()),
+                };
+                return Err(anyhow::Error::new(e).context(format!(
+                    "opening data directory {}{socket_too}",
+                    path.display()
+                )));
             }
         }
     }

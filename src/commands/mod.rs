@@ -16,11 +16,14 @@
 //! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
 //! | `manual.rs` | `completions` and `man`, generated from the clap definition |
+//! | `server.rs`, `slots.rs`, `forward.rs` | the socket: binding it and its workers; its connections; its client |
+//! | `access.rs` | which ops a socket caller may run, from its peer credentials |
 //!
 //! A new command is a clap variant in `cli.rs`, a [`Request`] variant (and its `op` name) in
 //! [`protocol`], an arm in `gather.rs` and one in [`execute`], and its handler and view in its
 //! family's file.
 
+mod access;
 mod cleanup;
 pub mod cli;
 mod diagnostics;
@@ -33,6 +36,7 @@ pub mod protocol;
 mod render;
 mod server;
 mod sessions;
+mod slots;
 mod start;
 mod status;
 mod sync;
@@ -54,8 +58,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::config::SOCKET_FILE;
 pub use input::InputError;
-pub use server::SOCKET_FILE;
 
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
@@ -80,11 +84,14 @@ pub struct Io<'a> {
     pub stopping: &'a dyn Fn() -> bool,
 }
 
-/// Loads the config named by `--config`, with `--data-dir` applied.
+/// Loads the config named by `--config`, with `--data-dir` and `--socket` applied.
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config = Config::load(&cli.config)?;
     if let Some(dir) = &cli.data_dir {
         config.storage_path = dir.clone();
+    }
+    if let Some(socket) = cli.socket.as_ref().filter(|s| !s.as_os_str().is_empty()) {
+        config.service.socket.path = Some(socket.clone());
     }
     Ok(config)
 }

@@ -1,91 +1,167 @@
 //! The service's side of the control socket: while `start` owns the database, one-shot
-//! commands and applications send it requests (see [`super::protocol`]) on a Unix socket
-//! beside the database.
+//! commands and applications send it requests (see [`super::protocol`]) on a Unix socket at
+//! `service.socket_path` (the data directory's `control.sock` unless set).
 //!
-//! One thread per connection, so a request waiting on a slow Keycloak holds up nobody else:
-//! the engine holds no lock across a Keycloak call, and each call is bounded by the configured
-//! timeouts. Requests are bounded too: a line over [`MAX_REQUEST_BYTES`] or one that takes
-//! longer than [`REQUEST_TIMEOUT`] to arrive is answered with an error and the connection
-//! closed; at most [`MAX_CLIENTS`] connections are served at once. A malformed request gets an
-//! error answer; nothing a client sends stops the service.
+//! Requests are run by a fixed pool of workers, about one per core (at least 2): memory stays
+//! flat however many callers come and go — each worker keeps one argon2 working buffer for
+//! its whole life, where a thread per connection allocated a fresh 19 MiB one for every login
+//! and glibc did not give it back (issue 15 point 1). The connections themselves are held by
+//! [`super::slots`], which reads request lines, keeps each one's deadlines and hands whole
+//! lines to the workers. A request waiting on a slow Keycloak holds one worker, bounded by the
+//! configured timeouts (and the breaker, which stops calling a failing Keycloak).
 //!
-//! The socket is owner-only (0600, in a 0700 directory). At shutdown the service finishes the
-//! requests it is running, answers any request that arrives meanwhile with `not_run` (the
-//! command line then sends it to the next holder of the database), and removes the socket.
+//! Who may connect is the socket file's business: its mode (`service.socket_mode`, 0600
+//! unless set) and group (`service.socket_group`). What a caller may run is decided from its
+//! peer credentials by [`super::access`]. The file is bound under a temporary name and given
+//! its mode and group before it is renamed into place, so nobody reaches it before it has
+//! them.
+//!
+//! At shutdown the service finishes the requests it is running, answers any request that
+//! arrives meanwhile with `not_run` (the command line then sends it to the next holder of the
+//! database), and removes the socket.
 
-use super::protocol::{Answer, Envelope, MAX_REQUEST_BYTES};
+use super::access::Access;
+use super::protocol::{Answer, Envelope};
+use super::slots::{shutting_down, write_answer, Conn, Job, Slots, Work};
 use super::EXIT_INPUT;
 use crate::auth::Auth;
+use crate::config::{Config, ConfigError, SocketConfig};
 use anyhow::Context;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The socket's file name inside the data directory.
-pub const SOCKET_FILE: &str = "control.sock";
-/// Connections served at once; more are answered "busy".
-pub const MAX_CLIENTS: usize = 64;
-/// A request line must arrive whole within this time of its first byte.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with no request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often blocked reads and the accept loop look at the stop flag.
-const POLL: Duration = Duration::from_millis(50);
 /// A client that does not read its answer for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most workers, however many cores: each may hold an argon2 buffer.
+const MAX_WORKERS: usize = 16;
 
-/// The listening socket and its accept thread.
+/// The listening socket, its connection thread and its workers.
 pub struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    wake: Arc<UnixStream>,
+    slots: Option<JoinHandle<usize>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// The socket settings checked against this machine (the group looked up, the op names
+/// checked): a mistake is a config error before the service opens anything.
+pub struct Settings {
+    access: Access,
+    gid: Option<u32>,
+}
+
+/// Checks `service.socket_group` and `service.application_ops` of `config`.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] naming the key: an unknown group, an unknown op.
+pub fn check_settings(config: &Config) -> Result<Settings, ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        file: config.source.clone(),
+        key: key.to_string(),
+        reason,
+    };
+    let socket = &config.service.socket;
+    let access = Access::for_this_process(socket).map_err(|why| {
+        let reason = why.split_once(": ").map_or(why.as_str(), |(_, r)| r);
+        invalid("service.application_ops", reason.to_string())
+    })?;
+    let gid = match &socket.group {
+        None => None,
+        Some(group) => Some(group_id(group).map_err(|why| invalid("service.socket_group", why))?),
+    };
+    if gid.is_some() && socket.mode & 0o060 == 0 {
+        log::warn!(
+            "service.socket_group is set but service.socket_mode {:04o} gives the group no access (\"0660\" lets it connect)",
+            socket.mode
+        );
+    }
+    Ok(Settings { access, gid })
+}
+
+/// A group name or a numeric gid → the gid.
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("no group named {group:?} on this machine")),
+        Err(e) => Err(format!("looking up group {group:?}: {e}")),
+    }
+}
+
+/// How many workers run requests: the number of cores, at least 2, at most [`MAX_WORKERS`].
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, MAX_WORKERS)
 }
 
 impl Server {
-    /// Binds the socket beside the database of `auth` and starts serving; stops when `stop`
-    /// becomes true (then [`Server::shutdown`] waits for the requests in flight).
-    pub fn start(auth: Arc<Auth>, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
-        let path = auth.client().store().path().join(SOCKET_FILE);
-        // This process holds the database lock, so a socket file here belongs to a service
-        // that died without cleaning up: nobody listens on it any more.
-        match std::fs::remove_file(&path) {
-            Ok(()) => log::warn!(
-                "replaced the control socket {} left by a service that did not stop cleanly",
-                path.display()
-            ),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("removing stale socket {}", path.display()))
-            }
-        }
-        let listener = UnixListener::bind(&path)
-            .with_context(|| format!("listening on control socket {}", path.display()))?;
-        // The directory is 0700, so nobody else could reach the socket before this.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("restricting control socket {}", path.display()))?;
-        }
+    /// Binds the socket configured for `auth` (with `settings`, from [`check_settings`] on
+    /// the same config) and starts serving; stops when `stop` becomes true (then
+    /// [`Server::shutdown`] waits for the requests in flight).
+    pub fn start(
+        auth: Arc<Auth>,
+        stop: Arc<AtomicBool>,
+        settings: Settings,
+    ) -> anyhow::Result<Server> {
+        let config = auth.client().config();
+        let path = config.socket_path();
+        let listener = bind(&path, &config.service.socket, settings.gid)?;
         listener
             .set_nonblocking(true)
             .context("control socket: non-blocking accept")?;
+        let (wake_rx, wake_tx) = UnixStream::pair().context("control socket: wake pair")?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let wake = Arc::new(wake_tx);
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Option<Conn>>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let access = Arc::new(settings.access);
+        let mut workers = Vec::new();
+        for i in 0..worker_count() {
+            let worker = Worker {
+                auth: auth.clone(),
+                stop: stop.clone(),
+                access: access.clone(),
+                wake: wake.clone(),
+                done: done_tx.clone(),
+            };
+            let jobs = jobs_rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("control-{i}"))
+                .spawn(move || worker.run(&jobs))
+                .context("starting a control socket worker")?;
+            workers.push(spawned);
+        }
         let drain = drain_bound(&auth);
-        let acceptor = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("control".into())
-                .spawn(move || accept_loop(listener, auth, stop, drain))
-                .context("starting the control socket thread")?
-        };
-        log::info!("serving one-shot commands on {}", path.display());
+        let table = Slots::new(listener, wake_rx, jobs_tx, done_rx, stop.clone(), drain);
+        let slots = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || table.run())
+            .context("starting the control socket thread")?;
+        log::info!(
+            "serving one-shot commands on {} ({} workers)",
+            path.display(),
+            workers.len()
+        );
         Ok(Server {
             path,
             stop,
-            acceptor: Some(acceptor),
+            wake,
+            slots: Some(slots),
+            workers,
         })
     }
 
@@ -97,9 +173,23 @@ impl Server {
     /// Stops serving: finishes the requests in flight (bounded), removes the socket.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            if acceptor.join().is_err() {
+        let _ = (&*self.wake).write(&[1]);
+        let still_running = match self.slots.take().map(JoinHandle::join) {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
                 log::error!("control socket thread panicked");
+                1
+            }
+            None => 0,
+        };
+        if still_running > 0 {
+            log::warn!(
+                "{still_running} control socket request(s) still running at shutdown; not waiting longer"
+            );
+        } else {
+            // Idle, and their queue is closed: they end at once.
+            for worker in self.workers.drain(..) {
+                let _ = worker.join();
             }
         }
         if let Err(e) = std::fs::remove_file(&self.path) {
@@ -110,6 +200,70 @@ impl Server {
     }
 }
 
+/// Binds the socket at `path` with the configured mode and group: under a temporary name in
+/// the same directory first, renamed into place once it has them.
+fn bind(path: &Path, socket: &SocketConfig, gid: Option<u32>) -> anyhow::Result<UnixListener> {
+    check_stale(path)?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("control socket {}: not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)
+        .with_context(|| format!("listening on control socket {}", path.display()))?;
+    let setup = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket.mode))?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = setup {
+        let _ = std::fs::remove_file(&tmp);
+        let group = gid.map(|g| format!(", group {g}")).unwrap_or_default();
+        return Err(e).with_context(|| {
+            format!(
+                "setting up control socket {} (mode {:04o}{group})",
+                path.display(),
+                socket.mode
+            )
+        });
+    }
+    Ok(listener)
+}
+
+/// A file already at `path`: a socket nobody answers on is one left by a service that died
+/// (it is replaced); a live one, or anything but a socket, is refused.
+fn check_stale(path: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("control socket {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        anyhow::bail!(
+            "control socket {}: a file that is not a socket is in the way; not replacing it (set service.socket_path elsewhere)",
+            path.display()
+        );
+    }
+    if UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "control socket {}: another service answers there; not replacing it (stop it, or set service.socket_path elsewhere)",
+            path.display()
+        );
+    }
+    log::warn!(
+        "replaced the control socket {} left by a service that did not stop cleanly",
+        path.display()
+    );
+    Ok(())
+}
+
 /// How long shutdown waits for requests in flight: one request's worth of Keycloak calls (a
 /// password change: admin token, user lookup, credential date, reset, and one retry after a
 /// refused token), each bounded by the configured timeout. A sync cycle stops between items.
@@ -117,223 +271,97 @@ fn drain_bound(auth: &Auth) -> Duration {
     auth.client().config().keycloak.timeout * 5 + Duration::from_secs(2)
 }
 
-fn accept_loop(listener: UnixListener, auth: Arc<Auth>, stop: Arc<AtomicBool>, drain: Duration) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                workers.retain(|w| !w.is_finished());
-                if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                    // Not run: the command line tries again until its --lock-timeout.
-                    refuse(
-                        stream,
-                        &Answer {
-                            not_run: true,
-                            ..Answer::error(
-                                super::EXIT_RUNTIME,
-                                "the service is serving too many connections; the request was not run",
-                            )
-                        },
-                    );
-                    continue;
-                }
-                let guard = Active::enter(&active);
-                let (auth, stop) = (auth.clone(), stop.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("control-client".into())
-                    .spawn(move || {
-                        let _guard = guard;
-                        serve(stream, &auth, &stop);
-                    });
-                match spawned {
-                    Ok(w) => workers.push(w),
-                    Err(e) => log::error!("control socket: could not start a thread: {e}"),
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
-            Err(e) => {
-                log::warn!("control socket: accept failed: {e}");
-                std::thread::sleep(POLL);
-            }
+/// One worker of the pool, with what it needs to run requests.
+struct Worker {
+    auth: Arc<Auth>,
+    stop: Arc<AtomicBool>,
+    access: Arc<Access>,
+    wake: Arc<UnixStream>,
+    done: Sender<Option<Conn>>,
+}
+
+impl Worker {
+    /// Runs jobs until the connection thread closes the queue.
+    fn run(self, jobs: &Mutex<Receiver<Job>>) {
+        loop {
+            let job = {
+                let queue = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue.recv()
+            };
+            let Ok(job) = job else { return };
+            // A panic in one request must not cost the pool a worker, nor the table a slot.
+            let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(job)))
+                .unwrap_or_else(|_| {
+                    log::error!("control socket: a request panicked; its connection was closed");
+                    None
+                });
+            let _ = self.done.send(back);
+            // Non-blocking: when the wake socket is full, the connection thread is awake anyway.
+            let _ = (&*self.wake).write(&[1]);
         }
     }
-    // Stopping: finish what runs, and tell whoever arrives meanwhile that nothing was done.
-    let deadline = Instant::now() + drain;
-    loop {
-        workers.retain(|w| !w.is_finished());
-        while let Ok((stream, _)) = listener.accept() {
-            refuse(stream, &shutting_down());
+
+    /// Writes the job's answer; the connection back when it stays open.
+    fn serve(&self, job: Job) -> Option<Conn> {
+        let Job { mut conn, work } = job;
+        let setup = conn
+            .stream
+            .set_nonblocking(false)
+            .and_then(|()| conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)));
+        if let Err(e) = setup {
+            log::warn!("control socket: could not set up a connection: {e}");
+            return None;
         }
-        if workers.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            log::warn!(
-                "{} control socket request(s) still running at shutdown; not waiting longer",
-                workers.len()
-            );
-            break;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-fn shutting_down() -> Answer {
-    Answer {
-        not_run: true,
-        ..Answer::error(
-            super::EXIT_RUNTIME,
-            "the service is shutting down; the request was not run",
-        )
-    }
-}
-
-/// Counts a connection as active until dropped.
-struct Active(Arc<AtomicUsize>);
-
-impl Active {
-    fn enter(count: &Arc<AtomicUsize>) -> Active {
-        count.fetch_add(1, Ordering::SeqCst);
-        Active(count.clone())
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Answers without reading (the request, if any, stays unread).
-fn refuse(mut stream: UnixStream, answer: &Answer) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let _ = write_answer(&mut stream, answer);
-}
-
-fn write_answer(stream: &mut UnixStream, answer: &Answer) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    // One write of the whole line: a client reads an answer whole or not at all (it needs
-    // the newline), so a service killed mid-write never leaves a partial answer that looks
-    // complete.
-    stream.write_all(&line)?;
-    stream.flush()
-}
-
-/// What reading a request line came to.
-enum Next {
-    Line(Vec<u8>),
-    Closed,
-    TooLong,
-    Slow,
-    Stopping { partial: bool },
-}
-
-/// Serves one connection: requests one per line, answered in order, until the client closes
-/// it, idles, misbehaves or the service stops.
-fn serve(mut stream: UnixStream, auth: &Auth, stop: &AtomicBool) {
-    let setup = stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(POLL)))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
-    if let Err(e) = setup {
-        log::warn!("control socket: could not set up a connection: {e}");
-        return;
-    }
-    let mut pending = Vec::new();
-    loop {
-        // After a request too long or too slow, the rest of the stream cannot be trusted to
-        // start at a line: answer, then close.
-        let (answer, close) = match next_line(&mut stream, &mut pending, stop) {
-            Next::Line(_) if stop.load(Ordering::SeqCst) => (shutting_down(), true),
-            Next::Line(line) => (handle(&line, auth, stop), false),
-            Next::Closed | Next::Stopping { partial: false } => return,
-            Next::Stopping { partial: true } => (shutting_down(), true),
-            Next::TooLong => (
-                Answer::error(
-                    EXIT_INPUT,
-                    &format!("bad request: longer than {MAX_REQUEST_BYTES} bytes"),
-                ),
-                true,
-            ),
-            Next::Slow => (
-                Answer::error(
-                    EXIT_INPUT,
-                    &format!(
-                        "bad request: incomplete after {}s (one JSON object per line)",
-                        REQUEST_TIMEOUT.as_secs()
-                    ),
-                ),
-                true,
-            ),
+        let (answer, close) = match work {
+            Work::Reply(answer) => (answer, true),
+            Work::Run(_) if self.stop.load(Ordering::SeqCst) => (shutting_down(), true),
+            Work::Run(line) => (self.handle(&line, conn.uid), false),
         };
-        if write_answer(&mut stream, &answer).is_err() || close {
-            return;
+        if write_answer(&mut conn.stream, &answer).is_err() || close {
+            return None;
         }
+        conn.stream.set_nonblocking(true).ok()?;
+        conn.answered();
+        Some(conn)
     }
-}
 
-/// Reads up to the next newline into a line; bytes after it stay in `pending`.
-fn next_line(stream: &mut UnixStream, pending: &mut Vec<u8>, stop: &AtomicBool) -> Next {
-    let mut started: Option<Instant> = (!pending.is_empty()).then(Instant::now);
-    let idle_since = Instant::now();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            return if line.len() > MAX_REQUEST_BYTES + 1 {
-                Next::TooLong
-            } else {
-                Next::Line(line)
-            };
-        }
-        if pending.len() > MAX_REQUEST_BYTES {
-            return Next::TooLong;
-        }
-        if stop.load(Ordering::SeqCst) {
-            // A request may be waiting unread (sent just before the stop): one more read
-            // finds it, so that it is answered "not run" rather than dropped unanswered.
-            if pending.is_empty() {
-                if let Ok(n @ 1..) = stream.read(&mut chunk) {
-                    pending.extend_from_slice(&chunk[..n]);
+    /// Parses and runs one request line from a peer running as `uid`.
+    fn handle(&self, line: &[u8], uid: u32) -> Answer {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Answer::error(EXIT_INPUT, "bad request: not UTF-8");
+        };
+        match Envelope::parse(text.trim_end()) {
+            Ok(envelope) => {
+                let op = envelope.request.op();
+                if let Some(refusal) = self.access.check(uid, op) {
+                    return refusal;
                 }
+                log::debug!("control socket: {op} (uid {uid})");
+                let stop = &self.stop;
+                super::answer(envelope.request, envelope.format, &self.auth, &|| {
+                    stop.load(Ordering::SeqCst)
+                })
             }
-            return Next::Stopping {
-                partial: !pending.is_empty(),
-            };
-        }
-        match started {
-            Some(t) if t.elapsed() > REQUEST_TIMEOUT => return Next::Slow,
-            None if idle_since.elapsed() > IDLE_TIMEOUT => return Next::Closed,
-            _ => {}
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Next::Closed,
-            Ok(n) => {
-                started.get_or_insert_with(Instant::now);
-                pending.extend_from_slice(&chunk[..n]);
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Next::Closed,
+            Err(why) => Answer::error(EXIT_INPUT, &format!("bad request: {why}")),
         }
     }
 }
 
-/// Parses and runs one request line.
-fn handle(line: &[u8], auth: &Auth, stop: &AtomicBool) -> Answer {
-    let Ok(text) = std::str::from_utf8(line) else {
-        return Answer::error(EXIT_INPUT, "bad request: not UTF-8");
-    };
-    match Envelope::parse(text.trim_end()) {
-        Ok(envelope) => {
-            log::debug!("control socket: {}", envelope.request.op());
-            super::answer(envelope.request, envelope.format, auth, &|| {
-                stop.load(Ordering::SeqCst)
-            })
-        }
-        Err(why) => Answer::error(EXIT_INPUT, &format!("bad request: {why}")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_resolve_by_name_or_number_and_unknown_ones_are_named() {
+        assert_eq!(group_id("0"), Ok(0));
+        assert_eq!(group_id("root"), Ok(0));
+        let err = group_id("no-such-group-kr").unwrap_err();
+        assert_eq!(err, "no group named \"no-such-group-kr\" on this machine");
+    }
+
+    #[test]
+    fn the_pool_has_at_least_two_workers_and_a_bound() {
+        let n = worker_count();
+        assert!((2..=MAX_WORKERS).contains(&n), "{n}");
     }
 }

@@ -64,6 +64,8 @@ pub(super) fn start(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
+    // A wrong socket group or op name is a config error, found before anything is opened.
+    let settings = super::server::check_settings(&config)?;
     let auth = Arc::new(super::open_auth(config, lock_timeout)?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -71,7 +73,7 @@ pub(super) fn start(
         .context("installing the SIGINT/SIGTERM handler")?;
     // Without its socket the service still keeps logins and sync going; one-shot commands
     // then wait for the lock and say who holds it.
-    let server = match super::server::Server::start(auth.clone(), stop.clone()) {
+    let server = match super::server::Server::start(auth.clone(), stop.clone(), settings) {
         Ok(server) => Some(server),
         Err(e) => {
             log::error!("{e:#}; one-shot commands cannot reach this service");

@@ -189,6 +189,40 @@ pub struct ServiceConfig {
     /// collector), resolved against the config file's folder; the CLI's `metrics` cannot open
     /// the database while `start` holds it.
     pub metrics_textfile: Option<PathBuf>,
+    /// The control socket.
+    pub socket: SocketConfig,
+}
+
+/// The socket's file name inside the data directory, where `service.socket_path` puts it when
+/// not set.
+pub const SOCKET_FILE: &str = "control.sock";
+/// `service.socket_mode` when not set: owner only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+/// `service.application_ops` when not set: what a web application needs, nothing that
+/// manages users or reads the queue.
+pub const DEFAULT_APPLICATION_OPS: &[&str] = &[
+    "login",
+    "passwd",
+    "authenticate",
+    "cached-token",
+    "refresh",
+    "logout",
+    "session-show",
+    "status",
+];
+
+/// The control socket: where it is, who may connect, what other users may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// `service.socket_path`, resolved against the config file's folder; `None`: the data
+    /// directory's [`SOCKET_FILE`] (see [`Config::socket_path`]).
+    pub path: Option<PathBuf>,
+    /// The group the socket file is given (a name or a numeric gid), if any.
+    pub group: Option<String>,
+    /// The socket file's permission bits.
+    pub mode: u32,
+    /// The ops a caller other than the service's own user and root may run.
+    pub application_ops: Vec<String>,
 }
 
 /// Local authentication policy.
@@ -282,6 +316,16 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
+    }
+
+    /// Where the control socket is: `service.socket_path` (or `--socket`), else
+    /// [`SOCKET_FILE`] in the data directory (which follows `--data-dir`).
+    pub fn socket_path(&self) -> PathBuf {
+        self.service
+            .socket
+            .path
+            .clone()
+            .unwrap_or_else(|| self.storage_path.join(SOCKET_FILE))
     }
 
     /// The realm and login client that serve `package`.
@@ -529,6 +573,67 @@ mod tests {
         assert!(err.contains("failure_threshold"), "{err}");
         assert!(err.contains("invalid type: a string, expected"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    /// Issue 13 point 1: the socket's place, group and mode.
+    #[test]
+    fn socket_settings_default_and_resolve_like_storage_path() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.socket_path(), Path::new("/etc/kr/data/control.sock"));
+        assert_eq!(c.service.socket.mode, 0o600);
+        assert_eq!(c.service.socket.group, None);
+        assert_eq!(c.service.socket.application_ops, DEFAULT_APPLICATION_OPS);
+        let mut moved = c.clone();
+        moved.storage_path = PathBuf::from("/srv/kr");
+        assert_eq!(moved.socket_path(), Path::new("/srv/kr/control.sock"));
+        let c = parse(&format!(
+            "{MINIMAL}service:\n  socket_path: run/kr.sock\n  socket_group: www-data\n  socket_mode: \"0660\"\n  application_ops: [login, status]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.socket_path(), Path::new("/etc/kr/run/kr.sock"));
+        assert_eq!(c.service.socket.group.as_deref(), Some("www-data"));
+        assert_eq!(c.service.socket.mode, 0o660);
+        assert_eq!(c.service.socket.application_ops, ["login", "status"]);
+        for (mode, want) in [
+            ("\"660\"", 0o660),
+            ("\"0o640\"", 0o640),
+            ("'0600'", 0o600),
+            ("0660", 0o660),
+        ] {
+            let c = parse(&format!("{MINIMAL}service:\n  socket_mode: {mode}\n")).unwrap();
+            assert_eq!(c.service.socket.mode, want, "{mode}");
+        }
+    }
+
+    #[test]
+    fn bad_socket_settings_say_what_is_accepted() {
+        for (value, want) in [
+            ("660", "quote it"),
+            ("0o660", "quote it"),
+            ("\"rw-rw----\"", "quoted octal string"),
+            ("\"0668\"", "quoted octal string"),
+            ("\"4660\"", "at most 0777"),
+            ("\"0060\"", "must keep read and write"),
+        ] {
+            let err = parse(&format!("{MINIMAL}service:\n  socket_mode: {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("service.socket_mode: "), "{err}");
+            assert!(err.contains(want), "{value}: {err}");
+            if want == "quote it" || want == "quoted octal string" {
+                assert!(err.contains("\"0660\""), "names the accepted forms: {err}");
+            }
+        }
+        let err = parse(&format!(
+            "{MINIMAL}service:\n  application_ops: [\"user add\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("service.application_ops: "), "{err}");
+        let err = parse(&format!("{MINIMAL}service:\n  socket_group: \"a:b\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service.socket_group: "), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::{
     AuthConfig, Config, ConfigError, KeycloakConfig, PackageConfig, Preset, Resilience, Secret,
-    ServiceConfig,
+    ServiceConfig, SocketConfig, DEFAULT_APPLICATION_OPS, DEFAULT_SOCKET_MODE,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -80,6 +80,19 @@ struct RawService {
     batch_size: Option<i64>,
     cleanup_interval_seconds: Option<i64>,
     metrics_textfile: Option<String>,
+    socket_path: Option<String>,
+    socket_group: Option<String>,
+    socket_mode: Option<RawMode>,
+    application_ops: Option<Vec<String>>,
+}
+
+/// `service.socket_mode` as written: meant as a quoted octal string; a YAML number is caught
+/// here so that the error can say how to write it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawMode {
+    Text(String),
+    Number(i64),
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +288,15 @@ impl RawService {
                 .metrics_textfile
                 .filter(|p| !p.trim().is_empty())
                 .map(|p| base.join(p)),
+            socket: SocketConfig {
+                path: s
+                    .socket_path
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| base.join(p)),
+                group: v.socket_group(s.socket_group)?,
+                mode: v.socket_mode(s.socket_mode)?,
+                application_ops: v.ops("service.application_ops", s.application_ops)?,
+            },
         })
     }
 }
@@ -359,6 +381,89 @@ impl Validator<'_> {
         let value = value.trim();
         crate::account::check_name("realm", value).map_err(|reason| self.invalid(key, reason))?;
         Ok(value.to_string())
+    }
+
+    /// `service.socket_group`: a group name, or a numeric gid; looked up when the service
+    /// starts, not here (a one-shot command on another machine must not need the group).
+    fn socket_group(&self, value: Option<String>) -> Result<Option<String>, ConfigError> {
+        match value.map(|g| g.trim().to_string()) {
+            None => Ok(None),
+            Some(g) if g.is_empty() => Ok(None),
+            Some(g) if g.chars().any(|c| c.is_control() || c == ':' || c == '/') => Err(self
+                .invalid(
+                    "service.socket_group",
+                    "must be a group name or a numeric gid (no ':', '/' or control characters)",
+                )),
+            Some(g) => Ok(Some(g)),
+        }
+    }
+
+    /// `service.socket_mode`: permission bits as an octal string. The owner must keep read
+    /// and write (its own one-shot commands connect through it); nothing beyond 0777.
+    fn socket_mode(&self, value: Option<RawMode>) -> Result<u32, ConfigError> {
+        const KEY: &str = "service.socket_mode";
+        const FORMS: &str =
+            "a quoted octal string of permission bits such as \"0660\", \"660\" or \"0o660\"";
+        let text = match value {
+            None => return Ok(DEFAULT_SOCKET_MODE),
+            Some(RawMode::Text(t)) => t,
+            Some(RawMode::Number(n)) => {
+                return Err(self.invalid(
+                    KEY,
+                    format!("expected {FORMS}; got the number {n}, which YAML may not read as octal: quote it"),
+                ))
+            }
+        };
+        let t = text.trim();
+        let digits = t.strip_prefix("0o").unwrap_or(t);
+        let mode = (!digits.is_empty()
+            && digits.len() <= 4
+            && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .ok_or_else(|| self.invalid(KEY, format!("expected {FORMS}; got {t:?}")))?;
+        if mode > 0o777 {
+            return Err(self.invalid(
+                KEY,
+                format!("{mode:04o}: only permission bits (at most 0777), no setuid, setgid or sticky bit"),
+            ));
+        }
+        if mode & 0o600 != 0o600 {
+            return Err(self.invalid(
+                KEY,
+                format!(
+                    "{mode:04o}: the owner (the service's user) must keep read and write (0600)"
+                ),
+            ));
+        }
+        Ok(mode)
+    }
+
+    /// `service.application_ops`: op names (checked against the real ops when the service
+    /// starts: the op list belongs to the command layer, above this one).
+    fn ops(&self, key: &str, value: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+        let Some(ops) = value else {
+            return Ok(DEFAULT_APPLICATION_OPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect());
+        };
+        let mut seen = Vec::new();
+        for op in ops {
+            let op = op.trim().to_string();
+            if op.is_empty() || !op.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "{op:?} is not an op name (lower-case words joined by '-', as `user-add`)"
+                    ),
+                ));
+            }
+            if !seen.contains(&op) {
+                seen.push(op);
+            }
+        }
+        Ok(seen)
     }
 
     fn count(&self, key: &str, value: Option<i64>, default: u64) -> Result<u64, ConfigError> {

@@ -151,6 +151,7 @@ impl Service {
             .arg("start")
             .env_remove("KEYCLOAK_CLIENT_SECRET")
             .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
+            .env_remove("KEYCLOAK_RESILIENT_SOCKET")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

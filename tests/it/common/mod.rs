@@ -115,6 +115,7 @@ impl TestEnv {
             .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET_FILE")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("KEYCLOAK_RESILIENT_SOCKET")
             .env_remove("RUST_LOG");
         c.write_stdin("");
         c
