@@ -1,12 +1,11 @@
 //! The local user store's commands: `user add|list|disable|enable|unlock|remove|import` and
 //! `passwd`, with their `--json` views.
 
-use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use crate::account::Account;
 use crate::auth::{Auth, PasswdError, PasswdMode};
-use crate::local_users::{ImportFormat, LocalUser, UserError};
+use crate::local_users::{ImportFormat, LocalUser};
 use serde::Serialize;
 use std::path::Path;
 
@@ -29,14 +28,14 @@ struct RefusedView {
 /// Changes a password locally, then in Keycloak now or through the queue.
 pub(super) fn passwd(
     auth: &Auth,
-    who: &Who,
+    account: &Account,
     old: &str,
     new: &str,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     let out = &mut *io.out;
-    let r = match auth.change_password(&who.user, &who.package, old, new) {
+    let r = match auth.change_password(account, old, new) {
         Ok(r) => r,
         Err(
             e @ (PasswdError::InvalidCredentials
@@ -86,9 +85,14 @@ pub(super) fn passwd(
 }
 
 /// `user add`.
-pub(super) fn user_add(auth: &Auth, who: &Who, password: &str, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().add(&account_of(who)?, password)?;
-    writeln!(io.out, "added {}/{}", who.user, who.package)?;
+pub(super) fn user_add(
+    auth: &Auth,
+    account: &Account,
+    password: &str,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    auth.users().add(account, password)?;
+    writeln!(io.out, "added {account}")?;
     Ok(EXIT_OK)
 }
 
@@ -204,43 +208,29 @@ pub(super) fn user_list(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<
 }
 
 /// `user disable`: also ends the user's sessions.
-pub(super) fn user_disable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    let ended = auth.disable_user(&who.user, &who.package)?;
-    writeln!(
-        io.out,
-        "disabled {}/{} ({ended} session(s) ended)",
-        who.user, who.package
-    )?;
+pub(super) fn user_disable(auth: &Auth, account: &Account, io: &mut Io) -> anyhow::Result<u8> {
+    let ended = auth.disable_user(account)?;
+    writeln!(io.out, "disabled {account} ({ended} session(s) ended)")?;
     Ok(EXIT_OK)
 }
 
 /// `user enable`.
-pub(super) fn user_enable(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().set_enabled(&account_of(who)?, true)?;
-    writeln!(io.out, "enabled {}/{}", who.user, who.package)?;
+pub(super) fn user_enable(auth: &Auth, account: &Account, io: &mut Io) -> anyhow::Result<u8> {
+    auth.users().set_enabled(account, true)?;
+    writeln!(io.out, "enabled {account}")?;
     Ok(EXIT_OK)
 }
 
 /// `user unlock`.
-pub(super) fn user_unlock(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().unlock(&account_of(who)?)?;
-    writeln!(io.out, "unlocked {}/{}", who.user, who.package)?;
+pub(super) fn user_unlock(auth: &Auth, account: &Account, io: &mut Io) -> anyhow::Result<u8> {
+    auth.users().unlock(account)?;
+    writeln!(io.out, "unlocked {account}")?;
     Ok(EXIT_OK)
 }
 
 /// `user remove`: also ends the user's sessions and drops the cached token.
-pub(super) fn user_remove(auth: &Auth, who: &Who, io: &mut Io) -> anyhow::Result<u8> {
-    let ended = auth.remove_user(&who.user, &who.package)?;
-    writeln!(
-        io.out,
-        "removed {}/{} ({ended} session(s) ended)",
-        who.user, who.package
-    )?;
+pub(super) fn user_remove(auth: &Auth, account: &Account, io: &mut Io) -> anyhow::Result<u8> {
+    let ended = auth.remove_user(account)?;
+    writeln!(io.out, "removed {account} ({ended} session(s) ended)")?;
     Ok(EXIT_OK)
-}
-
-/// The validated account a request names (the name rule's error as the store's, for its exit
-/// code).
-fn account_of(who: &Who) -> Result<Account, UserError> {
-    Ok(Account::new(&who.user, &who.package)?)
 }
