@@ -140,13 +140,13 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&path, yaml)?;
     let auth = Auth::new(ResilientClient::new(Config::load(&path)?)?);
     auth.users().add(&acct("alice", "web"), "right-password")?;
-    let first = auth.login("alice", "web", "right-password")?; // probes once, then cached "down"
+    let first = auth.login(&acct("alice", "web"), "right-password")?; // probes once, then cached "down"
     assert!(first.success);
     row(
         "login while Keycloak is down vs bare local verify",
         interleaved(
             20,
-            || drop(auth.login("alice", "web", "right-password")),
+            || drop(auth.login(&acct("alice", "web"), "right-password")),
             || drop(auth.users().verify(&acct("alice", "web"), "right-password")),
         ),
     );
@@ -160,10 +160,20 @@ fn main() -> anyhow::Result<()> {
         &serde_json::json!({"new_password": "Bench-Password-1"}),
     )?;
     for i in 0..10_000u32 {
-        big.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
+        big.enqueue(
+            &acct(&format!("user{i}"), "web"),
+            data.clone(),
+            1 + i % 9,
+            None,
+        )?;
     }
     for i in 0..100u32 {
-        small.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
+        small.enqueue(
+            &acct(&format!("user{i}"), "web"),
+            data.clone(),
+            1 + i % 9,
+            None,
+        )?;
     }
     let claim = |q: &SyncQueue| {
         let got = q.claim(100).expect("claim");
@@ -179,15 +189,13 @@ fn main() -> anyhow::Result<()> {
     // row measures enqueue rather than the tail of the load.
     for _ in 0..5 {
         drop(big.enqueue(
-            &format!("warm-{}", uuid::Uuid::new_v4()),
-            "web",
+            &acct(&format!("warm-{}", uuid::Uuid::new_v4()), "web"),
             data.clone(),
             5,
             None,
         ));
         drop(small.enqueue(
-            &format!("warm-{}", uuid::Uuid::new_v4()),
-            "web",
+            &acct(&format!("warm-{}", uuid::Uuid::new_v4()), "web"),
             data.clone(),
             5,
             None,
@@ -200,8 +208,7 @@ fn main() -> anyhow::Result<()> {
             50,
             || {
                 drop(big.enqueue(
-                    &format!("extra-{}", uuid::Uuid::new_v4()),
-                    "web",
+                    &acct(&format!("extra-{}", uuid::Uuid::new_v4()), "web"),
                     data.clone(),
                     5,
                     None,
@@ -209,8 +216,7 @@ fn main() -> anyhow::Result<()> {
             },
             || {
                 drop(small.enqueue(
-                    &format!("extra-{}", uuid::Uuid::new_v4()),
-                    "web",
+                    &acct(&format!("extra-{}", uuid::Uuid::new_v4()), "web"),
                     data.clone(),
                     5,
                     None,
@@ -223,7 +229,12 @@ fn main() -> anyhow::Result<()> {
     let counted = |n: u32| -> anyhow::Result<SyncQueue> {
         let q = SyncQueue::new(Arc::new(Store::temporary()?), clock());
         for i in 0..n {
-            q.enqueue(&format!("user{i}"), "web", data.clone(), 1 + i % 9, None)?;
+            q.enqueue(
+                &acct(&format!("user{i}"), "web"),
+                data.clone(),
+                1 + i % 9,
+                None,
+            )?;
         }
         q.counts()?;
         Ok(q)

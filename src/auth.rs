@@ -191,17 +191,15 @@ impl Auth {
 
     /// Disables a local user and ends what they hold: sessions and the cached Keycloak token
     /// (which would otherwise still log them in offline through another front end).
-    pub fn disable_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
-        let account = Account::new(username, package).map_err(UserError::from)?;
-        self.users.set_enabled(&account, false)?;
-        self.revoke(&account)
+    pub fn disable_user(&self, account: &Account) -> Result<usize, LoginError> {
+        self.users.set_enabled(account, false)?;
+        self.revoke(account)
     }
 
     /// Removes a local user, their sessions and their cached token.
-    pub fn remove_user(&self, username: &str, package: &str) -> Result<usize, LoginError> {
-        let account = Account::new(username, package).map_err(UserError::from)?;
-        self.users.remove(&account)?;
-        self.revoke(&account)
+    pub fn remove_user(&self, account: &Account) -> Result<usize, LoginError> {
+        self.users.remove(account)?;
+        self.revoke(account)
     }
 
     fn revoke(&self, account: &Account) -> Result<usize, LoginError> {
@@ -215,14 +213,8 @@ impl Auth {
     }
 
     /// Local auth first; then Keycloak, else the cached token, else local only.
-    pub fn login(
-        &self,
-        username: &str,
-        package: &str,
-        password: &str,
-    ) -> Result<LoginResult, LoginError> {
-        let account = Account::new(username, package).map_err(UserError::from)?;
-        let hash = match self.users.verify(&account, password)? {
+    pub fn login(&self, account: &Account, password: &str) -> Result<LoginResult, LoginError> {
+        let hash = match self.users.verify(account, password)? {
             Verification::Ok { hash } => hash,
             Verification::Invalid => return Ok(failed(FailReason::InvalidCredentials, None)),
             Verification::Disabled => return Ok(failed(FailReason::AccountDisabled, None)),
@@ -230,45 +222,40 @@ impl Auth {
                 return Ok(failed(FailReason::AccountLocked, Some(until)))
             }
         };
-        let outcome = self.client.authenticate_with(
-            username,
-            password,
-            package,
-            Verifier::Hash(&hash),
-            Some(&hash),
-        );
+        let outcome =
+            self.client
+                .authenticate_with(account, password, Verifier::Hash(&hash), Some(&hash));
         let (mode, online, token) = match outcome {
             Ok(t) if t.cached => (AuthMode::Cached, false, Some(t.access_token)),
             Ok(t) => (AuthMode::Keycloak, true, Some(t.access_token)),
             Err(AuthError::Rejected(r)) => {
-                self.note_divergence(username, package, &r);
+                self.note_divergence(account, &r);
                 (AuthMode::Local, true, None)
             }
             Err(AuthError::NoCachedLogin { reason } | AuthError::Unavailable { reason }) => {
-                log::info!("login {username}/{package}: local only (Keycloak: {reason})");
+                log::info!("login {account}: local only (Keycloak: {reason})");
                 (AuthMode::Local, false, None)
             }
             Err(AuthError::OfflineDisabled { reason }) => {
-                log::warn!("login {username}/{package} refused: Keycloak unavailable ({reason}) and offline mode is off");
+                log::warn!("login {account} refused: Keycloak unavailable ({reason}) and offline mode is off");
                 return Ok(failed(FailReason::KeycloakUnavailable, None));
             }
             Err(AuthError::Misconfigured(m)) => {
-                log::warn!("login {username}/{package}: local only, Keycloak misconfigured: {m}");
+                log::warn!("login {account}: local only, Keycloak misconfigured: {m}");
                 (AuthMode::Local, false, None)
             }
-            Err(AuthError::NoRefreshToken | AuthError::NoCachedToken { .. }) => {
-                (AuthMode::Local, false, None)
-            }
+            // Not answers of a login (the account is already checked, no refresh is asked for).
+            Err(
+                AuthError::NoRefreshToken | AuthError::NoCachedToken { .. } | AuthError::BadName(_),
+            ) => (AuthMode::Local, false, None),
             // Local auth has vouched for the user: a damaged cache entry or an unreadable key
             // must not lock them out. Say so loudly and go on locally.
             Err(AuthError::Store(e)) => {
-                log::error!(
-                    "login {username}/{package}: token cache unusable ({e}); local login only"
-                );
+                log::error!("login {account}: token cache unusable ({e}); local login only");
                 (AuthMode::Local, false, None)
             }
         };
-        let session: Session = self.sessions.create(&account, mode)?;
+        let session: Session = self.sessions.create(account, mode)?;
         self.events.record(mode)?;
         Ok(LoginResult {
             success: true,
@@ -284,23 +271,23 @@ impl Auth {
     /// Keycloak refused a user local auth accepted. A wrong password is a divergence worth
     /// counting — unless a queued change explains it; any other refusal (account disabled or
     /// not set up in Keycloak) is logged: local auth stays primary. Never fails the login.
-    fn note_divergence(&self, username: &str, package: &str, r: &Rejection) {
+    fn note_divergence(&self, account: &Account, r: &Rejection) {
         if *r != Rejection::InvalidCredentials {
-            log::warn!(
-                "login {username}/{package}: Keycloak refuses the account ({r}); local login only"
-            );
+            log::warn!("login {account}: Keycloak refuses the account ({r}); local login only");
             return;
         }
         let explained = self
             .client
             .queue()
-            .has_pending_password_change(username, package)
+            .has_pending_password_change(account)
             .unwrap_or_else(|e| {
                 log::error!("sync queue unreadable: {e}");
                 false
             });
         if explained {
-            log::info!("login {username}/{package}: Keycloak still has the old password; a queued change will fix it");
+            log::info!(
+                "login {account}: Keycloak still has the old password; a queued change will fix it"
+            );
             return;
         }
         if let Err(e) = self
@@ -311,7 +298,7 @@ impl Auth {
             log::error!("could not count a password divergence: {e}");
         }
         log::warn!(
-            "login {username}/{package}: local password accepted but Keycloak refused it: the two have diverged"
+            "login {account}: local password accepted but Keycloak refused it: the two have diverged"
         );
     }
 
@@ -326,19 +313,17 @@ impl Auth {
     /// put back to pending (Keycloak away) afterwards.
     pub fn change_password(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         old: &str,
         new: &str,
     ) -> Result<PasswdResult, PasswdError> {
-        let account = Account::new(username, package).map_err(UserError::from)?;
-        match self.users.verify(&account, old)? {
+        match self.users.verify(account, old)? {
             Verification::Ok { .. } => {}
             Verification::Invalid => return Err(PasswdError::InvalidCredentials),
             Verification::Disabled => return Err(PasswdError::AccountDisabled),
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
         }
-        let record = self.users.prepare_password(&account, new)?;
+        let record = self.users.prepare_password(account, new)?;
         let data = SyncData::PasswordChange(PasswordChange::new(new.to_string())?);
         let change = |current: &[u8]| record.apply(current);
         // The cached token follows the new password: its verifier is replaced in the same
@@ -356,12 +341,16 @@ impl Auth {
         let enqueued =
             self.client
                 .queue()
-                .enqueue(username, package, data, PRIORITY_HIGHEST, Some(&local))?;
-        log::info!("password of local user {username:?} in package {package:?} changed");
+                .enqueue(account, data, PRIORITY_HIGHEST, Some(&local))?;
+        log::info!(
+            "password of local user {:?} in package {:?} changed",
+            account.user(),
+            account.package()
+        );
         let Some(claimed) = enqueued.claimed else {
             return Ok(queued(enqueued.id));
         };
-        let result = self.sync_now(username, package, claimed);
+        let result = self.sync_now(account, claimed);
         self.client.store().flush()?;
         result
     }
@@ -373,8 +362,7 @@ impl Auth {
     /// it does not hold up the user's later changes until a restart.
     fn sync_now(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         claimed: Claimed<'_>,
     ) -> Result<PasswdResult, PasswdError> {
         let id = claimed.id();
@@ -392,9 +380,7 @@ impl Auth {
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
                 claimed.fail(&r.to_string())?;
-                log::warn!(
-                    "passwd {username}/{package}: local password changed, Keycloak refused: {r}"
-                );
+                log::warn!("passwd {account}: local password changed, Keycloak refused: {r}");
                 Ok(PasswdResult {
                     mode: PasswdMode::Rejected,
                     sync_id: Some(id),
@@ -403,9 +389,7 @@ impl Auth {
             }
             Err(ApplyError::Call(e)) => {
                 if let CallError::Keycloak(KcError::Misconfigured(m)) = &e {
-                    log::warn!(
-                        "passwd {username}/{package}: Keycloak misconfigured ({m}); change queued"
-                    );
+                    log::warn!("passwd {account}: Keycloak misconfigured ({m}); change queued");
                 }
                 claimed.release(Some(&e.to_string()))?;
                 Ok(queued(id))
@@ -439,8 +423,9 @@ fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::{acct, user_key};
     use crate::keycloak::TokenSet;
-    use crate::store::{codec::RECORD_VERSION, user_key};
+    use crate::store::codec::RECORD_VERSION;
     use crate::sync_queue::fail_next_transitions;
 
     const OLD: &str = "Old-Password-1";
@@ -492,7 +477,9 @@ mod tests {
             )
             .unwrap();
 
-        let changed = auth.change_password("alice", "web", OLD, NEW).unwrap();
+        let changed = auth
+            .change_password(&acct("alice", "web"), OLD, NEW)
+            .unwrap();
         assert_eq!(changed.mode, PasswdMode::Queued);
         assert!(cache
             .authenticate(&crate::account::acct("alice", "web"), OLD, None)
@@ -526,7 +513,7 @@ mod tests {
             .token_cache
             .insert(user_key("bob", "web"), &[RECORD_VERSION, 0xff][..])
             .unwrap();
-        auth.change_password("bob", "web", OLD, NEW).unwrap();
+        auth.change_password(&acct("bob", "web"), OLD, NEW).unwrap();
         assert!(cache
             .entry(&crate::account::acct("bob", "web"))
             .unwrap()
@@ -544,7 +531,7 @@ mod tests {
             .unwrap();
         fail_next_transitions(1);
         let err = auth
-            .change_password("alice", "web", OLD, NEW)
+            .change_password(&acct("alice", "web"), OLD, NEW)
             .expect_err("the failed release is reported");
         assert!(err.to_string().contains("no space left"), "{err}");
         verified_hash(&auth, "alice", NEW);

@@ -20,7 +20,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::account::Account;
+use crate::account::{Account, NameError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::keycloak::breaker::CircuitState;
@@ -61,12 +61,10 @@ pub enum AuthError {
     #[error("Keycloak misconfigured: {0}")]
     Misconfigured(String),
     /// `cached-token`: no cached token for this user and package inside the grace period.
-    #[error("no cached token for {user}/{package} inside the grace period")]
+    #[error("no cached token for {account} inside the grace period")]
     NoCachedToken {
-        /// The user asked for.
-        user: String,
-        /// The package asked for.
-        package: String,
+        /// The account asked for.
+        account: Account,
     },
     /// `refresh`: there is no cached refresh token for this user.
     #[error("no cached refresh token for this user and package")]
@@ -77,6 +75,9 @@ pub enum AuthError {
         /// Why.
         reason: String,
     },
+    /// A user or package name the name rule refuses ([`crate::account::check_name`]).
+    #[error(transparent)]
+    BadName(#[from] NameError),
     /// The local database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -279,52 +280,50 @@ impl ResilientClient {
     /// Authenticates at Keycloak (password grant) when available; otherwise, when offline mode
     /// is allowed, hands out the cached token if the password matches its verifier and it is
     /// inside the grace period.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::BadName`] for a name the name rule refuses (checked here, once); the
+    /// others as [`ResilientClient::authenticate_with`].
     pub fn authenticate(
         &self,
         username: &str,
         password: &str,
         package: &str,
     ) -> Result<AuthToken, AuthError> {
-        self.authenticate_with(
-            username,
-            password,
-            package,
-            Verifier::Password(password),
-            None,
-        )
+        let account = Account::new(username, package)?;
+        self.authenticate_with(&account, password, Verifier::Password(password), None)
     }
 
-    /// Whether a password change of (user, package) waits in the queue or is in flight (an
+    /// Whether a password change of `account` waits in the queue or is in flight (an
     /// unreadable queue is logged and read as no).
-    fn password_change_queued(&self, username: &str, package: &str) -> bool {
+    fn password_change_queued(&self, account: &Account) -> bool {
         self.inner
             .queue
-            .has_pending_password_change(username, package)
+            .has_pending_password_change(account)
             .unwrap_or_else(|e| {
                 log::error!("sync queue unreadable: {e}");
                 false
             })
     }
 
-    /// [`ResilientClient::authenticate`] for callers that already verified the password against
-    /// a PHC hash (local auth): that hash becomes the cache's verifier, and the offline check
-    /// skips a second argon2 run when the cached verifier is that same hash.
+    /// [`ResilientClient::authenticate`] of an account, with the verifier the cache is to keep:
+    /// the password itself, or — for callers that already verified the password against a PHC
+    /// hash (local auth) — that hash, so that the offline check skips a second argon2 run when
+    /// the cached verifier is that same hash (`already_verified`).
     pub fn authenticate_with(
         &self,
-        username: &str,
+        account: &Account,
         password: &str,
-        package: &str,
         verifier: Verifier<'_>,
         already_verified: Option<&str>,
     ) -> Result<AuthToken, AuthError> {
-        let pkg = self.inner.config.package(package);
-        // A name the rule refuses has no cache entry: nothing is cached, read or dropped for it.
-        let account = Account::new(username, package).ok();
+        let pkg = self.inner.config.package(account.package());
         let reason = if self.inner.keycloak.should_try_keycloak() {
             match self
                 .inner
                 .keycloak
-                .call(|kc| kc.password_grant(&pkg, username, password))
+                .call(|kc| kc.password_grant(&pkg, account.user(), password))
             {
                 // While a password change of ours waits in the queue, Keycloak still takes the
                 // password it replaces: the token is good, but that password must not become
@@ -332,32 +331,21 @@ impl ResilientClient {
                 // Login's verifier is the local hash, checked against the account instead.
                 Ok(tokens)
                     if matches!(verifier, Verifier::Password(_))
-                        && self.password_change_queued(username, package) =>
+                        && self.password_change_queued(account) =>
                 {
                     log::info!(
-                        "token of {username}/{package} not cached: a queued password change replaces the password Keycloak accepted"
+                        "token of {account} not cached: a queued password change replaces the password Keycloak accepted"
                     );
                     return Ok(self.inner.tokens.uncached(&tokens));
                 }
-                Ok(tokens) => {
-                    return Ok(match &account {
-                        Some(a) => self.inner.tokens.put(a, &tokens, verifier)?,
-                        None => self.inner.tokens.uncached(&tokens),
-                    })
-                }
+                Ok(tokens) => return Ok(self.inner.tokens.put(account, &tokens, verifier)?),
                 Err(CallError::Keycloak(KcError::Rejected(r))) => {
                     // The password changed centrally (or the account went away): the cached
                     // token must stop working offline too — unless a queued change of ours
                     // explains why Keycloak still has the old password.
-                    let explained = self.password_change_queued(username, package);
-                    if !explained
-                        && account
-                            .as_ref()
-                            .map_or(Ok(false), |a| self.inner.tokens.remove(a))?
-                    {
-                        log::info!(
-                            "dropped cached token of {username}/{package}: Keycloak refused ({r})"
-                        );
+                    let explained = self.password_change_queued(account);
+                    if !explained && self.inner.tokens.remove(account)? {
+                        log::info!("dropped cached token of {account}: Keycloak refused ({r})");
                     }
                     return Err(AuthError::Rejected(r));
                 }
@@ -372,19 +360,16 @@ impl ResilientClient {
         // Degraded mode (a cached token) needs resilience on; offline mode (local auth alone,
         // which the login layer falls back to on `NoCachedLogin`) needs allow_offline_mode.
         let r = &self.inner.config.resilience;
-        let cached = match &account {
-            Some(a) if r.enabled => {
-                self.inner
-                    .tokens
-                    .authenticate(a, password, already_verified)?
-            }
-            _ => None,
+        let cached = if r.enabled {
+            self.inner
+                .tokens
+                .authenticate(account, password, already_verified)?
+        } else {
+            None
         };
         match cached {
             Some(token) => {
-                log::info!(
-                    "Keycloak unavailable ({reason}); cached token used for {username}/{package}"
-                );
+                log::info!("Keycloak unavailable ({reason}); cached token used for {account}");
                 Ok(token)
             }
             None if r.allow_offline_mode => Err(AuthError::NoCachedLogin { reason }),
@@ -392,22 +377,20 @@ impl ResilientClient {
         }
     }
 
-    /// Exchanges the cached refresh token of (user, package) for fresh tokens at Keycloak and
+    /// Exchanges the cached refresh token of `account` for fresh tokens at Keycloak and
     /// caches them (the password verifier stays; the grace period starts again).
-    pub fn refresh(&self, username: &str, package: &str) -> Result<AuthToken, AuthError> {
-        // A name the rule refuses has no cache entry, so no refresh token.
-        let account = Account::new(username, package).map_err(|_| AuthError::NoRefreshToken)?;
+    pub fn refresh(&self, account: &Account) -> Result<AuthToken, AuthError> {
         let refresh_token = self
             .inner
             .tokens
-            .refresh_token(&account)?
+            .refresh_token(account)?
             .ok_or(AuthError::NoRefreshToken)?;
         if !self.inner.keycloak.should_try_keycloak() {
             return Err(AuthError::Unavailable {
                 reason: self.unavailable_reason(),
             });
         }
-        let pkg = self.inner.config.package(package);
+        let pkg = self.inner.config.package(account.package());
         match self
             .inner
             .keycloak
@@ -416,7 +399,7 @@ impl ResilientClient {
             Ok(tokens) => self
                 .inner
                 .tokens
-                .replace_tokens(&account, &tokens)?
+                .replace_tokens(account, &tokens)?
                 .ok_or(AuthError::NoRefreshToken),
             Err(CallError::Keycloak(KcError::Rejected(r))) => Err(AuthError::Rejected(r)),
             Err(CallError::Keycloak(KcError::Misconfigured(m))) => Err(AuthError::Misconfigured(m)),
@@ -441,14 +424,13 @@ impl ResilientClient {
 
     /// Queues a change for Keycloak (durable before it returns). `sync_data` for
     /// `password_change` is `{"new_password": "…"}` (`{"password": "…"}` is accepted as an
-    /// alias). The data is parsed here, once, into [`SyncData`]; the queue takes it as it is.
+    /// alias). The names are checked here, once, into an [`Account`]; then as
+    /// [`ResilientClient::queue_change`].
     ///
     /// # Errors
     ///
-    /// [`QueueError::BadInput`] for a name the name rule refuses or a package that the config
-    /// does not know (when `keycloak.packages` lists any); [`QueueError::UnknownType`] and
-    /// [`QueueError::BadData`] for data [`SyncData::parse`] refuses; the queue's own refusals
-    /// (see [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
+    /// [`QueueError::BadInput`] for a name the name rule refuses; the others as
+    /// [`ResilientClient::queue_change`].
     pub fn queue_sync(
         &self,
         username: &str,
@@ -457,22 +439,34 @@ impl ResilientClient {
         sync_data: &serde_json::Value,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
-        self.check_package(package)?;
-        let data = SyncData::parse(sync_type, sync_data)?;
-        let enqueued = self
-            .inner
-            .queue
-            .enqueue(username, package, data, priority, None)?;
-        Ok(enqueued.id)
+        let account = Account::new(username, package)
+            .map_err(|e| QueueError::BadInput(e.message("user", "package")))?;
+        self.queue_change(&account, sync_type, sync_data, priority)
     }
 
-    /// The name rule, then [`Config::check_package`].
-    fn check_package(&self, package: &str) -> Result<(), QueueError> {
-        crate::store::check_name("package", package).map_err(QueueError::BadInput)?;
+    /// [`ResilientClient::queue_sync`] of an account. The data is parsed here, once, into
+    /// [`SyncData`]; the queue takes it as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadInput`] for a package that the config does not know (when
+    /// `keycloak.packages` lists any); [`QueueError::UnknownType`] and [`QueueError::BadData`]
+    /// for data [`SyncData::parse`] refuses; the queue's own refusals (see
+    /// [`SyncQueue::enqueue`]); [`QueueError::Store`] when the database fails.
+    pub fn queue_change(
+        &self,
+        account: &Account,
+        sync_type: &str,
+        sync_data: &serde_json::Value,
+        priority: u32,
+    ) -> Result<Uuid, QueueError> {
         self.inner
             .config
-            .check_package(package)
-            .map_err(QueueError::BadInput)
+            .check_package(account.package())
+            .map_err(QueueError::BadInput)?;
+        let data = SyncData::parse(sync_type, sync_data)?;
+        let enqueued = self.inner.queue.enqueue(account, data, priority, None)?;
+        Ok(enqueued.id)
     }
 
     /// Replays up to `batch_size` queued changes; see [`crate::replay`].
@@ -576,6 +570,53 @@ pub(crate) mod tests {
     fn config() -> Config {
         let yaml = "keycloak:\n  server_url: http://127.0.0.1:9\n  realm: demo\n  client_id: webapp\n  admin_client_secret: s\n";
         Config::parse(yaml, Path::new("/nonexistent/config.yaml"), &|_| None).unwrap()
+    }
+
+    /// Issue 7 point 6: `queue_sync` refuses names the name rule refuses (the queue below
+    /// takes an [`Account`], whose names are checked when it is made), and queues nothing.
+    #[test]
+    fn queue_sync_refuses_path_like_and_invisible_names() {
+        let clock: SharedClock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap(),
+        ));
+        let store = Arc::new(Store::temporary().unwrap());
+        let client = ResilientClient::with_parts(config(), store, clock).unwrap();
+        for (user, package, why) in [
+            ("..", "p", "user must not be . or .."),
+            ("../../etc/passwd", "p", "user must not contain"),
+            ("evil\u{202E}", "p", "user contains an invisible"),
+            ("u", "a/b", "package must not contain"),
+            ("u", ".", "package must not be . or .."),
+            ("nul\0", "p", "user contains a control"),
+        ] {
+            let data = serde_json::json!({"new_password": "pw-123456"});
+            let err = client
+                .queue_sync(user, package, "password_change", &data, 1)
+                .unwrap_err();
+            assert!(
+                matches!(&err, QueueError::BadInput(m) if m.starts_with(why)),
+                "{user:?}/{package:?}: {err}"
+            );
+        }
+        assert_eq!(client.queue().pending_count(), 0);
+    }
+
+    /// `authenticate`, the original API, checks the names once at entry: a name the rule
+    /// refuses is refused before Keycloak or the cache is asked.
+    #[test]
+    fn authenticate_refuses_a_name_the_rule_refuses() {
+        let clock: SharedClock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).unwrap(),
+        ));
+        let store = Arc::new(Store::temporary().unwrap());
+        let client = ResilientClient::with_parts(config(), store, clock).unwrap();
+        let err = client.authenticate("a/b", "pw", "web").unwrap_err();
+        assert!(matches!(err, AuthError::BadName(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "username must not contain any of / \\ ? # %"
+        );
+        assert!(client.get_cached_token("..", "web").unwrap().is_none());
     }
 
     /// A database from before key check values whose queue holds no sealed data (its one item

@@ -391,6 +391,7 @@ fn release_all<'q>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::clock::{Clock, ManualClock};
     use crate::keycloak::health::ProbeRecord;
     use crate::store::Store;
@@ -443,7 +444,7 @@ pub(crate) mod tests {
         };
         let enqueue = |user: &str, priority| {
             let pw = json!({"new_password": "pw-123456"});
-            enqueue(queue, user, "web", "password_change", &pw, priority).unwrap()
+            enqueue(queue, &acct(user, "web"), "password_change", &pw, priority).unwrap()
         };
         let (first, second, third) = (enqueue("a", 1), enqueue("b", 2), enqueue("c", 3));
         // Once claimed, the first item's record is damaged: putting it back fails.

@@ -112,7 +112,7 @@ impl Sessions {
         for item in self.store.sessions.iter() {
             let (id, bytes) = item?;
             let s: Session = store::decode(TREE, &bytes)?;
-            if store::user_key(&s.username, &s.package) == key
+            if crate::account::user_key(&s.username, &s.package) == key
                 && self.store.sessions.remove(id)?.is_some()
             {
                 n += 1;

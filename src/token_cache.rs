@@ -746,7 +746,7 @@ pub(crate) mod tests {
         cache
             .put(&acct("u", "p"), &tokens("t"), Verifier::Password("old"))
             .unwrap();
-        let key = crate::store::user_key("u", "p");
+        let key = crate::account::user_key("u", "p");
         let current = cache.store.token_cache.get(&key).unwrap().unwrap();
         let phc = password::hash("new").unwrap();
         let new = TokenCache::with_verifier(&current, &phc).unwrap();

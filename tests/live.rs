@@ -26,7 +26,8 @@ mod scenarios;
 
 use common::server::Server;
 use common::{
-    repo_file, unique_user, TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET, PACKAGE,
+    acct, repo_file, unique_user, TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET,
+    PACKAGE,
 };
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
@@ -640,7 +641,7 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
                 )
                 .expect("add local user");
 
-            let r = auth.login(&user, PACKAGE, p1).expect("login");
+            let r = auth.login(&acct(&user, PACKAGE), p1).expect("login");
             assert!(r.success, "{r:?}");
             assert_eq!(
                 (r.auth_mode, r.keycloak_status),
@@ -671,7 +672,9 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
                     panic!("wrong password while down must find no cached login, got {other:?}")
                 }
             }
-            let r = auth.login(&user, PACKAGE, p1).expect("login while down");
+            let r = auth
+                .login(&acct(&user, PACKAGE), p1)
+                .expect("login while down");
             assert!(r.success, "{r:?}");
             assert_eq!(
                 (r.auth_mode, r.keycloak_status),
@@ -680,13 +683,13 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
             );
 
             let pr = auth
-                .change_password(&user, PACKAGE, p1, p2)
+                .change_password(&acct(&user, PACKAGE), p1, p2)
                 .expect("passwd while down");
             assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
             let id = pr.sync_id.expect("queued item id");
             // The cached entry follows the local password: the new one logs in offline, the old not.
             let r = auth
-                .login(&user, PACKAGE, p2)
+                .login(&acct(&user, PACKAGE), p2)
                 .expect("login with the new password while down");
             assert_eq!(
                 (r.success, r.auth_mode),
@@ -694,7 +697,7 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
                 "{r:?}"
             );
             let r = auth
-                .login(&user, PACKAGE, p1)
+                .login(&acct(&user, PACKAGE), p1)
                 .expect("login with the old password while down");
             assert!(!r.success, "the old password is gone locally: {r:?}");
 
@@ -756,7 +759,7 @@ fn live_sigkill_cached_logins_queued_change_drains_after_restart() {
             let item = auth.client().queue().get(id).expect("get").expect("item");
             assert_eq!(item.status, SyncStatus::Completed, "{item:?}");
             let r = auth
-                .login(&user, PACKAGE, p2)
+                .login(&acct(&user, PACKAGE), p2)
                 .expect("login after recovery");
             assert_eq!(
                 (r.success, r.auth_mode, r.keycloak_status),
@@ -853,14 +856,14 @@ fn live_sigstop_calls_bounded_and_breaker_stops_calling() {
                 .authenticate(&user, password, PACKAGE)
                 .expect("cached");
             assert!(t.cached);
-            let r = auth.login(&user, PACKAGE, password).expect("login");
+            let r = auth.login(&acct(&user, PACKAGE), password).expect("login");
             assert_eq!(
                 (r.success, r.auth_mode),
                 (true, Some(AuthMode::Cached)),
                 "{r:?}"
             );
             let pr = auth
-                .change_password(&user, PACKAGE, password, "Hang-Password-2")
+                .change_password(&acct(&user, PACKAGE), password, "Hang-Password-2")
                 .expect("passwd");
             assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
             let report = auth.client().process_sync_queue(10).expect("sync");
@@ -910,14 +913,16 @@ fn live_sigstop_then_resume_half_open_trial_drains_queue() {
                 )
                 .expect("add local user");
             assert_eq!(
-                auth.login(&user, PACKAGE, p1).expect("login").auth_mode,
+                auth.login(&acct(&user, PACKAGE), p1)
+                    .expect("login")
+                    .auth_mode,
                 Some(AuthMode::Keycloak)
             );
 
             server.hang();
             let started = Instant::now();
             let pr = auth
-                .change_password(&user, PACKAGE, p1, p2)
+                .change_password(&acct(&user, PACKAGE), p1, p2)
                 .expect("passwd while hung");
             let took = started.elapsed();
             assert_eq!(pr.mode, PasswdMode::Queued, "{pr:?}");
@@ -1002,7 +1007,7 @@ fn live_disabled_carol_rejected_circuit_stays_closed() {
                 )
                 .expect("add local carol");
             let r = auth
-                .login("carol", PACKAGE, "Carol-Password-1")
+                .login(&acct("carol", PACKAGE), "Carol-Password-1")
                 .expect("login");
             assert_eq!(
                 (r.success, r.auth_mode, r.keycloak_status),

@@ -53,7 +53,7 @@ use crate::store::Store;
 use crate::sync_queue::QueueError;
 use anyhow::Context;
 use cli::{Cli, Command};
-use protocol::{Answer, Envelope, Format, Request, Who};
+use protocol::{Answer, Envelope, Format, Request};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,14 +226,23 @@ fn refuse_without_database(request: &Request, config: &Config) -> anyhow::Result
 }
 
 /// Runs a request against an open engine, writing what the command line would print. The
-/// request is checked first ([`Request::check`]), whichever door it came through.
+/// request is checked first (as [`Request::check`] does: its ranges, then its account),
+/// whichever door it came through.
 pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8> {
-    request.check()?;
+    request.check_ranges()?;
+    // The account is made here, once: its handler takes it as it is.
+    let account = request.account()?;
     let client = auth.client();
     if let Some(package) = request.package_to_check() {
         client.config().check_package(package).map_err(InputError)?;
     }
-    let who = |user, package| Who { user, package };
+    let op = request.op();
+    // Every request that names a user and package has an account (see `Request::who`).
+    let account = || {
+        account
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{op} request without a user and package"))
+    };
     match request {
         Request::Status {} => status::status(auth, json, io),
         Request::SyncNow { batch_size } => sync::sync_now(client, batch_size, json, io),
@@ -249,62 +258,32 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             };
             cleanup::cleanup(auth, ages, json, io)
         }
-        Request::Authenticate {
-            user,
-            package,
-            password,
-        } => tokens::authenticate(client, &who(user, package), &password, json, io),
-        Request::CachedToken { user, package } => {
-            tokens::cached_token(client, &who(user, package), json, io)
+        Request::Authenticate { password, .. } => {
+            tokens::authenticate(client, account()?, &password, json, io)
         }
-        Request::Refresh { user, package } => {
-            tokens::refresh(client, &who(user, package), json, io)
-        }
+        Request::CachedToken { .. } => tokens::cached_token(client, account()?, json, io),
+        Request::Refresh { .. } => tokens::refresh(client, account()?, json, io),
         Request::QueueSync {
-            user,
-            package,
             sync_type,
             data,
             priority,
-        } => {
-            let who = who(user, package);
-            sync::queue_sync(client, &who, &sync_type, &data, priority, json, io)
-        }
+            ..
+        } => sync::queue_sync(client, account()?, &sync_type, &data, priority, json, io),
         Request::Queue { limit, after } => {
             sync::queue(client, limit as usize, after.as_deref(), json, io)
         }
-        Request::Login {
-            user,
-            package,
-            password,
-        } => sessions::login(auth, &who(user, package), &password, json, io),
+        Request::Login { password, .. } => sessions::login(auth, account()?, &password, json, io),
         Request::Passwd {
-            user,
-            package,
             old_password,
             new_password,
-        } => {
-            let who = who(user, package);
-            users::passwd(auth, &who, &old_password, &new_password, json, io)
-        }
-        Request::UserAdd {
-            user,
-            package,
-            password,
-        } => users::user_add(auth, &who(user, package), &password, json, io),
+            ..
+        } => users::passwd(auth, account()?, &old_password, &new_password, json, io),
+        Request::UserAdd { password, .. } => users::user_add(auth, account()?, &password, json, io),
         Request::UserList {} => users::user_list(auth, json, io),
-        Request::UserDisable { user, package } => {
-            users::user_disable(auth, &who(user, package), json, io)
-        }
-        Request::UserEnable { user, package } => {
-            users::user_enable(auth, &who(user, package), json, io)
-        }
-        Request::UserUnlock { user, package } => {
-            users::user_unlock(auth, &who(user, package), json, io)
-        }
-        Request::UserRemove { user, package } => {
-            users::user_remove(auth, &who(user, package), json, io)
-        }
+        Request::UserDisable { .. } => users::user_disable(auth, account()?, json, io),
+        Request::UserEnable { .. } => users::user_enable(auth, account()?, json, io),
+        Request::UserUnlock { .. } => users::user_unlock(auth, account()?, json, io),
+        Request::UserRemove { .. } => users::user_remove(auth, account()?, json, io),
         Request::UserImport { file } => users::user_import(auth, &file, json, io),
         Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),

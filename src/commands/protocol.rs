@@ -20,22 +20,13 @@
 //! the socket refuse the same value with the same message.
 
 use super::InputError;
+use crate::account::Account;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::path::PathBuf;
 
 /// Longest request line the service reads; a longer one is answered with an error.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-
-/// A user in a package.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Who {
-    /// The username.
-    pub user: String,
-    /// The package (application).
-    pub package: String,
-}
 
 /// A one-shot command with its inputs. `Debug` is not derived: passwords live here.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -312,6 +303,16 @@ impl Request {
     ///
     /// [`InputError`] (exit 2) naming the flag and what is wrong.
     pub fn check(&self) -> Result<(), InputError> {
+        self.check_ranges()?;
+        self.account().map(drop)
+    }
+
+    /// The numbers of [`Request::check`]: each against its range.
+    ///
+    /// # Errors
+    ///
+    /// [`InputError`] (exit 2) naming the flag and its range.
+    pub fn check_ranges(&self) -> Result<(), InputError> {
         match self {
             Request::SyncNow {
                 batch_size: Some(n),
@@ -335,11 +336,22 @@ impl Request {
             }
             _ => {}
         }
-        if let Some((user, package)) = self.who() {
-            crate::store::check_name("--user", user).map_err(InputError)?;
-            crate::store::check_name("--package", package).map_err(InputError)?;
-        }
         Ok(())
+    }
+
+    /// The account a request names, if any, its names checked by the name rule: made once per
+    /// request, and what its handler works with.
+    ///
+    /// # Errors
+    ///
+    /// [`InputError`] (exit 2) naming `--user` or `--package` and what is wrong.
+    pub fn account(&self) -> Result<Option<Account>, InputError> {
+        let Some((user, package)) = self.who() else {
+            return Ok(None);
+        };
+        Account::new(user, package)
+            .map(Some)
+            .map_err(|e| InputError(e.message("--user", "--package")))
     }
 
     /// The user and package a request names, if any.
@@ -629,6 +641,38 @@ mod tests {
             package: "web".into(),
         };
         assert!(req.check().unwrap_err().to_string().contains("--user"));
+    }
+
+    /// Issue 11 point 5: the account a request names is made once, by `account()`, with the
+    /// doors' flag names in its message; a request naming none has none.
+    #[test]
+    fn a_request_makes_its_account_once_with_the_flag_names() {
+        let login = |user: &str, package: &str| Request::Login {
+            user: user.into(),
+            package: package.into(),
+            password: "pw".into(),
+        };
+        let a = login("Alice", "web").account().unwrap().unwrap();
+        assert_eq!((a.user(), a.package()), ("Alice", "web"));
+        assert_eq!(
+            login("bob", "a/b").account().unwrap_err().to_string(),
+            "--package must not contain any of / \\ ? # %"
+        );
+        assert_eq!(
+            login("", "a/b").account().unwrap_err().to_string(),
+            "--user must not be empty"
+        );
+        assert!(Request::Status {}.account().unwrap().is_none());
+        // Ranges are checked apart, so that `execute` checks each thing once.
+        let bad_name = Request::QueueSync {
+            user: "..".into(),
+            package: "web".into(),
+            sync_type: "password_change".into(),
+            data: serde_json::json!({"new_password": "pw-123456"}),
+            priority: 1,
+        };
+        assert!(bad_name.check_ranges().is_ok());
+        assert!(bad_name.check().is_err());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The session commands: `login` (which creates one), `session show`, `logout`, with their
 //! `--json` views.
 
-use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{Io, EXIT_OK, EXIT_REFUSED};
+use crate::account::Account;
 use crate::auth::{Auth, FailReason};
 use crate::sessions::AuthMode;
 use serde::Serialize;
@@ -24,13 +24,13 @@ struct LoginView {
 /// Logs in; exit 1 with the reason on stderr when refused.
 pub(super) fn login(
     auth: &Auth,
-    who: &Who,
+    account: &Account,
     password: &str,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     let out = &mut *io.out;
-    let r = auth.login(&who.user, &who.package, password)?;
+    let r = auth.login(account, password)?;
     if json {
         let view = LoginView {
             auth_mode: r.auth_mode,

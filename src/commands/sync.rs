@@ -1,9 +1,9 @@
 //! The sync queue's commands: `sync-now` (one cycle), `queue-sync` (enqueue a change) and
 //! `queue` (one page of the listing), each with its `--json` view.
 
-use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{Io, EXIT_OK};
+use crate::account::Account;
 use crate::client::ResilientClient;
 use crate::replay::SyncReport;
 use crate::sync_queue::{Cursor, QueueCounts, SyncItem};
@@ -96,7 +96,7 @@ struct QueuedView {
 /// Enqueues a change (its data already checked by the door it came through).
 pub(super) fn queue_sync(
     client: &ResilientClient,
-    who: &Who,
+    account: &Account,
     sync_type: &str,
     data: &serde_json::Value,
     priority: u32,
@@ -104,7 +104,7 @@ pub(super) fn queue_sync(
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     let out = &mut *io.out;
-    let sync_id = client.queue_sync(&who.user, &who.package, sync_type, data, priority)?;
+    let sync_id = client.queue_change(account, sync_type, data, priority)?;
     if json {
         print_json(out, &QueuedView { sync_id })?;
     } else {

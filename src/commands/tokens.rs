@@ -1,11 +1,11 @@
 //! The token commands: `authenticate`, `cached-token`, `refresh`. All three answer with a
 //! token or a refusal, in one `--json` shape.
 
-use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{Io, EXIT_OK, EXIT_REFUSED};
+use crate::account::Account;
 use crate::client::{AuthError, ResilientClient};
-use crate::token_cache::AuthToken;
+use crate::token_cache::{AuthToken, Verifier};
 use serde::Serialize;
 use std::io::Write;
 
@@ -84,27 +84,27 @@ fn answer_token(
 /// A token from Keycloak, or from the cache while Keycloak is away.
 pub(super) fn authenticate(
     client: &ResilientClient,
-    who: &Who,
+    account: &Account,
     password: &str,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let answer = client.authenticate(&who.user, password, &who.package);
+    let answer = client.authenticate_with(account, password, Verifier::Password(password), None);
     answer_token(io, json, "refused: ", answer)
 }
 
 /// The cached token, if inside the grace period.
 pub(super) fn cached_token(
     client: &ResilientClient,
-    who: &Who,
+    account: &Account,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     let answer = client
-        .get_cached_token(&who.user, &who.package)?
+        .tokens()
+        .get(account)?
         .ok_or_else(|| AuthError::NoCachedToken {
-            user: who.user.clone(),
-            package: who.package.clone(),
+            account: account.clone(),
         });
     answer_token(io, json, "", answer)
 }
@@ -112,10 +112,10 @@ pub(super) fn cached_token(
 /// Fresh tokens for the cached refresh token.
 pub(super) fn refresh(
     client: &ResilientClient,
-    who: &Who,
+    account: &Account,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let answer = client.refresh(&who.user, &who.package);
+    let answer = client.refresh(account);
     answer_token(io, json, "refresh refused: ", answer)
 }

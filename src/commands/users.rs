@@ -1,12 +1,11 @@
 //! The local user store's commands: `user add|list|disable|enable|unlock|remove|import` and
 //! `passwd`, with their `--json` views.
 
-use super::protocol::Who;
 use super::render::{print_json, rfc3339};
 use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use crate::account::Account;
 use crate::auth::{Auth, PasswdError, PasswdMode};
-use crate::local_users::{ImportFormat, LocalUser, UserError};
+use crate::local_users::{ImportFormat, LocalUser};
 use serde::Serialize;
 use std::path::Path;
 
@@ -29,14 +28,14 @@ struct RefusedView {
 /// Changes a password locally, then in Keycloak now or through the queue.
 pub(super) fn passwd(
     auth: &Auth,
-    who: &Who,
+    account: &Account,
     old: &str,
     new: &str,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     let out = &mut *io.out;
-    let r = match auth.change_password(&who.user, &who.package, old, new) {
+    let r = match auth.change_password(account, old, new) {
         Ok(r) => r,
         Err(
             e @ (PasswdError::InvalidCredentials
@@ -122,7 +121,7 @@ struct ChangedView<'a> {
 
 /// Prints what a user command did: `added alice/webapp`, or its `--json` view.
 fn changed(
-    who: &Who,
+    account: &Account,
     done: Done,
     sessions_ended: Option<usize>,
     json: bool,
@@ -131,14 +130,14 @@ fn changed(
     if json {
         let view = ChangedView {
             done,
-            package: &who.package,
+            package: account.package(),
             sessions_ended,
             success: true,
-            user: &who.user,
+            user: account.user(),
         };
         print_json(io.out, &view)?;
     } else {
-        write!(io.out, "{} {}/{}", done.as_str(), who.user, who.package)?;
+        write!(io.out, "{} {account}", done.as_str())?;
         match sessions_ended {
             Some(n) => writeln!(io.out, " ({n} session(s) ended)")?,
             None => writeln!(io.out)?,
@@ -150,13 +149,13 @@ fn changed(
 /// `user add`.
 pub(super) fn user_add(
     auth: &Auth,
-    who: &Who,
+    account: &Account,
     password: &str,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    auth.users().add(&account_of(who)?, password)?;
-    changed(who, Done::Added, None, json, io)
+    auth.users().add(account, password)?;
+    changed(account, Done::Added, None, json, io)
 }
 
 /// `user import --json`.
@@ -271,31 +270,45 @@ pub(super) fn user_list(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<
 }
 
 /// `user disable`: also ends the user's sessions.
-pub(super) fn user_disable(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
-    let ended = auth.disable_user(&who.user, &who.package)?;
-    changed(who, Done::Disabled, Some(ended), json, io)
+pub(super) fn user_disable(
+    auth: &Auth,
+    account: &Account,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    let ended = auth.disable_user(account)?;
+    changed(account, Done::Disabled, Some(ended), json, io)
 }
 
 /// `user enable`.
-pub(super) fn user_enable(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().set_enabled(&account_of(who)?, true)?;
-    changed(who, Done::Enabled, None, json, io)
+pub(super) fn user_enable(
+    auth: &Auth,
+    account: &Account,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    auth.users().set_enabled(account, true)?;
+    changed(account, Done::Enabled, None, json, io)
 }
 
 /// `user unlock`.
-pub(super) fn user_unlock(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
-    auth.users().unlock(&account_of(who)?)?;
-    changed(who, Done::Unlocked, None, json, io)
+pub(super) fn user_unlock(
+    auth: &Auth,
+    account: &Account,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    auth.users().unlock(account)?;
+    changed(account, Done::Unlocked, None, json, io)
 }
 
 /// `user remove`: also ends the user's sessions and drops the cached token.
-pub(super) fn user_remove(auth: &Auth, who: &Who, json: bool, io: &mut Io) -> anyhow::Result<u8> {
-    let ended = auth.remove_user(&who.user, &who.package)?;
-    changed(who, Done::Removed, Some(ended), json, io)
-}
-
-/// The validated account a request names (the name rule's error as the store's, for its exit
-/// code).
-fn account_of(who: &Who) -> Result<Account, UserError> {
-    Ok(Account::new(&who.user, &who.package)?)
+pub(super) fn user_remove(
+    auth: &Auth,
+    account: &Account,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    let ended = auth.remove_user(account)?;
+    changed(account, Done::Removed, Some(ended), json, io)
 }

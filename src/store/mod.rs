@@ -393,10 +393,6 @@ pub(crate) fn decode<T: DeserializeOwned>(
     codec::decode(bytes).map_err(|cause| StoreError::Corrupt { tree, cause })
 }
 
-// The name rule and the per-account key live with the account type; re-exported here for the
-// callers that name them through the store.
-pub use crate::account::{check_name, user_key, MAX_NAME_CHARS, NAME_FORBIDDEN};
-
 /// Loads the data directory's key and proves it is the one the database's secrets were sealed
 /// with, before anything is read or written with it:
 /// - a database holding data but no key file → [`SealError::Missing`]: a new key would make

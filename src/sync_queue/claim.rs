@@ -3,7 +3,6 @@
 
 use super::index::{delayed_key, id_of, is_damage};
 use super::{Claimed, QueueError, SyncQueue, SyncStatus, SyncType};
-use crate::store;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
@@ -63,8 +62,7 @@ impl SyncQueue {
                 }
                 Err(e) => return Err(e),
             };
-            let user = (item.sync_type == SyncType::PasswordChange)
-                .then(|| store::user_key(&item.username, &item.package));
+            let user = (item.sync_type == SyncType::PasswordChange).then(|| item.account_key());
             if user.as_ref().is_some_and(|u| busy.contains(u)) {
                 continue;
             }
@@ -140,7 +138,7 @@ impl SyncQueue {
                 if item.status == SyncStatus::Processing
                     && item.sync_type == SyncType::PasswordChange
                 {
-                    users.insert(store::user_key(&item.username, &item.package));
+                    users.insert(item.account_key());
                 }
             }
         }

@@ -146,6 +146,7 @@ impl Drop for Claimed<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::account::acct;
     use crate::sync_queue::tests::{enqueue, pw, setup};
     use crate::sync_queue::SyncStatus;
 
@@ -153,7 +154,14 @@ mod tests {
     #[test]
     fn a_settled_claim_is_left_alone() {
         let (q, _) = setup();
-        let id = enqueue(&q, "alice", "web", "password_change", &pw("New-Pass-1"), 1).unwrap();
+        let id = enqueue(
+            &q,
+            &acct("alice", "web"),
+            "password_change",
+            &pw("New-Pass-1"),
+            1,
+        )
+        .unwrap();
         let mut claimed = q.claim(1).unwrap();
         assert_eq!(claimed.len(), 1);
         claimed.remove(0).complete().unwrap();
@@ -164,7 +172,14 @@ mod tests {
     #[test]
     fn a_claim_dropped_unsettled_goes_back_to_pending() {
         let (q, _) = setup();
-        let id = enqueue(&q, "alice", "web", "password_change", &pw("New-Pass-1"), 1).unwrap();
+        let id = enqueue(
+            &q,
+            &acct("alice", "web"),
+            "password_change",
+            &pw("New-Pass-1"),
+            1,
+        )
+        .unwrap();
         drop(q.claim(1).unwrap());
         let item = q.get(id).unwrap().unwrap();
         assert_eq!(item.status, SyncStatus::Pending);
@@ -178,9 +193,30 @@ mod tests {
     fn settles_bump_the_lifetime_counters() {
         use crate::store::meta::Counter;
         let (q, _) = setup();
-        enqueue(&q, "a", "web", "password_change", &pw("New-Pass-1"), 1).unwrap();
-        enqueue(&q, "b", "web", "password_change", &pw("New-Pass-1"), 1).unwrap();
-        enqueue(&q, "c", "web", "password_change", &pw("New-Pass-1"), 1).unwrap();
+        enqueue(
+            &q,
+            &acct("a", "web"),
+            "password_change",
+            &pw("New-Pass-1"),
+            1,
+        )
+        .unwrap();
+        enqueue(
+            &q,
+            &acct("b", "web"),
+            "password_change",
+            &pw("New-Pass-1"),
+            1,
+        )
+        .unwrap();
+        enqueue(
+            &q,
+            &acct("c", "web"),
+            "password_change",
+            &pw("New-Pass-1"),
+            1,
+        )
+        .unwrap();
         let mut claimed = q.claim(3).unwrap().into_iter();
         claimed.next().unwrap().complete().unwrap();
         claimed.next().unwrap().fail("refused").unwrap();

@@ -170,6 +170,7 @@ impl SyncQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::sync_queue::tests::{assert_counts_match_a_scan, claim_ids, enqueue, pw, setup};
     use chrono::Duration;
 
@@ -177,9 +178,9 @@ mod tests {
     fn counters_follow_every_transition_and_agree_with_a_scan() {
         let (q, clock) = setup();
         assert_eq!(q.counts().unwrap(), QueueCounts::default());
-        let a = enqueue(&q, "a", "p", "password_change", &pw("pw-aaaaaa"), 1).unwrap();
-        let b = enqueue(&q, "b", "p", "password_change", &pw("pw-bbbbbb"), 1).unwrap();
-        let c = enqueue(&q, "c", "p", "password_change", &pw("pw-cccccc"), 1).unwrap();
+        let a = enqueue(&q, &acct("a", "p"), "password_change", &pw("pw-aaaaaa"), 1).unwrap();
+        let b = enqueue(&q, &acct("b", "p"), "password_change", &pw("pw-bbbbbb"), 1).unwrap();
+        let c = enqueue(&q, &acct("c", "p"), "password_change", &pw("pw-cccccc"), 1).unwrap();
         assert_counts_match_a_scan(&q);
         assert_eq!(q.counts().unwrap().pending, 3);
         claim_ids(&q, 10);
@@ -188,7 +189,14 @@ mod tests {
         q.fail(b, "user not found").unwrap();
         q.retry(c, "HTTP 409", std::time::Duration::from_secs(1))
             .unwrap();
-        enqueue(&q, "c", "p", "password_change", &pw("pw-cccccc-2"), 1).unwrap();
+        enqueue(
+            &q,
+            &acct("c", "p"),
+            "password_change",
+            &pw("pw-cccccc-2"),
+            1,
+        )
+        .unwrap();
         let counts = q.counts().unwrap();
         assert_eq!(
             (

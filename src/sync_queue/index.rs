@@ -6,7 +6,7 @@ use super::item::encode_item;
 use super::local_change::{apply_local_change, LocalChange, WriteAbort};
 use super::{QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
 use crate::store::meta::{self, Counter};
-use crate::store::{self, StoreError};
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -36,14 +36,16 @@ pub fn delayed_key(due: DateTime<Utc>, seq: u64) -> [u8; 16] {
     key
 }
 
-pub(super) fn by_user_prefix(username: &str, package: &str) -> Vec<u8> {
-    let mut key = store::user_key(username, package);
+/// The prefix of an account's entries in `sync_by_user`: its key ([`crate::account::user_key`]),
+/// then 0x00.
+pub(super) fn by_user_prefix(account_key: Vec<u8>) -> Vec<u8> {
+    let mut key = account_key;
     key.push(0);
     key
 }
 
 pub(super) fn by_user_key(item: &SyncItem) -> Vec<u8> {
-    let mut key = by_user_prefix(&item.username, &item.package);
+    let mut key = by_user_prefix(item.account_key());
     key.extend_from_slice(item.sync_id.as_bytes());
     key
 }

@@ -2,6 +2,7 @@
 //! (layout 1, before `applying`, is still read).
 
 use super::SyncType;
+use crate::account::user_key;
 use crate::store::codec::{self, CodecError};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -85,6 +86,14 @@ pub struct SyncItem {
     /// applied (a crash, or a timeout, came before the answer): the next attempt asks Keycloak
     /// before sending it again. Absent from records written before layout 2.
     pub applying: Option<Applying>,
+}
+
+impl SyncItem {
+    /// The key of the account the change is about ([`user_key`] of its user and package): the
+    /// record keeps the names as it was written, so it is keyed from them.
+    pub fn account_key(&self) -> Vec<u8> {
+        user_key(&self.username, &self.package)
+    }
 }
 
 /// An attempt whose outcome is unknown until Keycloak is asked (see [`SyncItem::applying`]).
@@ -195,6 +204,7 @@ pub(super) fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::sync_queue::counts::COUNTS_BUILT;
     use crate::sync_queue::order_key;
     use crate::sync_queue::tests::{enqueue, pw, setup};
@@ -252,8 +262,7 @@ mod tests {
         assert!(q.store.meta.get(COUNTS_BUILT).unwrap().is_some());
         enqueue(
             &q,
-            "bob",
-            "webapp",
+            &acct("bob", "webapp"),
             "password_change",
             &pw("pw-bbbbbbbb"),
             5,

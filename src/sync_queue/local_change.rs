@@ -16,7 +16,7 @@ pub type CachedTokenChange<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
 /// retries a transaction on conflict), so it must only compute.
 pub struct LocalChange<'a> {
     /// The record's key in `local_users`; also the key of the account's entry in
-    /// `token_cache` (both are [`crate::store::user_key`] of the user and package).
+    /// `token_cache` (both are [`crate::account::user_key`] of the user and package).
     pub key: Vec<u8>,
     /// Current bytes → new bytes.
     pub change: RecordChange<'a>,
@@ -69,6 +69,7 @@ pub(super) fn apply_local_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::store::codec::CodecError;
     use crate::sync_queue::tests::{assert_counts_match_a_scan, setup};
     use crate::sync_queue::{PasswordChange, QueueError, SyncData, SyncStatus};
@@ -84,8 +85,7 @@ mod tests {
         };
         let enqueued = q
             .enqueue(
-                "u",
-                "p",
+                &acct("u", "p"),
                 data(),
                 1,
                 Some(&LocalChange {
@@ -107,8 +107,7 @@ mod tests {
         // A second change while the first is in flight waits behind it.
         let second = q
             .enqueue(
-                "u",
-                "p",
+                &acct("u", "p"),
                 data(),
                 1,
                 Some(&LocalChange {
@@ -133,8 +132,7 @@ mod tests {
         };
         let err = q
             .enqueue(
-                "u",
-                "p",
+                &acct("u", "p"),
                 data(),
                 1,
                 Some(&LocalChange {
@@ -148,8 +146,7 @@ mod tests {
         assert!(matches!(err, QueueError::LocalUser(_)), "{err}");
         let missing = q
             .enqueue(
-                "nobody",
-                "p",
+                &acct("nobody", "p"),
                 data(),
                 1,
                 Some(&LocalChange {

@@ -50,6 +50,7 @@ pub use item::{Applying, SyncItem, SyncStatus};
 pub use local_change::{CachedTokenChange, LocalChange, RecordChange};
 pub use page::{Cursor, Page};
 
+use crate::account::Account;
 use crate::clock::SharedClock;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -138,19 +139,16 @@ impl SyncQueue {
     ///
     /// # Errors
     ///
-    /// [`QueueError::BadInput`] for a name the name rule refuses or priority 0;
+    /// [`QueueError::BadInput`] for priority 0 (the names were checked when `account` was made);
     /// [`QueueError::LocalUser`] when the local record is gone or cannot be changed (then
     /// nothing was written); [`QueueError::Store`] when the database fails.
     pub fn enqueue(
         &self,
-        username: &str,
-        package: &str,
+        account: &Account,
         data: SyncData,
         priority: u32,
         local: Option<&LocalChange<'_>>,
     ) -> Result<Enqueued<'_>, QueueError> {
-        check_name("user", username)?;
-        check_name("package", package)?;
         if priority == 0 {
             return Err(QueueError::BadInput(
                 "priority must be 1 or more (1 runs first)".into(),
@@ -169,8 +167,8 @@ impl SyncQueue {
             let now = self.clock.now();
             let mut item = SyncItem {
                 sync_id: Uuid::new_v4(),
-                username: username.to_string(),
-                package: package.to_string(),
+                username: account.user().to_string(),
+                package: account.package().to_string(),
                 sync_type: data.sync_type(),
                 sealed_data: Some(sealed),
                 queued_at: now,
@@ -186,10 +184,8 @@ impl SyncQueue {
             };
             // It is the newest: it supersedes the pending ones as a pending item would.
             let mut changes = self.settle_password_changes(&mut item, now)?;
-            let claim = local.is_some_and(|l| l.claim)
-                && !self
-                    .users_in_flight()?
-                    .contains(&store::user_key(username, package));
+            let claim =
+                local.is_some_and(|l| l.claim) && !self.users_in_flight()?.contains(&account.key());
             if claim {
                 item.status = SyncStatus::Processing;
             }
@@ -309,12 +305,9 @@ impl SyncQueue {
     ///
     /// [`QueueError::Store`] when the database fails or an item in flight is damaged (then
     /// the answer is unknown), [`QueueError::Corrupt`] for a malformed in-flight entry.
-    pub fn has_pending_password_change(
-        &self,
-        username: &str,
-        package: &str,
-    ) -> Result<bool, QueueError> {
-        let prefix = by_user_prefix(username, package);
+    pub fn has_pending_password_change(&self, account: &Account) -> Result<bool, QueueError> {
+        let wanted = account.key();
+        let prefix = by_user_prefix(wanted.clone());
         if self
             .store
             .sync_by_user
@@ -325,15 +318,12 @@ impl SyncQueue {
         {
             return Ok(true);
         }
-        let wanted = store::user_key(username, package);
         for key in self.store.sync_inflight.iter().keys() {
             let key = key?;
             let id = id_of(&key)
                 .ok_or_else(|| QueueError::Corrupt("malformed sync id in sync_inflight".into()))?;
             if let Some(item) = self.get(id)? {
-                if item.sync_type == SyncType::PasswordChange
-                    && store::user_key(&item.username, &item.package) == wanted
-                {
+                if item.sync_type == SyncType::PasswordChange && item.account_key() == wanted {
                     return Ok(true);
                 }
             }
@@ -477,8 +467,4 @@ impl SyncQueue {
         new.applying = None;
         self.write(&[(Some(old), new)])
     }
-}
-
-fn check_name(what: &str, value: &str) -> Result<(), QueueError> {
-    store::check_name(what, value).map_err(QueueError::BadInput)
 }

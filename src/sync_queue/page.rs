@@ -122,6 +122,7 @@ impl SyncQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::acct;
     use crate::sync_queue::tests::{claim_ids, enqueue, pw, setup};
     use crate::sync_queue::SyncStatus;
     use chrono::Duration;
@@ -136,8 +137,7 @@ mod tests {
             all.insert(
                 enqueue(
                     &q,
-                    &format!("u{i}"),
-                    "p",
+                    &acct(&format!("u{i}"), "p"),
                     "password_change",
                     &pw("pw-1234567"),
                     1 + i % 3,

@@ -133,7 +133,7 @@ impl SyncQueue {
         for entry in self
             .store
             .sync_by_user
-            .scan_prefix(by_user_prefix(&item.username, &item.package))
+            .scan_prefix(by_user_prefix(item.account_key()))
         {
             let (key, _) = entry?;
             let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {

@@ -1,7 +1,7 @@
 //! The `test` command's checks and the refresh grant, against the fake Keycloak.
 
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
-use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
 use keycloak_resilient::client::AuthError;
 
 #[test]
@@ -106,13 +106,13 @@ fn refresh_exchanges_the_cached_refresh_token_and_keeps_the_verifier() {
     let env = TestEnv::new(&kc.url(), &Tuning::default());
     let client = env.client();
     assert!(matches!(
-        client.refresh(&user, PACKAGE),
+        client.refresh(&acct(&user, PACKAGE)),
         Err(AuthError::NoRefreshToken)
     ));
     let first = client
         .authenticate(&user, "Refresh-Pass-1", PACKAGE)
         .unwrap();
-    let second = client.refresh(&user, PACKAGE).unwrap();
+    let second = client.refresh(&acct(&user, PACKAGE)).unwrap();
     assert!(!second.cached);
     assert_ne!(first.access_token, second.access_token);
     assert!(
@@ -131,7 +131,7 @@ fn refresh_exchanges_the_cached_refresh_token_and_keeps_the_verifier() {
     assert_eq!(cached.access_token, second.access_token);
     assert!(client.authenticate(&user, "Wrong-Pass-1", PACKAGE).is_err());
     assert!(matches!(
-        client.refresh(&user, PACKAGE),
+        client.refresh(&acct(&user, PACKAGE)),
         Err(AuthError::Unavailable { .. })
     ));
 }

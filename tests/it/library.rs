@@ -5,7 +5,7 @@
 //! `cargo test --test it library::`
 
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
-use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
 use crate::scenarios::{self, manual_clock, past_cooldown};
 use keycloak_resilient::keycloak::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
@@ -109,7 +109,7 @@ fn issue11_passwd_synchronized_at_once_counts_as_processed() {
         )
         .unwrap();
     let synced = auth
-        .change_password(&user, PACKAGE, PASSWORD, "Second-Password-22")
+        .change_password(&acct(&user, PACKAGE), PASSWORD, "Second-Password-22")
         .expect("online passwd");
     assert_eq!(synced.mode, PasswdMode::Synchronized, "{synced:?}");
     let store = auth.client().store();
@@ -970,7 +970,9 @@ fn login_between_return_and_sync_is_local_and_explained() {
     let new = "Between-Password-22";
 
     fake.set_behavior(Behavior::Refuse);
-    let changed = auth.change_password(&user, PACKAGE, PASSWORD, new).unwrap();
+    let changed = auth
+        .change_password(&acct(&user, PACKAGE), PASSWORD, new)
+        .unwrap();
     assert_eq!(changed.mode, PasswdMode::Queued);
     fake.set_behavior(Behavior::Normal);
     past_cooldown(&clock, &tuning);
@@ -982,7 +984,7 @@ fn login_between_return_and_sync_is_local_and_explained() {
             .unwrap()
     };
     let before = divergences();
-    let login = auth.login(&user, PACKAGE, new).unwrap();
+    let login = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert!(login.success, "{login:?}");
     assert_eq!(login.auth_mode, Some(AuthMode::Local));
     assert_eq!(
@@ -992,12 +994,12 @@ fn login_between_return_and_sync_is_local_and_explained() {
     assert_eq!(divergences(), before, "explained by the queued change");
 
     assert_eq!(auth.client().process_sync_queue(10).unwrap().completed, 1);
-    let login = auth.login(&user, PACKAGE, new).unwrap();
+    let login = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert_eq!(login.auth_mode, Some(AuthMode::Keycloak), "{login:?}");
 
     // Someone changes the password in Keycloak behind our back: a real divergence.
     fake.add_user(&user, "Changed-In-Keycloak-1", true);
-    let login = auth.login(&user, PACKAGE, new).unwrap();
+    let login = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert_eq!(login.auth_mode, Some(AuthMode::Local), "{login:?}");
     assert_eq!(divergences(), before + 1);
 }

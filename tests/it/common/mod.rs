@@ -134,3 +134,8 @@ pub fn unique_user(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
 }
+
+/// The account of `user` in `package` (the tests' names are good names).
+pub fn acct(user: &str, package: &str) -> keycloak_resilient::Account {
+    keycloak_resilient::Account::new(user, package).expect("a test account's names pass the rule")
+}

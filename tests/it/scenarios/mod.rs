@@ -12,7 +12,7 @@
 //!   depends on which.
 
 use crate::common::server::Server;
-use crate::common::{unique_user, TestEnv, Tuning, PACKAGE};
+use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
 use chrono::Utc;
 use keycloak_resilient::auth::FailReason;
 use keycloak_resilient::clock::ManualClock;
@@ -642,7 +642,7 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
         )
         .unwrap();
 
-    let online = auth.login(&both, PACKAGE, both_pw).unwrap();
+    let online = auth.login(&acct(&both, PACKAGE), both_pw).unwrap();
     assert!(online.success, "{online:?}");
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak));
     assert_eq!(online.keycloak_status, "online");
@@ -658,7 +658,7 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
     assert_eq!(session.username, both);
 
     server.go_down();
-    let cached = auth.login(&both, PACKAGE, both_pw).unwrap();
+    let cached = auth.login(&acct(&both, PACKAGE), both_pw).unwrap();
     assert!(cached.success, "{cached:?}");
     assert_eq!(cached.auth_mode, Some(AuthMode::Cached));
     assert_eq!(cached.keycloak_status, "offline");
@@ -671,7 +671,7 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
     assert_eq!(s.auth_mode, AuthMode::Cached);
 
     for (user, pw) in [(&local_only, local_pw), (&never_online, never_pw)] {
-        let local = auth.login(user, PACKAGE, pw).unwrap();
+        let local = auth.login(&acct(user, PACKAGE), pw).unwrap();
         assert!(local.success, "{user}: {local:?}");
         assert_eq!(local.auth_mode, Some(AuthMode::Local), "{user}");
         assert_eq!(local.keycloak_status, "offline");
@@ -683,13 +683,15 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
             .is_some());
     }
 
-    let wrong = auth.login(&both, PACKAGE, "Wrong-Password-1").unwrap();
+    let wrong = auth
+        .login(&acct(&both, PACKAGE), "Wrong-Password-1")
+        .unwrap();
     assert!(!wrong.success);
     assert_eq!(wrong.reason, Some(FailReason::InvalidCredentials));
     assert!(wrong.session_id.is_none());
     assert!(wrong.auth_mode.is_none());
     let unknown = auth
-        .login(&unique_user("nobody"), PACKAGE, both_pw)
+        .login(&acct(&unique_user("nobody"), PACKAGE), both_pw)
         .unwrap();
     assert!(!unknown.success);
     assert_eq!(
@@ -701,7 +703,7 @@ pub fn login_modes_keycloak_cached_local(server: &dyn Server) {
 
     server.come_back();
     past_cooldown(&clock, &tuning);
-    let back = auth.login(&both, PACKAGE, both_pw).unwrap();
+    let back = auth.login(&acct(&both, PACKAGE), both_pw).unwrap();
     assert_eq!(back.auth_mode, Some(AuthMode::Keycloak), "{back:?}");
     assert_eq!(back.keycloak_status, "online");
 }
@@ -726,19 +728,19 @@ pub fn passwd_while_down_then_sync(server: &dyn Server) {
         )
         .unwrap();
 
-    let first = auth.login(&user, PACKAGE, old).unwrap();
+    let first = auth.login(&acct(&user, PACKAGE), old).unwrap();
     assert_eq!(first.auth_mode, Some(AuthMode::Keycloak), "{first:?}");
 
     server.go_down();
     let changed = auth
-        .change_password(&user, PACKAGE, old, new)
+        .change_password(&acct(&user, PACKAGE), old, new)
         .expect("passwd while down");
     assert_eq!(changed.mode, PasswdMode::Queued);
     let sync_id = changed.sync_id.expect("the change is queued");
     assert!(changed.keycloak_error.is_none());
     assert_eq!(item(auth.client(), sync_id).status, SyncStatus::Pending);
 
-    let with_new = auth.login(&user, PACKAGE, new).unwrap();
+    let with_new = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert!(
         with_new.success,
         "the new password works at once: {with_new:?}"
@@ -749,7 +751,7 @@ pub fn passwd_while_down_then_sync(server: &dyn Server) {
         "the cached token follows the new password"
     );
     assert_eq!(with_new.keycloak_status, "offline");
-    let with_old = auth.login(&user, PACKAGE, old).unwrap();
+    let with_old = auth.login(&acct(&user, PACKAGE), old).unwrap();
     assert!(
         !with_old.success,
         "the old password no longer works: {with_old:?}"
@@ -766,7 +768,7 @@ pub fn passwd_while_down_then_sync(server: &dyn Server) {
     assert_eq!(report.completed, 1, "{report:?}");
     assert_eq!(item(auth.client(), sync_id).status, SyncStatus::Completed);
 
-    let back = auth.login(&user, PACKAGE, new).unwrap();
+    let back = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert!(back.success);
     assert_eq!(
         back.auth_mode,
@@ -797,7 +799,7 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
         .unwrap();
 
     let synced = auth
-        .change_password(&user, PACKAGE, first, second)
+        .change_password(&acct(&user, PACKAGE), first, second)
         .expect("online passwd");
     assert_eq!(synced.mode, PasswdMode::Synchronized, "{synced:?}");
     assert!(synced.keycloak_error.is_none());
@@ -811,11 +813,11 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
         0,
         "nothing left to sync"
     );
-    let online = auth.login(&user, PACKAGE, second).unwrap();
+    let online = auth.login(&acct(&user, PACKAGE), second).unwrap();
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak), "{online:?}");
 
     let refused = auth
-        .change_password(&user, PACKAGE, second, "short")
+        .change_password(&acct(&user, PACKAGE), second, "short")
         .expect("passwd to a short password");
     assert_eq!(refused.mode, PasswdMode::Rejected, "{refused:?}");
     let why = refused.keycloak_error.clone().expect("Keycloak's reason");
@@ -838,14 +840,14 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
         "Keycloak kept the previous password"
     );
 
-    let local = auth.login(&user, PACKAGE, "short").unwrap();
+    let local = auth.login(&acct(&user, PACKAGE), "short").unwrap();
     assert!(local.success, "the local password did change: {local:?}");
     assert_eq!(
         local.auth_mode,
         Some(AuthMode::Local),
         "Keycloak refuses it, so local only"
     );
-    let old = auth.login(&user, PACKAGE, second).unwrap();
+    let old = auth.login(&acct(&user, PACKAGE), second).unwrap();
     assert!(!old.success);
     assert_eq!(old.reason, Some(FailReason::InvalidCredentials));
 }
@@ -890,7 +892,9 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
             cached_password,
         )
         .unwrap();
-    let online = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
+    let online = auth
+        .login(&acct(&cached_user, PACKAGE), cached_password)
+        .unwrap();
     assert_eq!(online.auth_mode, Some(AuthMode::Keycloak), "{online:?}");
 
     server.go_down();
@@ -899,14 +903,18 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
         other => panic!("expected OfflineDisabled, got {other:?}"),
     }
     // Offline mode off forbids local-only logins, not degraded ones: the cached token serves.
-    let degraded = auth.login(&cached_user, PACKAGE, cached_password).unwrap();
+    let degraded = auth
+        .login(&acct(&cached_user, PACKAGE), cached_password)
+        .unwrap();
     assert!(degraded.success, "{degraded:?}");
     assert_eq!(degraded.auth_mode, Some(AuthMode::Cached));
-    let refused = auth.login(&user, PACKAGE, password).unwrap();
+    let refused = auth.login(&acct(&user, PACKAGE), password).unwrap();
     assert!(!refused.success, "{refused:?}");
     assert_eq!(refused.reason, Some(FailReason::KeycloakUnavailable));
     assert!(refused.session_id.is_none());
-    let wrong = auth.login(&user, PACKAGE, "Wrong-Password-1").unwrap();
+    let wrong = auth
+        .login(&acct(&user, PACKAGE), "Wrong-Password-1")
+        .unwrap();
     assert_eq!(
         wrong.reason,
         Some(FailReason::InvalidCredentials),
@@ -915,7 +923,7 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
 
     server.come_back();
     past_cooldown(&clock, &tuning);
-    let back = auth.login(&user, PACKAGE, password).unwrap();
+    let back = auth.login(&acct(&user, PACKAGE), password).unwrap();
     assert_eq!(back.auth_mode, Some(AuthMode::Keycloak), "{back:?}");
 }
 
