@@ -124,10 +124,19 @@ pub struct KeycloakConfig {
     pub admin_client_id: String,
     /// Its secret.
     pub admin_client_secret: Secret,
-    /// Whole-request timeout.
+    /// Whole-call timeout: every Keycloak call (connect, TLS, headers, body; every request of
+    /// a call that makes several) ends within it from its start.
     pub timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// The bulkhead: Keycloak calls in flight at most (across the processes sharing the data
+    /// directory); a login finding them all taken takes the cached or local path at once.
+    pub max_concurrent_calls: usize,
+    /// A call that answers, but slower than this, counts as a failure for the breaker.
+    pub slow_call: Duration,
+    /// The bound of a health probe someone waits for: `status`, and the half-open trial a
+    /// one-shot login runs when no service's health thread does.
+    pub trial_timeout: Duration,
     /// Per-package realm/client overrides.
     pub packages: BTreeMap<String, PackageConfig>,
 }
