@@ -364,6 +364,39 @@ mod tests {
         );
     }
 
+    /// Issue 14: the bulkhead and the two call bounds, defaulted and checked against the
+    /// timeout, each error naming its key.
+    #[test]
+    fn call_limits_default_and_are_checked_against_the_timeout() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.keycloak.max_concurrent_calls, 10);
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(3));
+        assert_eq!(c.keycloak.trial_timeout, Duration::from_millis(500));
+        let c = parse(&format!("{MINIMAL}  timeout_seconds: 1
+")).unwrap();
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(1));
+        let c = parse(&format!(
+            "{MINIMAL}  max_concurrent_calls: 2
+  slow_call_seconds: 4
+  trial_timeout_ms: 150
+"
+        ))
+        .unwrap();
+        assert_eq!(c.keycloak.max_concurrent_calls, 2);
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(4));
+        assert_eq!(c.keycloak.trial_timeout, Duration::from_millis(150));
+        for (line, key) in [
+            ("max_concurrent_calls: 0", "keycloak.max_concurrent_calls"),
+            ("slow_call_seconds: 6", "keycloak.slow_call_seconds"),
+            ("trial_timeout_ms: 10", "keycloak.trial_timeout_ms"),
+            ("trial_timeout_ms: 5001", "keycloak.trial_timeout_ms"),
+        ] {
+            let err = parse(&format!("{MINIMAL}  {line}
+")).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+    }
+
     #[test]
     fn env_secrets_override_the_file() {
         let yaml = format!("{MINIMAL}  client_secret: from-file\n");
