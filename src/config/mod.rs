@@ -372,8 +372,11 @@ mod tests {
         assert_eq!(c.keycloak.max_concurrent_calls, 10);
         assert_eq!(c.keycloak.slow_call, Duration::from_secs(3));
         assert_eq!(c.keycloak.trial_timeout, Duration::from_millis(500));
-        let c = parse(&format!("{MINIMAL}  timeout_seconds: 1
-")).unwrap();
+        let c = parse(&format!(
+            "{MINIMAL}  timeout_seconds: 1
+"
+        ))
+        .unwrap();
         assert_eq!(c.keycloak.slow_call, Duration::from_secs(1));
         let c = parse(&format!(
             "{MINIMAL}  max_concurrent_calls: 2
@@ -391,8 +394,12 @@ mod tests {
             ("trial_timeout_ms: 10", "keycloak.trial_timeout_ms"),
             ("trial_timeout_ms: 5001", "keycloak.trial_timeout_ms"),
         ] {
-            let err = parse(&format!("{MINIMAL}  {line}
-")).unwrap_err().to_string();
+            let err = parse(&format!(
+                "{MINIMAL}  {line}
+"
+            ))
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(key), "{line}: {err}");
         }
     }
