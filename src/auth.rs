@@ -8,9 +8,10 @@
 
 use crate::account::Account;
 use crate::auth_events::{AuthEvents, ModeCounts};
-use crate::client::{AuthError, ResilientClient};
+use crate::client::{AuthError, LoginStep, ResilientClient, StepRan};
+use crate::config::Config;
 use crate::keycloak::guard::CallError;
-use crate::keycloak::{KcError, Rejection};
+use crate::keycloak::{KcError, KeycloakClient, Rejection};
 use crate::local_users::{LocalUsers, UserError, Verification};
 use crate::lockout::LockoutPolicy;
 use crate::replay::{self, ApplyError};
@@ -60,7 +61,8 @@ pub struct LoginResult {
     pub session_id: Option<Uuid>,
     /// Which layer vouched for the user.
     pub auth_mode: Option<AuthMode>,
-    /// online | offline: whether Keycloak took part.
+    /// online | offline | not_asked: Keycloak took part; was unavailable (or its circuit open);
+    /// or was not asked because local auth refused first.
     pub keycloak_status: &'static str,
     /// Why it failed.
     pub reason: Option<FailReason>,
@@ -105,6 +107,53 @@ pub struct PasswdResult {
     pub sync_id: Option<Uuid>,
     /// Keycloak's reason, when it refused.
     pub keycloak_error: Option<String>,
+}
+
+/// What [`Auth::login_begin`] got to.
+#[derive(Debug)]
+pub enum LoginBegun {
+    /// The login is complete (refused locally, or Keycloak not to be asked).
+    Done(LoginResult),
+    /// Local auth accepted the user; Keycloak is to be asked.
+    Keycloak(PendingLogin),
+}
+
+/// A login accepted by local auth whose Keycloak step is still to run. Holds no reference to
+/// the database. `Debug` leaves out the verified hash.
+pub struct PendingLogin {
+    account: Account,
+    hash: String,
+    step: LoginStep,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login whose Keycloak step has run (or was not made, with the reason), to be completed by
+/// [`Auth::login_finish`].
+pub struct RanLogin {
+    account: Account,
+    hash: String,
+    ran: Result<StepRan, String>,
+}
+
+impl PendingLogin {
+    /// Runs the Keycloak step on `http` with `config`'s realm and client for the account's
+    /// package. Touches no database.
+    pub fn run(self, http: &KeycloakClient, config: &Config, password: &str) -> RanLogin {
+        let package = config.package(self.account.package());
+        let ran = self.step.run(http, &package, self.account.user(), password);
+        RanLogin {
+            account: self.account,
+            hash: self.hash,
+            ran: Ok(ran),
+        }
+    }
 }
 
 /// Why `passwd` did nothing.
@@ -214,17 +263,68 @@ impl Auth {
 
     /// Local auth first; then Keycloak, else the cached token, else local only.
     pub fn login(&self, account: &Account, password: &str) -> Result<LoginResult, LoginError> {
-        let hash = match self.users.verify(account, password)? {
+        match self.login_begin(account, password)? {
+            LoginBegun::Done(result) => Ok(result),
+            LoginBegun::Keycloak(pending) => {
+                let ran = pending.run(
+                    self.client.keycloak().http(),
+                    self.client.config(),
+                    password,
+                );
+                self.login_finish(ran, password)
+            }
+        }
+    }
+
+    /// The part of a login before Keycloak is asked: local auth decides, then the Keycloak step
+    /// is planned. When Keycloak is not to be asked the login is completed here; otherwise the
+    /// step comes back to be run — by a one-shot command after it has let go of the database —
+    /// and handed to [`Auth::login_finish`].
+    pub fn login_begin(&self, account: &Account, password: &str) -> Result<LoginBegun, LoginError> {
+        let account = account.clone();
+        let hash = match self.users.verify(&account, password)? {
             Verification::Ok { hash } => hash,
-            Verification::Invalid => return Ok(failed(FailReason::InvalidCredentials, None)),
-            Verification::Disabled => return Ok(failed(FailReason::AccountDisabled, None)),
+            Verification::Invalid => {
+                return Ok(LoginBegun::Done(failed(
+                    FailReason::InvalidCredentials,
+                    None,
+                )))
+            }
+            Verification::Disabled => {
+                return Ok(LoginBegun::Done(failed(FailReason::AccountDisabled, None)))
+            }
             Verification::Locked { until } => {
-                return Ok(failed(FailReason::AccountLocked, Some(until)))
+                return Ok(LoginBegun::Done(failed(
+                    FailReason::AccountLocked,
+                    Some(until),
+                )))
             }
         };
+        match self.client.plan_login() {
+            Ok(step) => Ok(LoginBegun::Keycloak(PendingLogin {
+                account,
+                hash,
+                step,
+            })),
+            Err(reason) => {
+                let ran = RanLogin {
+                    account,
+                    hash,
+                    ran: Err(reason),
+                };
+                Ok(LoginBegun::Done(self.login_finish(ran, password)?))
+            }
+        }
+    }
+
+    /// Completes a login whose Keycloak step has run: the outcome recorded (breaker, health,
+    /// token cache), the session created whatever Keycloak's availability.
+    pub fn login_finish(&self, ran: RanLogin, password: &str) -> Result<LoginResult, LoginError> {
+        let RanLogin { account, hash, ran } = ran;
+        let account = &account;
         let outcome =
             self.client
-                .authenticate_with(account, password, Verifier::Hash(&hash), Some(&hash));
+                .finish_login(account, password, Verifier::Hash(&hash), Some(&hash), ran);
         let (mode, online, token) = match outcome {
             Ok(t) if t.cached => (AuthMode::Cached, false, Some(t.access_token)),
             Ok(t) => (AuthMode::Keycloak, true, Some(t.access_token)),
@@ -238,7 +338,10 @@ impl Auth {
             }
             Err(AuthError::OfflineDisabled { reason }) => {
                 log::warn!("login {account} refused: Keycloak unavailable ({reason}) and offline mode is off");
-                return Ok(failed(FailReason::KeycloakUnavailable, None));
+                return Ok(LoginResult {
+                    keycloak_status: "offline",
+                    ..failed(FailReason::KeycloakUnavailable, None)
+                });
             }
             Err(AuthError::Misconfigured(m)) => {
                 log::warn!("login {account}: local only, Keycloak misconfigured: {m}");
@@ -408,12 +511,16 @@ fn queued(id: Uuid) -> PasswdResult {
     }
 }
 
+/// `keycloak_status` of a login local auth refused (Keycloak was not asked, whatever its
+/// state; the KeycloakUnavailable refusal overrides it).
+const KEYCLOAK_NOT_ASKED: &str = "not_asked";
+
 fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResult {
     LoginResult {
         success: false,
         session_id: None,
         auth_mode: None,
-        keycloak_status: "offline",
+        keycloak_status: KEYCLOAK_NOT_ASKED,
         reason: Some(reason),
         locked_until,
         access_token: None,

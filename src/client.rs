@@ -24,8 +24,8 @@ use crate::account::{Account, NameError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::keycloak::breaker::CircuitState;
-use crate::keycloak::guard::{CallError, GuardedKeycloak};
-use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::keycloak::guard::{Admission, CallError, CallKind, GuardedKeycloak, Ran};
+use crate::keycloak::{KcError, KeycloakClient, Rejection, TokenSet};
 use crate::replay::{self, Cycle, Retries, SyncReport};
 use crate::store::{Store, StoreError};
 use crate::sync_queue::{QueueError, SyncData, SyncQueue};
@@ -156,6 +156,58 @@ pub struct Status {
     pub queue_blocked: Option<String>,
     /// Why Keycloak is unavailable, if it is.
     pub unavailable_reason: Option<String>,
+}
+
+/// A login's Keycloak step, admitted by the breaker and the bulkhead, not yet made (see
+/// [`ResilientClient::plan_login`]).
+#[derive(Debug)]
+pub enum LoginStep {
+    /// The password grant.
+    Grant(Admission),
+    /// The half-open trial: a health probe bounded by `trial_timeout_ms`, and the password
+    /// grant only once it answered (otherwise the login goes on cached or local).
+    Trial {
+        /// The probe's admission.
+        admission: Admission,
+        /// The realm probed.
+        realm: String,
+    },
+}
+
+/// A login's Keycloak step, made; settled by [`ResilientClient::finish_login`].
+#[derive(Debug)]
+pub enum StepRan {
+    /// The password grant's outcome.
+    Grant(Ran<TokenSet>),
+    /// The trial probe's outcome, and the grant's when the probe answered.
+    Trial(Ran<()>, Option<Ran<TokenSet>>),
+}
+
+impl LoginStep {
+    /// Makes the call on `http`, touching no database (a one-shot command holds no lock
+    /// meanwhile); bounded as the admission says.
+    pub fn run(
+        self,
+        http: &KeycloakClient,
+        package: &crate::config::PackageConfig,
+        username: &str,
+        password: &str,
+    ) -> StepRan {
+        match self {
+            LoginStep::Grant(a) => {
+                StepRan::Grant(a.run(http, |kc| kc.password_grant(package, username, password)))
+            }
+            LoginStep::Trial { admission, realm } => {
+                let probe = admission.run(http, |kc| kc.probe(&realm));
+                let grant = probe.answered().then(|| {
+                    probe
+                        .then_request()
+                        .run(http, |kc| kc.password_grant(package, username, password))
+                });
+                StepRan::Trial(probe, grant)
+            }
+        }
+    }
 }
 
 /// The resilient client. Cheap to clone; clones share everything.
@@ -318,13 +370,59 @@ impl ResilientClient {
         verifier: Verifier<'_>,
         already_verified: Option<&str>,
     ) -> Result<AuthToken, AuthError> {
-        let pkg = self.inner.config.package(account.package());
-        let reason = if self.inner.keycloak.should_try_keycloak() {
-            match self
-                .inner
-                .keycloak
-                .call(|kc| kc.password_grant(&pkg, account.user(), password))
-            {
+        let ran = self.plan_login().map(|step| {
+            let pkg = self.inner.config.package(account.package());
+            step.run(self.inner.keycloak.http(), &pkg, account.user(), password)
+        });
+        self.finish_login(account, password, verifier, already_verified, ran)
+    }
+
+    /// A login's Keycloak step, decided now, without I/O: the password grant while the circuit
+    /// is closed; the half-open trial (a health probe bounded by `trial_timeout_ms`) when it is
+    /// due and no health thread makes it; else why Keycloak is not asked. The step holds no
+    /// reference to the database: a one-shot command closes it while the step runs.
+    pub fn plan_login(&self) -> Result<LoginStep, String> {
+        let kc = &self.inner.keycloak;
+        if kc.should_try_keycloak() {
+            return match kc.admit(CallKind::Request, kc.timeout()) {
+                Ok(admission) => Ok(LoginStep::Grant(admission)),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        if kc.trial_due() && !kc.background_trials() {
+            if let Ok(admission) = kc.admit(CallKind::Probe, kc.trial_timeout()) {
+                return Ok(LoginStep::Trial {
+                    admission,
+                    realm: kc.realm().to_string(),
+                });
+            }
+        }
+        Err(self.unavailable_reason())
+    }
+
+    /// Settles a login's Keycloak step (or its absence, with the reason) and completes the
+    /// login: the new token cached, or the cached one, or why neither. See
+    /// [`ResilientClient::authenticate_with`].
+    pub fn finish_login(
+        &self,
+        account: &Account,
+        password: &str,
+        verifier: Verifier<'_>,
+        already_verified: Option<&str>,
+        ran: Result<StepRan, String>,
+    ) -> Result<AuthToken, AuthError> {
+        let kc = &self.inner.keycloak;
+        let grant = match ran {
+            Err(reason) => Err(reason),
+            Ok(StepRan::Grant(grant)) => Ok(grant),
+            Ok(StepRan::Trial(probe, grant)) => match (kc.settle_probe(probe), grant) {
+                (true, Some(grant)) => Ok(grant),
+                _ => Err(self.unavailable_reason()),
+            },
+        };
+        let reason = match grant {
+            Err(reason) => reason,
+            Ok(ran) => match kc.settle(ran) {
                 // While a password change of ours waits in the queue, Keycloak still takes the
                 // password it replaces: the token is good, but that password must not become
                 // the offline verifier (it would keep working offline for the grace period).
@@ -353,9 +451,7 @@ impl ResilientClient {
                     return Err(AuthError::Misconfigured(m))
                 }
                 Err(e) => e.to_string(),
-            }
-        } else {
-            self.unavailable_reason()
+            },
         };
         // Degraded mode (a cached token) needs resilience on; offline mode (local auth alone,
         // which the login layer falls back to on `NoCachedLogin`) needs allow_offline_mode.

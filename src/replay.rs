@@ -131,7 +131,8 @@ pub fn run(
     if !queue.has_due()? {
         return Ok(report);
     }
-    if !cycle.keycloak.is_available() {
+    // Nobody waits for a cycle: its probe (perhaps the half-open trial) gets the full timeout.
+    if !cycle.keycloak.available_within(cycle.keycloak.timeout()) {
         report.stopped = Some(format!(
             "Keycloak unavailable: {}",
             cycle.keycloak.unavailable_reason()

@@ -1,7 +1,8 @@
 //! `start`: the long-running loop.
 //!
 //! Two threads. The health thread probes Keycloak every `health_check_cache_seconds` (through
-//! the breaker, so an open circuit is not hammered) and reports when Keycloak comes back. The
+//! the breaker, so an open circuit is not hammered), makes the half-open trial as soon as it is
+//! due (no login does while the service runs), and reports when Keycloak comes back. The
 //! main thread runs a sync cycle every `sync_interval_seconds` and at once on such a report, and
 //! a cleanup every `cleanup_interval_seconds`. The stop signal is a parameter (the binary wires
 //! it to SIGINT/SIGTERM, tests pass their own); a cycle checks it between items, so the item in
@@ -88,6 +89,8 @@ pub fn run(
     writeln!(out, "  stop with Ctrl-C or SIGTERM")?;
     out.flush()?;
 
+    // The health thread makes the half-open trial from now on: no login pays for it.
+    client.keycloak().set_background_trials(true);
     let (came_back_tx, came_back) = mpsc::channel::<()>();
     let health = {
         let client = client.clone();
@@ -106,6 +109,7 @@ pub fn run(
     if health.join().is_err() {
         log::error!("health thread panicked");
     }
+    client.keycloak().set_background_trials(false);
     client.store().flush()?;
     say(out, format_args!("stopped"));
     result
@@ -201,11 +205,16 @@ fn health_loop(
     every: Duration,
     came_back: mpsc::Sender<()>,
 ) {
-    let mut was_available = client.is_available();
+    // Nobody waits for this probe: it gets the full timeout, so that a restarted Keycloak's
+    // slow first answer still closes the circuit. It runs every `every`, and at once when the
+    // half-open trial is due (which only this thread makes while it runs).
+    let kc = client.keycloak();
+    let probe = || kc.available_within(kc.timeout());
+    let mut was_available = probe();
     let mut next = Instant::now() + every;
     while !stop.load(Ordering::SeqCst) {
-        if Instant::now() >= next {
-            let available = client.is_available();
+        if Instant::now() >= next || kc.trial_due() {
+            let available = probe();
             if available && !was_available {
                 log::info!("Keycloak is reachable again");
                 let _ = came_back.send(());

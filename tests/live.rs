@@ -888,6 +888,100 @@ fn live_sigstop_calls_bounded_and_breaker_stops_calling() {
     );
 }
 
+/// Issue 14 point 2: SIGSTOP, then 10 simultaneous logins over the socket with
+/// `max_concurrent_calls: 3` and a breaker that does not open (threshold 50). Counting the
+/// token requests that reached a real Keycloak is not possible from here (a stopped JVM logs
+/// nothing), so the logins' outcomes and time bounds are counted instead: all 10 succeed
+/// locally; at most 3 (those holding a bulkhead slot) waited for the timeout, and the others
+/// came back before it — they did not send a request and wait.
+#[test]
+fn live_sigstop_ten_socket_logins_bulkhead_bounds_the_calls() {
+    live_test(
+        "live_sigstop_ten_socket_logins_bulkhead_bounds_the_calls",
+        |server| {
+            let user = unique_user("bulkhead");
+            let password = "Bulkhead-Password-1";
+            server.create_user(&user, password, true);
+            let timeout = Duration::from_secs(4);
+            let tuning = Tuning {
+                failure_threshold: 50,
+                cooldown_seconds: 300,
+                health_check_cache_seconds: 300,
+                timeout_seconds: timeout.as_secs(),
+                keycloak_extra: "  max_concurrent_calls: 3\n".into(),
+                ..Tuning::default()
+            };
+            let env = TestEnv::new(&server.url(), &tuning);
+            let who = ["--user", user.as_str(), "--package", PACKAGE];
+            let stdin = format!("{password}\n");
+            let (code, _, out, err, _) = cli(&env, &[&["user", "add"][..], &who].concat(), &stdin);
+            assert_eq!(code, 0, "user add: {out}{err}");
+            let mut service = common::cli::Service::start(&env);
+            service.wait_for("stop with Ctrl-C", Duration::from_secs(60));
+            let login: Vec<&str> = [&["--json", "login"][..], &who].concat();
+            let (code, j, out, err, _) = cli(&env, &login, &stdin);
+            assert_eq!(
+                (code, &j["auth_mode"]),
+                (0, &json!("keycloak")),
+                "{out}{err}"
+            );
+
+            server.hang();
+            let runs: Vec<_> = (0..10)
+                .map(|_| {
+                    let login: Vec<String> = login.iter().map(|a| a.to_string()).collect();
+                    let stdin = stdin.clone();
+                    let config = env.config_path();
+                    std::thread::spawn(move || {
+                        let started = Instant::now();
+                        let out = Command::new(env!("CARGO_BIN_EXE_keycloak-resilient"))
+                            .arg("--config")
+                            .arg(config)
+                            .args(&login)
+                            .stdin(Stdio::piped())
+                            .stdout(Stdio::piped())
+                            .stderr(Stdio::piped())
+                            .spawn()
+                            .and_then(|mut c| {
+                                use std::io::Write;
+                                if let Some(mut i) = c.stdin.take() {
+                                    i.write_all(stdin.as_bytes())?;
+                                }
+                                c.wait_with_output()
+                            })
+                            .expect("login");
+                        let j: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                        (out.status.code(), j, started.elapsed())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = runs
+                .into_iter()
+                .map(|h| h.join().expect("login thread"))
+                .collect();
+            server.unhang();
+            drop(service);
+            for (code, j, took) in &results {
+                eprintln!("SIGSTOP socket login: exit {code:?} {j} in {took:?}");
+                assert_eq!(*code, Some(0), "{j}");
+                assert_eq!(j["success"], true, "{j}");
+            }
+            let waited = results
+                .iter()
+                .filter(|(_, _, took)| *took >= timeout - Duration::from_millis(300))
+                .count();
+            assert!(
+                waited <= 3,
+                "{waited} logins waited for the hung Keycloak (bulkhead 3)"
+            );
+            assert!(
+                results.iter().all(|(_, _, took)| *took < timeout * 3),
+                "every login bounded"
+            );
+        },
+    );
+}
+
 /// A fresh client over the same data after SIGSTOP + SIGCONT and a short cooldown: the half-open
 /// trial succeeds, the queue drains and Keycloak has the new password.
 #[test]

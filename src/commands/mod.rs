@@ -153,6 +153,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
                     err,
                     stopping: &|| false,
                 };
+                if let Request::Login { .. } = &envelope.request {
+                    return login_one_shot(envelope.request, auth, lock_timeout, json, &mut io);
+                }
                 return execute(envelope.request, &auth, json, &mut io);
             }
             forward::Target::Service(conn) => {
@@ -223,6 +226,44 @@ fn refuse_without_database(request: &Request, config: &Config) -> anyhow::Result
         dir.display(),
         config.source.display()
     ))
+}
+
+/// A one-shot `login`: local auth with the database open; then, when Keycloak is to be asked,
+/// the database is closed (its lock released) for the call, and re-opened briefly to record
+/// the outcome and create the session. Other one-shot commands never wait behind a Keycloak
+/// call this way, however long it takes.
+fn login_one_shot(
+    request: Request,
+    auth: Auth,
+    lock_timeout: Duration,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    if !matches!(request, Request::Login { .. }) {
+        return execute(request, &auth, json, io);
+    }
+    request.check_ranges()?;
+    let account = request.account()?;
+    let Request::Login {
+        package, password, ..
+    } = request
+    else {
+        return execute(request, &auth, json, io);
+    };
+    let account = account.ok_or_else(|| anyhow::anyhow!("login request without an account"))?;
+    let config = auth.client().config().clone();
+    config.check_package(&package).map_err(InputError)?;
+    let pending = match auth.login_begin(&account, &password)? {
+        crate::auth::LoginBegun::Done(result) => return sessions::show_login(&result, json, io),
+        crate::auth::LoginBegun::Keycloak(pending) => pending,
+    };
+    auth.client().store().flush()?;
+    drop(auth);
+    let http = crate::keycloak::KeycloakClient::new(&config.keycloak)?;
+    let ran = pending.run(&http, &config, &password);
+    let auth = open_auth(config, lock_timeout)?;
+    let result = auth.login_finish(ran, &password)?;
+    sessions::show_login(&result, json, io)
 }
 
 /// Runs a request against an open engine, writing what the command line would print. The

@@ -4,7 +4,7 @@
 use super::render::{print_json, rfc3339};
 use super::{Io, EXIT_OK, EXIT_REFUSED};
 use crate::account::Account;
-use crate::auth::{Auth, FailReason};
+use crate::auth::{Auth, FailReason, LoginResult};
 use crate::sessions::AuthMode;
 use serde::Serialize;
 
@@ -29,8 +29,13 @@ pub(super) fn login(
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let out = &mut *io.out;
     let r = auth.login(account, password)?;
+    show_login(&r, json, io)
+}
+
+/// Prints a login's result; exit 1 with the reason on stderr when refused.
+pub(super) fn show_login(r: &LoginResult, json: bool, io: &mut Io) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
     if json {
         let view = LoginView {
             auth_mode: r.auth_mode,

@@ -13,7 +13,11 @@ use std::path::Path;
 #[derive(Serialize)]
 struct PasswdView<'a> {
     keycloak_error: Option<&'a str>,
+    /// The local password changed (always, once the old one was verified).
+    local_changed: bool,
     mode: PasswdMode,
+    /// The change went through as asked: false when Keycloak refused it (exit 4), even
+    /// though the local password changed.
     success: bool,
     sync_id: Option<uuid::Uuid>,
 }
@@ -57,8 +61,9 @@ pub(super) fn passwd(
     if json {
         let view = PasswdView {
             keycloak_error: r.keycloak_error.as_deref(),
+            local_changed: true,
             mode: r.mode,
-            success: true,
+            success: r.mode != PasswdMode::Rejected,
             sync_id: r.sync_id,
         };
         print_json(out, &view)?;

@@ -137,10 +137,19 @@ pub struct KeycloakConfig {
     pub admin_client_id: String,
     /// Its secret.
     pub admin_client_secret: Secret,
-    /// Whole-request timeout.
+    /// Whole-call timeout: every Keycloak call (connect, TLS, headers, body; every request of
+    /// a call that makes several) ends within it from its start.
     pub timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// The bulkhead: Keycloak calls in flight at most (across the processes sharing the data
+    /// directory); a login finding them all taken takes the cached or local path at once.
+    pub max_concurrent_calls: usize,
+    /// A call that answers, but slower than this, counts as a failure for the breaker.
+    pub slow_call: Duration,
+    /// The bound of a health probe someone waits for: `status`, and the half-open trial a
+    /// one-shot login runs when no service's health thread does.
+    pub trial_timeout: Duration,
     /// Per-package realm/client overrides.
     pub packages: BTreeMap<String, PackageConfig>,
 }
@@ -410,6 +419,46 @@ mod tests {
             ),
             (5, 7)
         );
+    }
+
+    /// Issue 14: the bulkhead and the two call bounds, defaulted and checked against the
+    /// timeout, each error naming its key.
+    #[test]
+    fn call_limits_default_and_are_checked_against_the_timeout() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.keycloak.max_concurrent_calls, 10);
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(3));
+        assert_eq!(c.keycloak.trial_timeout, Duration::from_millis(500));
+        let c = parse(&format!(
+            "{MINIMAL}  timeout_seconds: 1
+"
+        ))
+        .unwrap();
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(1));
+        let c = parse(&format!(
+            "{MINIMAL}  max_concurrent_calls: 2
+  slow_call_seconds: 4
+  trial_timeout_ms: 150
+"
+        ))
+        .unwrap();
+        assert_eq!(c.keycloak.max_concurrent_calls, 2);
+        assert_eq!(c.keycloak.slow_call, Duration::from_secs(4));
+        assert_eq!(c.keycloak.trial_timeout, Duration::from_millis(150));
+        for (line, key) in [
+            ("max_concurrent_calls: 0", "keycloak.max_concurrent_calls"),
+            ("slow_call_seconds: 6", "keycloak.slow_call_seconds"),
+            ("trial_timeout_ms: 10", "keycloak.trial_timeout_ms"),
+            ("trial_timeout_ms: 5001", "keycloak.trial_timeout_ms"),
+        ] {
+            let err = parse(&format!(
+                "{MINIMAL}  {line}
+"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -42,6 +42,12 @@ struct RawKeycloak {
     #[serde(default)]
     connect_timeout_seconds: Option<i64>,
     #[serde(default)]
+    max_concurrent_calls: Option<i64>,
+    #[serde(default)]
+    slow_call_seconds: Option<i64>,
+    #[serde(default)]
+    trial_timeout_ms: Option<i64>,
+    #[serde(default)]
     packages: Option<BTreeMap<String, RawPackage>>,
     #[serde(default)]
     resilience: RawResilience,
@@ -159,6 +165,12 @@ impl RawKeycloak {
             2,
             1,
         )?;
+        let raw_limits = (
+            k.max_concurrent_calls,
+            k.slow_call_seconds,
+            k.trial_timeout_ms,
+        );
+        let limits = v.call_limits(raw_limits, timeout)?;
         let default = PackageConfig {
             realm,
             client_id,
@@ -174,6 +186,9 @@ impl RawKeycloak {
             admin_client_secret,
             timeout,
             connect_timeout,
+            max_concurrent_calls: limits.max_concurrent_calls,
+            slow_call: limits.slow_call,
+            trial_timeout: limits.trial_timeout,
             packages,
         };
         Ok((keycloak, k.resilience))
@@ -331,6 +346,25 @@ struct Validator<'a> {
     file: &'a Path,
 }
 
+/// `keycloak.max_concurrent_calls`, `slow_call_seconds` and `trial_timeout_ms`, checked.
+struct CallLimits {
+    max_concurrent_calls: usize,
+    slow_call: Duration,
+    trial_timeout: Duration,
+}
+
+/// Default `keycloak.max_concurrent_calls`.
+const DEFAULT_MAX_CONCURRENT_CALLS: i64 = 10;
+/// Most `keycloak.max_concurrent_calls` accepted (each is a slot file and a connection).
+const MAX_CONCURRENT_CALLS: i64 = 1000;
+/// Default `keycloak.slow_call_seconds` (at most the timeout).
+const DEFAULT_SLOW_CALL_SECONDS: u64 = 3;
+/// Default `keycloak.trial_timeout_ms` (at most the timeout).
+const DEFAULT_TRIAL_TIMEOUT_MS: u64 = 500;
+/// Least `keycloak.trial_timeout_ms` accepted: below it even a healthy Keycloak on the same
+/// host seldom answers.
+const MIN_TRIAL_TIMEOUT_MS: i64 = 50;
+
 impl Validator<'_> {
     fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
@@ -464,6 +498,55 @@ impl Validator<'_> {
             }
         }
         Ok(seen)
+    }
+
+    /// The bulkhead and the two bounds tied to `timeout` (`keycloak.timeout_seconds`).
+    fn call_limits(
+        &self,
+        (max_calls, slow_call, trial_ms): (Option<i64>, Option<i64>, Option<i64>),
+        timeout: Duration,
+    ) -> Result<CallLimits, ConfigError> {
+        let max_concurrent_calls = match max_calls {
+            None => DEFAULT_MAX_CONCURRENT_CALLS,
+            Some(n) if (1..=MAX_CONCURRENT_CALLS).contains(&n) => n,
+            Some(n) => {
+                return Err(self.invalid(
+                    "keycloak.max_concurrent_calls",
+                    format!("must be a whole number from 1 to {MAX_CONCURRENT_CALLS}, got {n}"),
+                ))
+            }
+        } as usize;
+        let timeout_s = timeout.as_secs();
+        let slow_call = match slow_call {
+            None => Duration::from_secs(DEFAULT_SLOW_CALL_SECONDS.min(timeout_s)),
+            Some(n) if n >= 1 && n as u64 <= timeout_s => Duration::from_secs(n as u64),
+            Some(n) => {
+                return Err(self.invalid(
+                    "keycloak.slow_call_seconds",
+                    format!(
+                        "must be between 1 and keycloak.timeout_seconds ({timeout_s}), got {n}"
+                    ),
+                ))
+            }
+        };
+        let timeout_ms = timeout.as_millis() as i64;
+        let trial_timeout = match trial_ms {
+            None => Duration::from_millis(DEFAULT_TRIAL_TIMEOUT_MS.min(timeout_ms as u64)),
+            Some(n) if (MIN_TRIAL_TIMEOUT_MS..=timeout_ms).contains(&n) => {
+                Duration::from_millis(n as u64)
+            }
+            Some(n) => {
+                return Err(self.invalid(
+                    "keycloak.trial_timeout_ms",
+                    format!("must be between {MIN_TRIAL_TIMEOUT_MS} and keycloak.timeout_seconds in milliseconds ({timeout_ms}), got {n}"),
+                ))
+            }
+        };
+        Ok(CallLimits {
+            max_concurrent_calls,
+            slow_call,
+            trial_timeout,
+        })
     }
 
     fn count(&self, key: &str, value: Option<i64>, default: u64) -> Result<u64, ConfigError> {

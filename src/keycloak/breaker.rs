@@ -119,6 +119,20 @@ impl Breaker {
         }
     }
 
+    /// Answers without changing anything: may an ordinary request (not the trial) go at `now`?
+    /// Only while closed; otherwise rejected with the time a trial is (or was) due.
+    pub fn permit_request(&self, now: DateTime<Utc>) -> Permit {
+        match self.state.state {
+            CircuitState::Closed => Permit::Allowed,
+            CircuitState::Open => Permit::Rejected {
+                retry_at: self.opened_at() + self.cooldown,
+            },
+            CircuitState::HalfOpen => Permit::Rejected {
+                retry_at: self.state.trial_started_at.unwrap_or(now) + self.cooldown,
+            },
+        }
+    }
+
     /// Asks to make a call at `now`; may move open → half-open and claim the trial.
     pub fn permit(&mut self, now: DateTime<Utc>) -> Permit {
         match self.state.state {
@@ -239,6 +253,21 @@ mod tests {
         b.on_success();
         assert_eq!(b.state(), &BreakerState::default());
         assert_eq!(b.permit(again), Permit::Allowed);
+    }
+
+    /// Issue 14 point 3: an ordinary request never becomes the trial.
+    #[test]
+    fn only_a_closed_circuit_permits_an_ordinary_request() {
+        let mut b = breaker(1);
+        assert_eq!(b.permit_request(t0()), Permit::Allowed);
+        b.on_failure(t0());
+        let after = t0() + Duration::seconds(61);
+        assert!(!b.permit_request(after).is_allowed(), "trial due: still no");
+        assert_eq!(b.state().state, CircuitState::Open, "and nothing changed");
+        assert_eq!(b.permit(after), Permit::Trial);
+        assert!(!b.permit_request(after).is_allowed());
+        b.on_success();
+        assert_eq!(b.permit_request(after), Permit::Allowed);
     }
 
     #[test]

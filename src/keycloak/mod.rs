@@ -15,22 +15,32 @@
 //! puts the [`breaker`] in front of it and keeps the [`health`] record.
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod guard;
 pub mod health;
 
 use crate::config::{KeycloakConfig, PackageConfig, Secret};
 use percent_encoding::utf8_percent_encode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long before its expiry an admin token is replaced.
 const ADMIN_TOKEN_MARGIN: Duration = Duration::from_secs(30);
-/// Bodies larger than this are not Keycloak's JSON answers.
+/// Error bodies larger than this are not Keycloak's JSON answers.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Success bodies larger than this are not Keycloak's answers to the calls made here (a token
+/// set, one user, a credential list, a discovery document: a few KB each).
+const MAX_BODY: usize = 1024 * 1024;
+/// How much of a body is read at a time (the deadline is checked between reads).
+const READ_CHUNK: usize = 8 * 1024;
+/// Keycloak's own answer for an id the admin API does not know, as opposed to a route that
+/// is not there (`HTTP 404 Not Found`, from Keycloak or from a proxy in front of it).
+const USER_NOT_FOUND: &str = "User not found";
 
 /// A Keycloak call's failure, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,10 +189,18 @@ struct AdminToken {
 }
 
 /// A blocking Keycloak client for one server.
+///
+/// Every call is bounded as a whole: [`KeycloakClient::bounded`] gives a handle whose requests
+/// (connect, TLS, headers and body, and every request of a call that makes several) all end by
+/// one deadline. reqwest's blocking client alone waits `timeout` for the headers and again for
+/// each read of the body, so a trickling answer could hold a call for many timeouts.
+#[derive(Clone)]
 pub struct KeycloakClient {
     http: Client,
     config: KeycloakConfig,
-    admin_tokens: Mutex<HashMap<String, AdminToken>>,
+    admin_tokens: Arc<Mutex<HashMap<String, AdminToken>>>,
+    /// When the call this handle serves must be over (`None`: each request gets `timeout`).
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for KeycloakClient {
@@ -211,8 +229,64 @@ impl KeycloakClient {
         Ok(KeycloakClient {
             http,
             config: config.clone(),
-            admin_tokens: Mutex::new(HashMap::new()),
+            admin_tokens: Arc::new(Mutex::new(HashMap::new())),
+            deadline: None,
         })
+    }
+
+    /// A handle on the same connection pool and admin tokens whose every request ends within
+    /// `budget` from now, all of them together.
+    pub fn bounded(&self, budget: Duration) -> KeycloakClient {
+        KeycloakClient {
+            deadline: Some(Instant::now() + budget),
+            ..self.clone()
+        }
+    }
+
+    /// What is left of this handle's budget (the configured timeout when it has none).
+    fn remaining(&self) -> Result<Duration, KcError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(self.config.timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KcError::Unavailable(
+                "timed out: the call's time budget is spent".into(),
+            ));
+        }
+        Ok(left)
+    }
+
+    /// Sends a request bounded by what is left of the budget: reqwest's per-request timeout
+    /// runs from connecting to the end of the body.
+    fn send(&self, request: RequestBuilder) -> Result<Response, KcError> {
+        let left = self.remaining()?;
+        let resp = request.timeout(left).send().map_err(transport)?;
+        Ok(resp)
+    }
+
+    /// Reads a body of at most `cap` bytes, within the budget.
+    fn read_body(&self, resp: Response, cap: usize) -> Result<Vec<u8>, KcError> {
+        let status = resp.status().as_u16();
+        let mut reader = resp.take(cap as u64 + 1);
+        let mut body = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            self.remaining()?;
+            let n = reader.read(&mut chunk).map_err(|e| {
+                KcError::Unavailable(format!("reading HTTP {status} answer: {}", io_text(&e)))
+            })?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+            if body.len() > cap {
+                return Err(KcError::Unavailable(format!(
+                    "HTTP {status} with an oversized body (over {cap} bytes)"
+                )));
+            }
+        }
+        Ok(body)
     }
 
     /// `server_url` with `segments` appended, each percent-encoded as one path segment: a realm
@@ -225,10 +299,10 @@ impl KeycloakClient {
     /// The health probe: the realm's OpenID discovery document.
     pub fn probe(&self, realm: &str) -> Result<(), KcError> {
         let url = self.endpoint(&["realms", realm, ".well-known", "openid-configuration"]);
-        let resp = self.http.get(&url).send().map_err(transport)?;
+        let resp = self.send(self.http.get(&url))?;
         let status = resp.status();
         if status.is_success() {
-            let doc: serde_json::Value = json_body(resp)?;
+            let doc: serde_json::Value = self.json_body(resp)?;
             if doc.get("issuer").is_some() {
                 return Ok(());
             }
@@ -236,7 +310,7 @@ impl KeycloakClient {
                 "discovery document without an issuer (not Keycloak?)".into(),
             ));
         }
-        let body = error_body(resp)?;
+        let body = self.error_body(resp)?;
         Err(match status {
             StatusCode::NOT_FOUND => realm_missing(realm, &body),
             _ => KcError::Misconfigured(format!(
@@ -286,12 +360,12 @@ impl KeycloakClient {
 
     fn token_request(&self, realm: &str, form: &[(&str, &str)]) -> Result<TokenSet, KcError> {
         let url = self.endpoint(&["realms", realm, "protocol", "openid-connect", "token"]);
-        let resp = self.http.post(&url).form(form).send().map_err(transport)?;
+        let resp = self.send(self.http.post(&url).form(form))?;
         let status = resp.status();
         if status.is_success() {
-            return json_body(resp);
+            return self.json_body(resp);
         }
-        let body = error_body(resp)?;
+        let body = self.error_body(resp)?;
         Err(classify_token_error(status, &body, realm))
     }
 
@@ -351,9 +425,9 @@ impl KeycloakClient {
     fn admin_call(
         &self,
         realm: &str,
-        call: impl Fn(&str) -> reqwest::blocking::RequestBuilder,
+        call: impl Fn(&str) -> RequestBuilder,
     ) -> Result<Response, KcError> {
-        let send = |token: Secret| call(token.expose()).send().map_err(transport);
+        let send = |token: Secret| self.send(call(token.expose()));
         let mut resp = send(self.admin_token(realm)?)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             self.lock_tokens().remove(realm);
@@ -393,7 +467,7 @@ impl KeycloakClient {
         })?;
         let status = resp.status();
         if !status.is_success() {
-            let body = error_body(resp)?;
+            let body = self.error_body(resp)?;
             if status == StatusCode::NOT_FOUND {
                 return Err(realm_missing(realm, &body));
             }
@@ -402,7 +476,7 @@ impl KeycloakClient {
                 reason: body.reason(),
             }));
         }
-        let users: Vec<KcUser> = json_body(resp)?;
+        let users: Vec<KcUser> = self.json_body(resp)?;
         Ok(users.into_iter().find(|u| {
             u.username.eq_ignore_ascii_case(username) || u.username == username.to_lowercase()
         }))
@@ -424,9 +498,11 @@ impl KeycloakClient {
         if status.is_success() {
             return Ok(());
         }
-        let err = error_body(resp)?;
+        let err = self.error_body(resp)?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(user_route_404("reset-password", &err));
+        }
         Err(KcError::Rejected(match status {
-            StatusCode::NOT_FOUND => Rejection::UserNotFound,
             StatusCode::BAD_REQUEST => Rejection::PasswordPolicy(err.reason()),
             StatusCode::CONFLICT | StatusCode::REQUEST_TIMEOUT | StatusCode::LOCKED => {
                 Rejection::Transient {
@@ -451,16 +527,16 @@ impl KeycloakClient {
         let resp = self.admin_call(realm, |token| self.http.get(&url).bearer_auth(token))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = error_body(resp)?;
-            return Err(KcError::Rejected(match status {
-                StatusCode::NOT_FOUND => Rejection::UserNotFound,
-                s => Rejection::Other {
-                    status: s.as_u16(),
-                    reason: body.reason(),
-                },
+            let body = self.error_body(resp)?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(user_route_404("credentials", &body));
+            }
+            return Err(KcError::Rejected(Rejection::Other {
+                status: status.as_u16(),
+                reason: body.reason(),
             }));
         }
-        let credentials: Vec<KcCredential> = json_body(resp)?;
+        let credentials: Vec<KcCredential> = self.json_body(resp)?;
         Ok(newest_password(&credentials))
     }
 
@@ -569,40 +645,59 @@ fn error_text(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Reads a JSON success body; anything else means we are not talking to Keycloak.
-fn json_body<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, KcError> {
-    let status = resp.status().as_u16();
-    let text = resp
-        .text()
-        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", error_text(&e))))?;
-    serde_json::from_str(&text)
-        .map_err(|_| KcError::Unavailable(format!("HTTP {status} answer is not Keycloak's JSON")))
+/// An I/O error with its causes on one line (reqwest's timeout surfaces as one of them).
+fn io_text(e: &std::io::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }
 
-/// Reads an error answer. 5xx/429 and non-JSON bodies mean Keycloak is not (really) there.
-fn error_body(resp: Response) -> Result<ErrorBody, KcError> {
-    let status = resp.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(KcError::Unavailable(format!("HTTP {}", status.as_u16())));
+/// A 404 from the admin API about a user's sub-resource: Keycloak's own "User not found" is an
+/// answer about the user; any other 404 (`HTTP 404 Not Found` for a route that is not there,
+/// from Keycloak or a proxy that does not route the path) is about our setup. Pure.
+fn user_route_404(what: &str, body: &ErrorBody) -> KcError {
+    if body.error == USER_NOT_FOUND {
+        return KcError::Rejected(Rejection::UserNotFound);
     }
-    let text = resp
-        .text()
-        .map_err(|e| KcError::Unavailable(format!("reading answer: {}", error_text(&e))))?;
-    if text.len() > MAX_ERROR_BODY {
-        return Err(KcError::Unavailable(format!(
-            "HTTP {} with an oversized body",
-            status.as_u16()
-        )));
+    KcError::Misconfigured(format!(
+        "admin API {what}: HTTP 404 ({}): the route is not there (a proxy or gateway not routing it?)",
+        body.reason()
+    ))
+}
+
+impl KeycloakClient {
+    /// Reads a JSON success body; anything else means we are not talking to Keycloak.
+    fn json_body<T: serde::de::DeserializeOwned>(&self, resp: Response) -> Result<T, KcError> {
+        let status = resp.status().as_u16();
+        let body = self.read_body(resp, MAX_BODY)?;
+        serde_json::from_slice(&body).map_err(|_| {
+            KcError::Unavailable(format!("HTTP {status} answer is not Keycloak's JSON"))
+        })
     }
-    if text.trim().is_empty() {
-        return Ok(ErrorBody::default());
+
+    /// Reads an error answer. 5xx/429 and non-JSON bodies mean Keycloak is not (really) there.
+    fn error_body(&self, resp: Response) -> Result<ErrorBody, KcError> {
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(KcError::Unavailable(format!("HTTP {}", status.as_u16())));
+        }
+        let body = self.read_body(resp, MAX_ERROR_BODY)?;
+        let text = String::from_utf8_lossy(&body);
+        if text.trim().is_empty() {
+            return Ok(ErrorBody::default());
+        }
+        serde_json::from_str(&text).map_err(|_| {
+            KcError::Unavailable(format!(
+                "HTTP {} answer is not Keycloak's JSON",
+                status.as_u16()
+            ))
+        })
     }
-    serde_json::from_str(&text).map_err(|_| {
-        KcError::Unavailable(format!(
-            "HTTP {} answer is not Keycloak's JSON",
-            status.as_u16()
-        ))
-    })
 }
 
 #[cfg(test)]
@@ -674,6 +769,26 @@ mod tests {
         );
         assert_eq!(realm_management_roles(&none), None);
         assert_eq!(realm_management_roles("not a jwt"), None);
+    }
+
+    /// Issue 14 point 6: the two 404s of the admin API (tests/fixtures/keycloak-answers.md,
+    /// section n) are told apart.
+    #[test]
+    fn a_missing_user_and_a_missing_route_are_told_apart() {
+        assert_eq!(
+            user_route_404("credentials", &body("User not found", "")),
+            KcError::Rejected(Rejection::UserNotFound)
+        );
+        for other in [
+            "HTTP 404 Not Found",
+            "Unable to find matching target resource method",
+            "",
+        ] {
+            assert!(
+                matches!(user_route_404("credentials", &body(other, "")), KcError::Misconfigured(m) if m.contains("credentials")),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -263,6 +263,12 @@ impl Store {
         Self::from_db(db, Sealer::ephemeral(), PathBuf::from("(temporary)"))
     }
 
+    /// True for a [`Store::temporary`] database: it has no directory of its own, so nothing
+    /// may be put beside it.
+    pub fn is_temporary(&self) -> bool {
+        self.dir_lock.is_none()
+    }
+
     fn from_db(db: sled::Db, sealer: Sealer, path: PathBuf) -> Result<Store, StoreError> {
         let store = Store {
             token_cache: db.open_tree("token_cache")?,

@@ -10,9 +10,11 @@ use uuid::Uuid;
 
 impl SyncQueue {
     /// Keycloak applied the change; [`Counter::SyncCompleted`] counts it in the same
-    /// transaction. Only [`super::Claimed::complete`] calls it.
+    /// transaction, and the send that succeeded counts as an attempt (a change applied at the
+    /// first try shows 1, as a failed one does). Only [`super::Claimed::complete`] calls it.
     pub(super) fn complete(&self, id: Uuid) -> Result<(), QueueError> {
         self.transition(id, Some(Counter::SyncCompleted), |item, now| {
+            item.attempts = item.attempts.saturating_add(1);
             finish(item, SyncStatus::Completed, now, None::<String>)
         })
     }

@@ -806,6 +806,9 @@ fn passwd_synchronized_queued_and_rejected() {
     .expect(4);
     let r = out.json();
     assert_eq!(r["mode"], "rejected", "{r}");
+    // Issue 14 point 7: the output tells what the exit code says.
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["local_changed"], true, "{r}");
     assert!(r["keycloak_error"].is_string(), "{r}");
     assert_eq!(fake.password_of("bob").as_deref(), Some(BOB_PW));
     let r = login(&env, "bob", "short", 0);

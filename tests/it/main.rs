@@ -26,6 +26,10 @@ mod diagnostics;
 /// The fake Keycloak itself, through a real HTTP client: a fake that drifts from Keycloak's
 /// answers would make every other test lie, so it is pinned first.
 mod fake;
+/// Keycloak's faults at the HTTP level (trickle, stall mid-body, oversized, closed, a route
+/// that is not there; hang and slow): bounded calls, the bulkhead, the trial as a probe, and
+/// one-shot logins that hold no lock across a Keycloak call (issue 14).
+mod faults;
 /// The library end to end (`ResilientClient`, `Auth`) against the fake: the shared scenarios,
 /// and what only the fake can drive (5xx pages, 429, slowness, exact request counts).
 mod library;

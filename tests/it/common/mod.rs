@@ -34,6 +34,8 @@ pub struct Tuning {
     pub allow_offline_mode: bool,
     pub admin_client_secret: String,
     pub extra: String,
+    /// More `keycloak:` keys, each line indented by two spaces (`  max_concurrent_calls: 2\n`).
+    pub keycloak_extra: String,
 }
 
 impl Default for Tuning {
@@ -46,6 +48,7 @@ impl Default for Tuning {
             allow_offline_mode: true,
             admin_client_secret: ADMIN_CLIENT_SECRET.to_string(),
             extra: String::new(),
+            keycloak_extra: String::new(),
         }
     }
 }
@@ -55,7 +58,7 @@ impl TestEnv {
     pub fn new(url: &str, t: &Tuning) -> TestEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = format!(
-            "keycloak:\n  server_url: {url}\n  realm: resilient-test\n  client_id: webapp\n  client_secret: {LOGIN_CLIENT_SECRET}\n  admin_client_id: keycloak-resilient-sync\n  admin_client_secret: {admin}\n  timeout_seconds: {timeout}\n  connect_timeout_seconds: 1\n  resilience:\n    failure_threshold: {threshold}\n    cooldown_seconds: {cooldown}\n    health_check_cache_seconds: {health}\n    allow_offline_mode: {offline}\nstorage:\n  path: ./data\n{extra}",
+            "keycloak:\n  server_url: {url}\n  realm: resilient-test\n  client_id: webapp\n  client_secret: {LOGIN_CLIENT_SECRET}\n  admin_client_id: keycloak-resilient-sync\n  admin_client_secret: {admin}\n  timeout_seconds: {timeout}\n  connect_timeout_seconds: 1\n{kextra}  resilience:\n    failure_threshold: {threshold}\n    cooldown_seconds: {cooldown}\n    health_check_cache_seconds: {health}\n    allow_offline_mode: {offline}\nstorage:\n  path: ./data\n{extra}",
             admin = t.admin_client_secret,
             timeout = t.timeout_seconds,
             threshold = t.failure_threshold,
@@ -63,6 +66,7 @@ impl TestEnv {
             health = t.health_check_cache_seconds,
             offline = t.allow_offline_mode,
             extra = t.extra,
+            kextra = t.keycloak_extra,
         );
         std::fs::write(dir.path().join("config.yaml"), yaml).expect("write config");
         TestEnv { dir }

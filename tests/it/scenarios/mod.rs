@@ -922,7 +922,24 @@ pub fn allow_offline_false_refuses_when_down(server: &dyn Server) {
     );
 
     server.come_back();
+    // Readiness, not a fixed wait (issue 14 point 8): a restarted Keycloak's first answers are
+    // slow, so wait until it grants a token (bounded), then let the trial — a health probe with
+    // the full timeout, as the service's health thread or cron's sync-now makes it — close the
+    // circuit before the login.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !server.login_works(&user, password) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Keycloak never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     past_cooldown(&clock, &tuning);
+    let kc = auth.client().keycloak();
+    assert!(
+        kc.available_within(kc.timeout()),
+        "the trial probe closes the circuit"
+    );
     let back = auth.login(&acct(&user, PACKAGE), password).unwrap();
     assert_eq!(back.auth_mode, Some(AuthMode::Keycloak), "{back:?}");
 }
