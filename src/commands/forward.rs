@@ -56,8 +56,13 @@ pub fn answer_timeout(request: &Request, config: &Config) -> Duration {
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Connects to the service, or opens the database when no service answers, waiting up to
-/// `lock_timeout` for one or the other.
-pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result<Target> {
+/// `lock_timeout` for one or the other. `before_open` runs before the database is opened here
+/// (never when the service answers): it may refuse to open it at all.
+pub fn open_or_connect(
+    config: Config,
+    lock_timeout: Duration,
+    before_open: &dyn Fn(&Config) -> anyhow::Result<()>,
+) -> anyhow::Result<Target> {
     let path = config.storage_path.clone();
     let socket = config.socket_path();
     let deadline = Instant::now() + lock_timeout;
@@ -66,6 +71,8 @@ pub fn open_or_connect(config: Config, lock_timeout: Duration) -> anyhow::Result
             Ok(conn) => return Ok(Target::Service(conn)),
             Err(e) => e,
         };
+        // No service answers: the database is ours to open, if it may be opened here.
+        before_open(&config)?;
         match Store::open_waiting(&path, Duration::ZERO) {
             Ok(store) => return Ok(Target::Local(from_store(config, store)?)),
             Err(StoreError::Locked { holder, .. }) => {

@@ -140,13 +140,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         },
     };
     crate::store::lock::set_holder_label(request.op());
-    refuse_without_database(&request, &config)?;
     let deadline = std::time::Instant::now() + lock_timeout;
     let format = if json { Format::Json } else { Format::Text };
     let envelope = Envelope { request, format };
     loop {
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        match forward::open_or_connect(config.clone(), wait)? {
+        let refuse = |config: &Config| refuse_without_database(&envelope.request, config);
+        match forward::open_or_connect(config.clone(), wait, &refuse)? {
             forward::Target::Local(auth) => {
                 let mut io = Io {
                     out,
