@@ -13,7 +13,7 @@
 //! | [`protocol`] | requests and answers; every default and range, for both doors |
 //! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
 //! | `render.rs` | what the views share: JSON printing, the time format |
-//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
+//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
 //!
 //! A new command is a clap variant in `cli.rs`, a [`Request`] variant (and its `op` name) in
@@ -36,6 +36,7 @@ mod status;
 mod sync;
 mod tokens;
 mod users;
+mod verify;
 
 use crate::auth::Auth;
 use crate::auth::{LoginError, PasswdError};
@@ -236,6 +237,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
         Request::Metrics { textfile } => metrics::metrics(auth, textfile.as_deref(), io),
+        Request::VerifyToken { token } => verify::verify_token(auth, &token, json, io),
     }
 }
 

@@ -176,6 +176,25 @@ pub struct ServiceConfig {
     /// collector), resolved against the config file's folder; the CLI's `metrics` cannot open
     /// the database while `start` holds it.
     pub metrics_textfile: Option<PathBuf>,
+    /// How long before its access token expires `start` refreshes the cached token of a user
+    /// with a live session (0: never ahead of time).
+    pub refresh_ahead: Duration,
+    /// At most this many such refreshes a minute (0: proactive refresh off).
+    pub refresh_per_minute: u32,
+}
+
+/// How `verify-token` checks a token for another application (`keycloak.verify.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// How often `start` fetches each realm's issuer and keys again while Keycloak is up.
+    pub keys_refresh: Duration,
+    /// A token is for us if its `aud` names one of these clients, or its `azp` is one.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// While the circuit is open, a token expired less than this long ago is still accepted
+    /// (marked `expired_in_grace`); zero: never. At most the token cache's grace period.
+    pub outage_grace: Duration,
 }
 
 /// Local authentication policy.
@@ -200,6 +219,8 @@ pub struct Config {
     pub keycloak: KeycloakConfig,
     /// Resilience settings (preset applied).
     pub resilience: Resilience,
+    /// Token verification for other applications.
+    pub verify: VerifyConfig,
     /// The sled directory, resolved against the config file's folder.
     pub storage_path: PathBuf,
     /// Loop timing.
