@@ -134,12 +134,6 @@ fn main_loop(
     let mut keys = crate::verify::upkeep::KeysUpkeep::default();
     let mut refresh_ahead = crate::refresh_ahead::RefreshAhead::default();
     while !stop.load(Ordering::SeqCst) {
-        for line in [keys.tick(client), refresh_ahead.tick(&auth)]
-            .into_iter()
-            .flatten()
-        {
-            say(out, format_args!("{line}"));
-        }
         let mut due = Instant::now() >= next_sync;
         if came_back.try_recv().is_ok() {
             say(out, format_args!("Keycloak is back: syncing now"));
@@ -190,6 +184,13 @@ fn main_loop(
                 Ok(_) => {}
                 Err(e) => log::error!("cleanup failed: {e:#}"),
             }
+        }
+        // After the sync cycle, so that the first one still runs the moment the loop starts.
+        for line in [keys.tick(client), refresh_ahead.tick(&auth)]
+            .into_iter()
+            .flatten()
+        {
+            say(out, format_args!("{line}"));
         }
         std::thread::sleep(TICK);
     }
