@@ -29,13 +29,16 @@
 //! | [`diagnostics`] | the `test` checks as data |
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
+//! | [`verify`] | `verify-token`: a token of the realm checked for other applications, from the kept realm keys |
+//! | [`refresh_ahead`] | `start` refreshing cached tokens of live sessions before they expire |
 //! | [`service`] | the `start` loop |
 //! | [`commands`] | the two doors: the command line ([`commands::cli`], clap only) and the control socket (protocol, server, client); one file per verb family |
 //!
 //! Dependencies point one way; each line uses only the lines below it:
 //!
 //! ```text
-//! commands → service · metrics · diagnostics · overview · cleanup → auth → client → replay
+//! commands → service · refresh_ahead · verify · metrics · diagnostics · overview · cleanup
+//!   → auth → client → replay
 //!   → keycloak::guard · sync_queue · token_cache · local_users · sessions · auth_events
 //!   → keycloak (http) · keycloak::breaker · keycloak::health · password · lockout · backoff
 //!   → store (meta, codec, seal, lock) · account · config · clock
@@ -58,12 +61,14 @@ pub mod logs;
 pub mod metrics;
 pub mod overview;
 pub mod password;
+pub mod refresh_ahead;
 pub mod replay;
 pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod sync_queue;
 pub mod token_cache;
+pub mod verify;
 
 pub use account::{Account, NameError};
 pub use auth::{Auth, LoginResult, PasswdMode, PasswdResult};

@@ -47,6 +47,10 @@ pub struct Overview {
     pub auth_modes_last_hour: ModeCounts,
     /// Accounts locked right now.
     pub locked_accounts: Vec<Locked>,
+    /// Seconds since the oldest cached access token still inside the grace period was
+    /// obtained from Keycloak (how stale a token handed out now could be); `None` when the
+    /// cache holds none.
+    pub oldest_cached_token_age_seconds: Option<i64>,
 }
 
 /// Assembles the picture (probing Keycloak if the last probe is stale).
@@ -56,7 +60,10 @@ pub struct Overview {
 /// [`OverviewError`] on a database error.
 pub fn gather(auth: &Auth) -> Result<Overview, OverviewError> {
     let engine = auth.client().get_status()?;
+    let now = auth.client().clock().now();
+    let oldest = auth.client().tokens().oldest_cached_at()?;
     Ok(Overview {
+        oldest_cached_token_age_seconds: oldest.map(|t| (now - t).num_seconds().max(0)),
         active_sessions: auth.sessions().active_count()?,
         auth_modes_last_hour: auth.modes_last_hour()?,
         locked_accounts: auth

@@ -4,7 +4,9 @@
 //! the breaker, so an open circuit is not hammered), makes the half-open trial as soon as it is
 //! due (no login does while the service runs), and reports when Keycloak comes back. The
 //! main thread runs a sync cycle every `sync_interval_seconds` and at once on such a report, and
-//! a cleanup every `cleanup_interval_seconds`. The stop signal is a parameter (the binary wires
+//! a cleanup every `cleanup_interval_seconds`; between them it keeps the realm keys
+//! ([`crate::verify::upkeep`]) and refreshes cached tokens ahead of expiry
+//! ([`crate::refresh_ahead`]). The stop signal is a parameter (the binary wires
 //! it to SIGINT/SIGTERM, tests pass their own); a cycle checks it between items, so the item in
 //! flight finishes and the rest stay pending. `run` returns once both threads are done.
 
@@ -133,6 +135,8 @@ fn main_loop(
     let auth = Auth::new(client.clone());
     let mut next_sync = Instant::now();
     let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
+    let mut keys = crate::verify::upkeep::KeysUpkeep::default();
+    let mut refresh_ahead = crate::refresh_ahead::RefreshAhead::default();
     while !stop.load(Ordering::SeqCst) {
         let mut due = Instant::now() >= next_sync;
         if came_back.try_recv().is_ok() {
@@ -184,6 +188,13 @@ fn main_loop(
                 Ok(_) => {}
                 Err(e) => log::error!("cleanup failed: {e:#}"),
             }
+        }
+        // After the sync cycle, so that the first one still runs the moment the loop starts.
+        for line in [keys.tick(client), refresh_ahead.tick(&auth)]
+            .into_iter()
+            .flatten()
+        {
+            say(out, format_args!("{line}"));
         }
         std::thread::sleep(TICK);
     }

@@ -122,6 +122,21 @@ impl Sessions {
         Ok(n)
     }
 
+    /// The sessions not yet expired (`start` refreshes their users' cached tokens ahead of
+    /// expiry).
+    pub fn live(&self) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now();
+        let mut live = Vec::new();
+        for item in self.store.sessions.iter() {
+            let (_, bytes) = item?;
+            let s: Session = store::decode(TREE, &bytes)?;
+            if s.expires_at > now {
+                live.push(s);
+            }
+        }
+        Ok(live)
+    }
+
     /// Sessions not yet expired.
     pub fn active_count(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
@@ -170,6 +185,7 @@ mod tests {
         let b = s.create(&acct("bob", "web"), AuthMode::Local).unwrap();
         assert_eq!(s.get(a.id).unwrap().unwrap().auth_mode, AuthMode::Cached);
         assert_eq!(s.active_count().unwrap(), 2);
+        assert_eq!(s.live().unwrap().len(), 2);
         assert!(s.remove(b.id).unwrap());
         assert!(!s.remove(b.id).unwrap());
         let c = s.create(&acct("Carol", "web"), AuthMode::Local).unwrap();
@@ -180,6 +196,7 @@ mod tests {
         clock.advance(Duration::seconds(61));
         assert!(s.get(a.id).unwrap().is_none());
         assert_eq!(s.active_count().unwrap(), 0);
+        assert!(s.live().unwrap().is_empty());
         assert_eq!(s.cleanup().unwrap(), 2);
     }
 }

@@ -394,6 +394,21 @@ impl TokenCache {
         Ok((valid, all))
     }
 
+    /// When the oldest access token still inside the grace period was obtained from
+    /// Keycloak (`status` shows its age: how stale the token handed out in an outage would
+    /// be); `None` when there is none.
+    pub fn oldest_cached_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for item in self.store.token_cache.iter() {
+            let (_, bytes) = item?;
+            let entry: CachedToken = store::decode(TREE, &bytes)?;
+            if self.in_grace(&entry) && oldest.is_none_or(|o| entry.cached_at < o) {
+                oldest = Some(entry.cached_at);
+            }
+        }
+        Ok(oldest)
+    }
+
     /// Removes entries obtained from Keycloak more than `max_age` ago; returns how many.
     pub fn cleanup(&self, max_age: std::time::Duration) -> Result<usize, StoreError> {
         let cutoff = Duration::from_std(max_age)
@@ -615,6 +630,8 @@ pub(crate) mod tests {
             .put(&acct("b", "p"), &tokens("2"), Verifier::Password("x"))
             .unwrap();
         assert_eq!(cache.counts().unwrap(), (1, 2));
+        // "a" is out of the grace period: the oldest usable token is "b", just obtained.
+        assert_eq!(cache.oldest_cached_at().unwrap(), Some(clock.now()));
         assert_eq!(
             cache
                 .cleanup(std::time::Duration::from_secs(48 * 3600))

@@ -1,5 +1,6 @@
 //! The live-Keycloak suite: the shared scenarios (`tests/it/scenarios`) against a real Keycloak
-//! 26.7.3 started by `scripts/keycloak.sh`, plus what only a real server can show — a JVM that
+//! (26.7.3 by default, `KC_VERSION`; `.ci/run` also runs it on 26.4.7) started by
+//! `scripts/keycloak.sh`, plus what only a real server can show — a JVM that
 //! is SIGKILLed or SIGSTOPped mid-run, recovery after a restart, and the server's exact answers
 //! that the client's classification relies on (so a Keycloak upgrade that changes them fails
 //! here, loudly, instead of silently opening circuits or failing items).
@@ -418,6 +419,16 @@ fn cli(env: &TestEnv, args: &[&str], stdin: &str) -> (i32, Value, String, String
 
 // --- the real answers the client relies on --------------------------------------------------
 
+/// The Keycloak under test is older than 26.6 (`KC_VERSION`, as `scripts/keycloak.sh` reads it;
+/// default 26.7.3): the answers that changed are in tests/fixtures/keycloak-answers.md,
+/// "26.4.7 vs 26.7.3".
+fn before_26_6() -> bool {
+    let version = std::env::var("KC_VERSION").unwrap_or_else(|_| "26.7.3".into());
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) < (26, 6)
+}
+
 /// Pins Keycloak 26.7.3's answers that `src/keycloak.rs` classifies (see
 /// tests/fixtures/keycloak-answers.md). If an upgrade changes any of them, this fails first and
 /// says which, instead of the client silently misclassifying (e.g. a wrong password counted as
@@ -442,6 +453,7 @@ fn real_answers_the_client_relies_on() {
         let invalid =
             json!({"error": "invalid_grant", "error_description": "Invalid user credentials"});
         // Wrong password: 400 since Keycloak 26.6 (401 before); the client reads `error`.
+        let bad = if before_26_6() { 401 } else { 400 };
         assert_eq!(
             password_grant(
                 &url,
@@ -450,7 +462,7 @@ fn real_answers_the_client_relies_on() {
                 &user,
                 "Wrong-Password-1"
             ),
-            (400, invalid.clone()),
+            (bad, invalid.clone()),
             "wrong password"
         );
         // Unknown user: the same answer as a wrong password.
@@ -462,7 +474,7 @@ fn real_answers_the_client_relies_on() {
                 &unique_user("ghost"),
                 "Whatever-1"
             ),
-            (400, invalid.clone()),
+            (bad, invalid.clone()),
             "unknown user"
         );
         // Disabled preset user carol: "Account disabled" only with the right password.
@@ -488,7 +500,15 @@ fn real_answers_the_client_relies_on() {
                 "carol",
                 "Wrong-Password-1"
             ),
-            (400, invalid),
+            // 26.4.7 told a disabled user's wrong password apart; 26.7.3 no longer does.
+            if before_26_6() {
+                (
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "Account disabled"}),
+                )
+            } else {
+                (400, invalid)
+            },
             "disabled carol, wrong password"
         );
         // Bad client secret: about us, not the user.
@@ -1075,13 +1095,19 @@ fn live_disabled_carol_rejected_circuit_stays_closed() {
                         panic!("carol, right password: expected AccountDisabled, got {other:?}")
                     }
                 }
+                // 26.4.7 still said "Account disabled" to a wrong password as well.
+                let wrong = if before_26_6() {
+                    Rejection::AccountDisabled
+                } else {
+                    Rejection::InvalidCredentials
+                };
                 match auth
                     .client()
                     .authenticate("carol", "Wrong-Password-1", PACKAGE)
                 {
-                    Err(AuthError::Rejected(Rejection::InvalidCredentials)) => {}
+                    Err(AuthError::Rejected(r)) if r == wrong => {}
                     other => {
-                        panic!("carol, wrong password: expected InvalidCredentials, got {other:?}")
+                        panic!("carol, wrong password: expected {wrong:?}, got {other:?}")
                     }
                 }
             }
@@ -1316,6 +1342,173 @@ fn live_keepup_guard_restores_a_paused_or_killed_server() {
                     Ok(0),
                     "running and not paused after a {what} server"
                 );
+            }
+        },
+    );
+}
+
+// --- issue 18: tokens verified from the kept realm keys -------------------------------------
+
+/// The master-realm admin `scripts/keycloak.sh` bootstraps (realm keys need `manage-realm`,
+/// which the sync client lacks).
+fn master_admin_token(url: &str) -> String {
+    let user = std::env::var("KC_BOOTSTRAP_ADMIN_USERNAME").unwrap_or_else(|_| "kc-admin".into());
+    let pw = std::env::var("KC_BOOTSTRAP_ADMIN_PASSWORD")
+        .unwrap_or_else(|_| "kc-admin-throwaway-pw".into());
+    let (status, body) = answer(
+        http()
+            .post(format!("{url}/realms/master/protocol/openid-connect/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", user.as_str()),
+                ("password", pw.as_str()),
+            ])
+            .send()
+            .expect("master admin token request"),
+    );
+    assert_eq!(status, 200, "master admin token: {body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// An `rsa-generated` key provider added to the realm with priority 200 (it signs every token
+/// from now on); removed again on drop, whatever the test did.
+struct RotatedKey {
+    url: String,
+    component: String,
+}
+
+impl RotatedKey {
+    fn add(url: &str) -> RotatedKey {
+        let token = master_admin_token(url);
+        let (status, realm) = answer(
+            http()
+                .get(format!("{url}/admin/realms/{REALM}"))
+                .bearer_auth(&token)
+                .send()
+                .expect("realm"),
+        );
+        assert_eq!(status, 200, "realm: {realm}");
+        let resp = http()
+            .post(format!("{url}/admin/realms/{REALM}/components"))
+            .bearer_auth(&token)
+            .json(&json!({
+                "name": "rsa-rotated-live-test",
+                "providerId": "rsa-generated",
+                "providerType": "org.keycloak.keys.KeyProvider",
+                "parentId": realm["id"],
+                "config": {"priority": ["200"], "keySize": ["2048"], "algorithm": ["RS256"]},
+            }))
+            .send()
+            .expect("add key");
+        assert_eq!(resp.status().as_u16(), 201, "adding a realm key");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .expect("Location")
+            .to_string();
+        RotatedKey {
+            url: url.to_string(),
+            component: location.rsplit('/').next().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+impl Drop for RotatedKey {
+    fn drop(&mut self) {
+        let token = master_admin_token(&self.url);
+        let deleted = http()
+            .delete(format!(
+                "{}/admin/realms/{REALM}/components/{}",
+                self.url, self.component
+            ))
+            .bearer_auth(token)
+            .send();
+        if !deleted.is_ok_and(|r| r.status().is_success()) {
+            eprintln!(
+                "LIVE-CLEANUP: could not remove key component {}",
+                self.component
+            );
+        }
+    }
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("header");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let v: Value = serde_json::from_slice(&bytes).expect("header JSON");
+    v["kid"].as_str().expect("kid").to_string()
+}
+
+/// A real access token verified online, with Keycloak killed (from the kept keys), and after a
+/// new realm key signs: fetched again at once for the unknown `kid`; a removed key's tokens are
+/// refused once the keys are fetched again.
+#[test]
+fn live_verify_token_online_offline_and_after_a_key_rotation() {
+    use keycloak_resilient::verify::{self, keys, Reason, Verification};
+    live_test(
+        "live_verify_token_online_offline_and_after_a_key_rotation",
+        |server| {
+            let env = TestEnv::new(&server.url, &Tuning::default());
+            let auth = env.auth();
+            let user = unique_user("verify");
+            let pw = "Verify-Password-1";
+            server.create_user(&user, pw, true);
+            let login = |what: &str| {
+                auth.client()
+                    .authenticate(&user, pw, PACKAGE)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    .access_token
+            };
+            let check =
+                |token: &str| verify::verify_token(&auth, token).expect("verification runs");
+            let token = login("online");
+            match check(&token) {
+                Verification::Valid(v) => {
+                    assert_eq!(v.claims.preferred_username.as_deref(), Some(user.as_str()));
+                    assert_eq!(v.realm, REALM);
+                    assert!(!v.expired_in_grace);
+                }
+                other => panic!("online: {other:?}"),
+            }
+            let kept = keys::kept(auth.client().store()).unwrap();
+            assert_eq!(kept[REALM].issuer, format!("{}/realms/{REALM}", server.url));
+
+            server.go_down();
+            assert!(
+                matches!(check(&token), Verification::Valid(_)),
+                "Keycloak down: from the kept keys"
+            );
+            server.come_back();
+
+            let rotated = RotatedKey::add(&server.url);
+            let new_token = login("after the rotation");
+            assert_ne!(kid_of(&new_token), kid_of(&token), "the new key signs");
+            assert!(
+                matches!(check(&new_token), Verification::Valid(_)),
+                "fetched for the new kid"
+            );
+            assert!(
+                matches!(check(&token), Verification::Valid(_)),
+                "the old key still verifies"
+            );
+            drop(rotated);
+            let ring = keys::Keyring {
+                store: auth.client().store(),
+                keycloak: auth.client().keycloak(),
+                clock: auth.client().clock(),
+            };
+            ring.refresh(REALM).expect("keys again");
+            match check(&new_token) {
+                Verification::Invalid(r) => assert_eq!(r.reason, Reason::UnknownKey, "{r:?}"),
+                other => panic!("removed key: {other:?}"),
             }
         },
     );

@@ -32,6 +32,7 @@ pub const KNOWN_OPS: &[&str] = &[
     "session-show",
     "logout",
     "metrics",
+    "verify-token",
 ];
 
 /// The split between the service's user (and root) and everybody else.

@@ -191,6 +191,10 @@ pub enum Command {
         /// The session id, or `-` to read it from stdin (keeps it out of `ps`).
         id: String,
     },
+    /// Check an access token of the realm for another application (token on stdin): valid
+    /// with its user and roles (exit 0), or invalid with one reason (exit 1). Works while
+    /// Keycloak is down, from the realm keys kept here.
+    VerifyToken,
     /// Print Prometheus metrics, or write them for node_exporter's textfile collector.
     Metrics {
         /// Write atomically to this file instead of printing.

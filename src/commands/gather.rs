@@ -83,6 +83,9 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
         Command::Metrics { textfile } => Request::Metrics {
             textfile: textfile.as_deref().map(absolute).transpose()?,
         },
+        Command::VerifyToken => Request::VerifyToken {
+            token: super::verify::token_from_stdin()?,
+        },
     };
     request.check()?;
     Ok(Some(request))

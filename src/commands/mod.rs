@@ -13,7 +13,7 @@
 //! | [`protocol`] | requests and answers; every default and range, for both doors |
 //! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
 //! | `render.rs` | what the views share: JSON printing, the time format |
-//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
+//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
 //! | `manual.rs` | `completions` and `man`, generated from the clap definition |
 //! | `server.rs`, `slots.rs`, `forward.rs` | the socket: binding it and its workers; its connections; its client |
@@ -42,6 +42,7 @@ mod status;
 mod sync;
 mod tokens;
 mod users;
+mod verify;
 
 use crate::auth::Auth;
 use crate::auth::{LoginError, PasswdError};
@@ -205,7 +206,8 @@ fn needs_existing_database(request: &Request) -> bool {
         | Request::QueueSync { .. }
         | Request::Login { .. }
         | Request::UserAdd { .. }
-        | Request::UserImport { .. } => false,
+        | Request::UserImport { .. }
+        | Request::VerifyToken { .. } => false,
     }
 }
 
@@ -329,6 +331,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
         Request::Metrics { textfile } => metrics::metrics(auth, textfile.as_deref(), io),
+        Request::VerifyToken { token } => verify::verify_token(auth, &token, json, io),
     }
 }
 

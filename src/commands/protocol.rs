@@ -173,6 +173,11 @@ pub enum Request {
         /// The session id.
         session_id: uuid::Uuid,
     },
+    /// `verify-token`: an application op (it checks a token an application was shown).
+    VerifyToken {
+        /// The access token (a JWT).
+        token: String,
+    },
     /// `metrics` (with `textfile`, an absolute path, written by the service).
     Metrics {
         /// Write here instead of answering with the text.
@@ -411,6 +416,7 @@ impl Request {
             Request::SessionShow { .. } => "session-show",
             Request::Logout { .. } => "logout",
             Request::Metrics { .. } => "metrics",
+            Request::VerifyToken { .. } => "verify-token",
         }
     }
 }

@@ -17,6 +17,7 @@ struct StatusView<'a> {
     active_sessions: usize,
     auth_modes_last_hour: ModeCounts,
     locked_accounts: Vec<LockedView<'a>>,
+    oldest_cached_token_age_seconds: Option<i64>,
 }
 
 /// A locked account in `status --json`.
@@ -47,6 +48,7 @@ pub(super) fn status(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8>
             active_sessions: full.active_sessions,
             auth_modes_last_hour: full.auth_modes_last_hour,
             locked_accounts: full.locked_accounts.iter().map(LockedView::from).collect(),
+            oldest_cached_token_age_seconds: full.oldest_cached_token_age_seconds,
         };
         print_json(out, &view)?;
         return Ok(EXIT_OK);
@@ -78,6 +80,9 @@ fn text(out: &mut dyn Write, server_url: &str, full: &Overview) -> std::io::Resu
         writeln!(out, "Queue BLOCKED:     {b}")?;
     }
     writeln!(out, "Cached tokens:     {}", s.cached_tokens)?;
+    if let Some(age) = full.oldest_cached_token_age_seconds {
+        writeln!(out, "  oldest obtained: {age}s ago")?;
+    }
     writeln!(out, "Active sessions:   {}", full.active_sessions)?;
     let m = full.auth_modes_last_hour;
     writeln!(

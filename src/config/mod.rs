@@ -198,6 +198,11 @@ pub struct ServiceConfig {
     /// collector), resolved against the config file's folder; the CLI's `metrics` cannot open
     /// the database while `start` holds it.
     pub metrics_textfile: Option<PathBuf>,
+    /// How long before its access token expires `start` refreshes the cached token of a user
+    /// with a live session (0: never ahead of time).
+    pub refresh_ahead: Duration,
+    /// At most this many such refreshes a minute (0: proactive refresh off).
+    pub refresh_per_minute: u32,
     /// The control socket.
     pub socket: SocketConfig,
 }
@@ -218,6 +223,7 @@ pub const DEFAULT_APPLICATION_OPS: &[&str] = &[
     "logout",
     "session-show",
     "status",
+    "verify-token",
 ];
 
 /// The control socket: where it is, who may connect, what other users may run.
@@ -232,6 +238,20 @@ pub struct SocketConfig {
     pub mode: u32,
     /// The ops a caller other than the service's own user and root may run.
     pub application_ops: Vec<String>,
+}
+
+/// How `verify-token` checks a token for another application (`keycloak.verify.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// How often `start` fetches each realm's issuer and keys again while Keycloak is up.
+    pub keys_refresh: Duration,
+    /// A token is for us if its `aud` names one of these clients, or its `azp` is one.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// While the circuit is open, a token expired less than this long ago is still accepted
+    /// (marked `expired_in_grace`); zero: never. At most the token cache's grace period.
+    pub outage_grace: Duration,
 }
 
 /// Local authentication policy.
@@ -256,6 +276,8 @@ pub struct Config {
     pub keycloak: KeycloakConfig,
     /// Resilience settings (preset applied).
     pub resilience: Resilience,
+    /// Token verification for other applications.
+    pub verify: VerifyConfig,
     /// The sled directory, resolved against the config file's folder.
     pub storage_path: PathBuf,
     /// Loop timing.

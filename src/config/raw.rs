@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod verify;
+
 /// The file's layout, as written; only serde checks here.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +53,8 @@ struct RawKeycloak {
     packages: Option<BTreeMap<String, RawPackage>>,
     #[serde(default)]
     resilience: RawResilience,
+    #[serde(default)]
+    verify: verify::RawVerify,
 }
 
 #[derive(Deserialize, Default)]
@@ -86,6 +90,8 @@ struct RawService {
     batch_size: Option<i64>,
     cleanup_interval_seconds: Option<i64>,
     metrics_textfile: Option<String>,
+    refresh_ahead_seconds: Option<i64>,
+    refresh_per_minute: Option<i64>,
     socket_path: Option<String>,
     socket_group: Option<String>,
     socket_mode: Option<RawMode>,
@@ -120,12 +126,14 @@ impl RawConfig {
     ) -> Result<Config, ConfigError> {
         let v = Validator { file: path };
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let (keycloak, resilience) = self.keycloak.build(&v, env)?;
+        let (keycloak, resilience, verify) = self.keycloak.build(&v, env)?;
         let resilience = resilience.build(&v)?;
+        let verify = verify.build(&v, &keycloak, &resilience)?;
         Ok(Config {
             source: path.to_path_buf(),
             keycloak,
             resilience,
+            verify,
             storage_path: self.storage.build(&v, base)?,
             service: self.service.build(&v, base)?,
             auth: self.auth.build(&v)?,
@@ -134,12 +142,13 @@ impl RawConfig {
 }
 
 impl RawKeycloak {
-    /// `keycloak.*` but its `resilience` section, which is handed back for its own step.
+    /// `keycloak.*` but its `resilience` and `verify` sections, which are handed back for
+    /// their own steps.
     fn build(
         self,
         v: &Validator<'_>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(KeycloakConfig, RawResilience), ConfigError> {
+    ) -> Result<(KeycloakConfig, RawResilience, verify::RawVerify), ConfigError> {
         let k = self;
         let server_url = v.url("keycloak.server_url", &k.server_url)?;
         let realm = v.realm("keycloak.realm", &k.realm)?;
@@ -191,7 +200,7 @@ impl RawKeycloak {
             trial_timeout: limits.trial_timeout,
             packages,
         };
-        Ok((keycloak, k.resilience))
+        Ok((keycloak, k.resilience, k.verify))
     }
 }
 
@@ -303,6 +312,16 @@ impl RawService {
                 .metrics_textfile
                 .filter(|p| !p.trim().is_empty())
                 .map(|p| base.join(p)),
+            refresh_ahead: v.seconds(
+                "service.refresh_ahead_seconds",
+                s.refresh_ahead_seconds,
+                60,
+                0,
+            )?,
+            refresh_per_minute: match s.refresh_per_minute {
+                Some(0) => 0, // proactive refresh off
+                other => v.count("service.refresh_per_minute", other, 60)? as u32,
+            },
             socket: SocketConfig {
                 path: s
                     .socket_path

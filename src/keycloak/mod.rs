@@ -18,6 +18,7 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod guard;
 pub mod health;
+pub mod realm_keys;
 
 use crate::config::{KeycloakConfig, PackageConfig, Secret};
 use percent_encoding::utf8_percent_encode;

@@ -273,6 +273,21 @@ impl LocalUsers {
         Ok(store::get(&self.store.local_users, TREE, &account.key())?)
     }
 
+    /// Every account of this username, in any package (the username's case does not matter):
+    /// `verify-token` asks whether a token's user is disabled here.
+    ///
+    /// # Errors
+    /// A store error, including a record that does not decode.
+    pub fn named(&self, username: &str) -> Result<Vec<LocalUser>, UserError> {
+        let prefix = crate::account::user_key(username, "");
+        let mut users = Vec::new();
+        for item in self.store.local_users.scan_prefix(prefix) {
+            let (_, bytes) = item.map_err(StoreError::from)?;
+            users.push(store::decode::<LocalUser>(TREE, &bytes)?);
+        }
+        Ok(users)
+    }
+
     /// Every account, sorted by package, then username (ignoring case).
     ///
     /// # Errors

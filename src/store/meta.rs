@@ -29,6 +29,9 @@ pub enum MetaKey {
     /// Present once the per-status queue counters ([`sync_count_key`]) hold every item: a
     /// database from before layout 2 has none until one scan builds them.
     SyncCountsBuilt,
+    /// `BTreeMap<String, verify::keys::RealmKeys>`: each realm's issuer and JWKS as last
+    /// fetched from Keycloak, so that `verify-token` works while Keycloak is away.
+    RealmKeys,
 }
 
 impl MetaKey {
@@ -41,6 +44,7 @@ impl MetaKey {
             MetaKey::HealthProbe => "health",
             MetaKey::QueueBlocked => "queue_blocked",
             MetaKey::SyncCountsBuilt => "sync_count/built",
+            MetaKey::RealmKeys => "realm_keys",
         }
     }
 }
@@ -192,6 +196,7 @@ mod tests {
         assert_eq!(MetaKey::Breaker.name(), "breaker");
         assert_eq!(MetaKey::HealthProbe.name(), "health");
         assert_eq!(MetaKey::QueueBlocked.name(), "queue_blocked");
+        assert_eq!(MetaKey::RealmKeys.name(), "realm_keys");
         assert_eq!(sync_count_key("pending"), "sync_count/pending");
     }
 }

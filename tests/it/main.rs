@@ -36,3 +36,6 @@ mod library;
 /// One database, many callers: a running `start` serving one-shot commands and applications
 /// over its Unix socket.
 mod socket;
+/// Issue 18: `verify-token` from the kept realm keys, the outage grace, cached tokens
+/// refreshed ahead of expiry.
+mod verify;

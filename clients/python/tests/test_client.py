@@ -81,6 +81,21 @@ def test_passwd_synchronized_refused_and_rejected(client: Client, keycloak: Fake
     assert client.login(user="carol", package=PACKAGE, password=NEW_PW).success
 
 
+def test_verify_token_answers_with_one_reason(client: Client) -> None:
+    with pytest.raises(Refused) as bad:
+        client.verify_token(token="not-a-token")
+    e = bad.value
+    assert e.exit_code == 1 and e.op == "verify-token"
+    assert e.result["valid"] is False and e.result["reason"] == "malformed"
+    assert "malformed" in e.message
+    # This fake signs nothing (random signatures) and publishes no keys: never valid.
+    fresh = client.authenticate(user="alice", package=PACKAGE, password=ALICE_PW)
+    with pytest.raises(Refused) as unsigned:
+        client.verify_token(token=fresh.access_token)
+    assert unsigned.value.result["reason"] in {"unknown_key", "bad_signature", "wrong_issuer"}
+    assert fresh.access_token not in unsigned.value.message
+
+
 def test_user_management(client: Client, tmp_path: Path) -> None:
     assert "added carol/webapp" in client.user_add(user="carol", package=PACKAGE, password=ALICE_PW)
     with pytest.raises(BadRequest) as exists:

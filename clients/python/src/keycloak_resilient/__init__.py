@@ -34,6 +34,7 @@ from .results import (
     Status,
     SyncReport,
     Token,
+    TokenCheck,
 )
 
 __version__ = "0.1.0"
@@ -62,5 +63,6 @@ __all__ = [
     "Status",
     "SyncReport",
     "Token",
+    "TokenCheck",
     "default_socket_path",
 ]

@@ -36,6 +36,7 @@ from .results import (
     Status,
     SyncReport,
     Token,
+    TokenCheck,
 )
 
 #: The environment variable naming the socket when no ``socket_path`` is given.
@@ -196,6 +197,14 @@ class Client:
     def refresh(self, *, user: str, package: str) -> Token:
         """``refresh``: exchanges the cached refresh token for fresh tokens at Keycloak."""
         return Token.from_json(self.call("refresh", user=user, package=package))
+
+    def verify_token(self, *, token: str) -> TokenCheck:
+        """``verify-token``: checks an access token of the realm from the keys the service
+        keeps (works while Keycloak is down). An invalid token raises
+        :class:`~keycloak_resilient.Refused`; its ``result`` has ``reason`` (``expired``,
+        ``bad_signature``, ``unknown_key``, ``wrong_issuer``, ``wrong_audience``,
+        ``malformed``, ``account_disabled``) and ``detail``."""
+        return TokenCheck.from_json(self.call("verify-token", token=token))
 
     def user_disable(self, *, user: str, package: str) -> str:
         """``user-disable``: also ends the user's sessions and drops the cached token."""

@@ -91,6 +91,8 @@ class Status:
     auth_modes_last_hour: Dict[str, int] = field(default_factory=dict)
     #: Locked accounts: ``user``, ``package``, ``locked_until``.
     locked_accounts: List[Dict[str, Any]] = field(default_factory=list)
+    #: Seconds since the oldest usable cached token was obtained (``None``: none cached).
+    oldest_cached_token_age_seconds: Optional[int] = None
 
     @classmethod
     def from_json(cls, data: Any) -> "Status":
@@ -306,6 +308,36 @@ class Session:
 
     @classmethod
     def from_json(cls, data: Any) -> "Session":
+        """From the answer's ``result``."""
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """``verify-token``: a good access token's claims (an invalid one raises
+    :class:`~keycloak_resilient.Refused` whose ``result`` has ``reason`` and ``detail``)."""
+
+    #: Always true here.
+    valid: bool
+    #: Keycloak's user id.
+    sub: str
+    #: The realm whose key signed it.
+    realm: str
+    #: ``exp``, epoch seconds.
+    exp: int
+    #: ``exp`` as RFC 3339.
+    expires_at: str
+    #: ``preferred_username``, when the token has it.
+    preferred_username: Optional[str] = None
+    #: ``realm_access.roles``.
+    realm_roles: List[str] = field(default_factory=list)
+    #: ``resource_access.<client>.roles``, per client.
+    client_roles: Dict[str, List[str]] = field(default_factory=dict)
+    #: True when past ``exp`` and accepted only in the outage grace (Keycloak away).
+    expired_in_grace: bool = False
+
+    @classmethod
+    def from_json(cls, data: Any) -> "TokenCheck":
         """From the answer's ``result``."""
         return _build(cls, data)
 
