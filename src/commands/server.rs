@@ -99,11 +99,15 @@ fn group_id(group: &str) -> Result<u32, String> {
     }
 }
 
-/// How many workers run requests: the number of cores, at least 2, at most [`MAX_WORKERS`].
-pub fn worker_count() -> usize {
-    std::thread::available_parallelism()
+/// How many workers run requests: the number of cores (at least 2, at most [`MAX_WORKERS`])
+/// for the local work, plus one for each Keycloak call the bulkhead lets wait at once
+/// (`keycloak.max_concurrent_calls`, at most [`MAX_WORKERS`] counted): however long those
+/// calls hang, that many cores' worth of workers are left for local logins.
+pub fn worker_count(max_concurrent_calls: usize) -> usize {
+    let cores = std::thread::available_parallelism()
         .map_or(2, usize::from)
-        .clamp(2, MAX_WORKERS)
+        .clamp(2, MAX_WORKERS);
+    cores + max_concurrent_calls.min(MAX_WORKERS)
 }
 
 impl Server {
@@ -130,7 +134,7 @@ impl Server {
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let access = Arc::new(settings.access);
         let mut workers = Vec::new();
-        for i in 0..worker_count() {
+        for i in 0..worker_count(config.keycloak.max_concurrent_calls) {
             let worker = Worker {
                 auth: auth.clone(),
                 stop: stop.clone(),
@@ -361,7 +365,13 @@ mod tests {
 
     #[test]
     fn the_pool_has_at_least_two_workers_and_a_bound() {
-        let n = worker_count();
+        let n = worker_count(0);
         assert!((2..=MAX_WORKERS).contains(&n), "{n}");
+        assert_eq!(
+            worker_count(3),
+            n + 3,
+            "a worker for each call the bulkhead admits"
+        );
+        assert_eq!(worker_count(1000), n + MAX_WORKERS);
     }
 }
