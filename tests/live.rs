@@ -132,6 +132,19 @@ impl Server for LiveKeycloak {
     }
     fn come_back(&self) {
         self.script("restart");
+        // "Ready" is not warm: a restarted Keycloak answers its first token and admin requests
+        // slowly (classes loading, caches cold), past the scenarios' 2 s timeout on a busy
+        // machine. One of each here, without that timeout, so a scenario sees the server as
+        // its users do a moment after a restart, not its warm-up.
+        let token = self.admin_token();
+        let warm = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/admin/realms/resilient-test/users?max=1",
+                self.url
+            ))
+            .bearer_auth(token)
+            .send();
+        assert!(warm.is_ok(), "admin API after restart: {warm:?}");
     }
     fn hang(&self) {
         self.script("pause");
