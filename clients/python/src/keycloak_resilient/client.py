@@ -145,7 +145,7 @@ class Client:
 
     def user_add(self, *, user: str, package: str, password: str) -> str:
         """``user-add``: a local account. Returns the service's message."""
-        return str(self.call("user-add", user=user, package=package, password=password)).strip()
+        return _said(self.call("user-add", user=user, package=package, password=password))
 
     def passwd(self, *, user: str, package: str, old_password: str, new_password: str) -> PasswdResult:
         """``passwd``: checks the old password locally, changes it locally, then in Keycloak
@@ -208,19 +208,19 @@ class Client:
 
     def user_disable(self, *, user: str, package: str) -> str:
         """``user-disable``: also ends the user's sessions and drops the cached token."""
-        return str(self.call("user-disable", user=user, package=package)).strip()
+        return _said(self.call("user-disable", user=user, package=package))
 
     def user_enable(self, *, user: str, package: str) -> str:
         """``user-enable``."""
-        return str(self.call("user-enable", user=user, package=package)).strip()
+        return _said(self.call("user-enable", user=user, package=package))
 
     def user_unlock(self, *, user: str, package: str) -> str:
         """``user-unlock``: lifts a failed-login lock early."""
-        return str(self.call("user-unlock", user=user, package=package)).strip()
+        return _said(self.call("user-unlock", user=user, package=package))
 
     def user_remove(self, *, user: str, package: str) -> str:
         """``user-remove``: also ends the user's sessions and drops the cached token."""
-        return str(self.call("user-remove", user=user, package=package)).strip()
+        return _said(self.call("user-remove", user=user, package=package))
 
     def queue_sync(
         self,
@@ -383,3 +383,14 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     last = lines[-1] if lines else ""
     return last[len("error: ") :] if last.startswith("error: ") else last
+
+
+def _said(result: object) -> str:
+    """A user change in the service's words, ``added alice/webapp``, from its JSON view
+    (``done``, ``user``, ``package``, and ``sessions_ended`` for disable and remove)."""
+    if isinstance(result, dict) and "done" in result:
+        line = f"{result['done']} {result['user']}/{result['package']}"
+        if "sessions_ended" in result:
+            line += f" ({result['sessions_ended']} session(s) ended)"
+        return line
+    return str(result).strip()
