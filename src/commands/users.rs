@@ -6,6 +6,7 @@ use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use crate::account::Account;
 use crate::auth::{Auth, PasswdError, PasswdMode};
 use crate::local_users::{ImportFormat, LocalUser};
+use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
 
@@ -187,9 +188,10 @@ pub(super) fn user_import(auth: &Auth, file: &Path, json: bool, io: &mut Io) -> 
             file.display()
         ))
     })?;
+    // A file that cannot be opened is an I/O problem (exit 3), not a bad argument.
     let reader = std::fs::File::open(file)
         .map(std::io::BufReader::new)
-        .map_err(|e| InputError(format!("{}: {e}", file.display())))?;
+        .with_context(|| format!("opening import file {}", file.display()))?;
     let report = auth.users().import(reader, format)?;
     if json {
         let view = ImportView {
@@ -208,8 +210,9 @@ pub(super) fn user_import(auth: &Auth, file: &Path, json: bool, io: &mut Io) -> 
             report.imported,
             file.display()
         )?;
+        // Row errors are diagnostics: stderr, so that stdout stays the summary.
         for (line, msg) in &report.errors {
-            writeln!(out, "{}:{line}: {msg}", file.display())?;
+            writeln!(io.err, "{}:{line}: {msg}", file.display())?;
         }
     }
     Ok(if report.errors.is_empty() {

@@ -417,6 +417,19 @@ mod tests {
     }
 
     #[test]
+    fn max_failed_logins_allows_zero_and_says_so_when_out_of_range() {
+        let c = parse(&format!("{MINIMAL}auth:\n  max_failed_logins: 0\n")).unwrap();
+        assert_eq!(c.auth.max_failed_logins, 0);
+        let e = parse(&format!("{MINIMAL}auth:\n  max_failed_logins: -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auth.max_failed_logins") && e.contains("from 0 (locking off)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn presets_apply_and_explicit_keys_win() {
         let c = parse(&format!(
             "{MINIMAL}  resilience:\n    preset: high_availability\n"

@@ -341,8 +341,18 @@ impl RawAuth {
         let a = self;
         Ok(AuthConfig {
             max_failed_logins: match a.max_failed_logins {
-                Some(0) => 0, // locking off
-                other => v.count("auth.max_failed_logins", other, 5)? as u32,
+                None => 5,
+                // 0: locking off.
+                Some(n) if (0..=u32::MAX as i64).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(v.invalid(
+                        "auth.max_failed_logins",
+                        format!(
+                            "must be a whole number from 0 (locking off) to {}, got {n}",
+                            u32::MAX
+                        ),
+                    ))
+                }
             },
             failure_window: v.seconds(
                 "auth.failure_window_seconds",

@@ -929,23 +929,27 @@ fn user_import_reports_bad_rows_and_imports_good_ones() {
     let out = kr(&env, &["user", "import", jsonl.to_str().unwrap()], "").expect(1);
     assert!(out.stdout.contains("imported 2 user(s)"), "{out:?}");
     let shown = jsonl.display().to_string();
+    // Row errors are diagnostics: on stderr, the summary alone on stdout.
     assert!(
-        out.stdout.contains(&format!("{shown}:2: password_hash")),
+        out.stderr.contains(&format!("{shown}:2: password_hash")),
         "{out:?}"
     );
     assert!(
-        out.stdout.contains(&format!("{shown}:3: not valid JSON")),
+        out.stderr.contains(&format!("{shown}:3: not valid JSON")),
         "{out:?}"
     );
+    assert!(!out.stdout.contains(&format!("{shown}:")), "{out:?}");
     assert!(
-        !out.stdout.contains(&format!("{shown}:1:"))
-            && !out.stdout.contains(&format!("{shown}:5:")),
+        !out.stderr.contains(&format!("{shown}:1:"))
+            && !out.stderr.contains(&format!("{shown}:5:")),
         "{out:?}"
     );
-    assert!(
-        !out.stdout.contains(&hash) && !out.stdout.contains("Kim-Password-1"),
-        "{out:?}"
-    );
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(
+            !stream.contains(&hash) && !stream.contains("Kim-Password-1"),
+            "{out:?}"
+        );
+    }
 
     let csv = dir.join("users.csv");
     std::fs::write(
@@ -970,10 +974,10 @@ fn user_import_reports_bad_rows_and_imports_good_ones() {
     let ok = dir.join("ok.ndjson");
     std::fs::write(&ok, format!("{{\"username\": \"nina\", \"package\": \"{PACKAGE}\", \"password_hash\": \"{hash}\"}}\n")).unwrap();
     kr(&env, &["user", "import", ok.to_str().unwrap()], "").expect(0);
-    // Unknown extension, missing file: bad input.
+    // Unknown extension: bad input (2); a missing file: an I/O problem (3).
     let out = kr(&env, &["user", "import", "users.xml"], "").expect(2);
     assert!(one_line(&out).contains("unknown format"), "{out:?}");
-    let out = kr(&env, &["user", "import", "/nonexistent/users.csv"], "").expect(2);
+    let out = kr(&env, &["user", "import", "/nonexistent/users.csv"], "").expect(3);
     assert!(one_line(&out).contains("/nonexistent/users.csv"), "{out:?}");
 
     let users = kr_json(&env, &["user", "list"], "", 0);
