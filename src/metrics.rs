@@ -6,7 +6,10 @@
 
 use crate::auth::Auth;
 use crate::keycloak::breaker::CircuitState;
-use crate::store::meta::Counter;
+use crate::keycloak::durations::CallDurations;
+use crate::store::meta::{Counter, MetaKey};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -27,6 +30,11 @@ fn one_hot(out: &mut String, name: &str, help: &str, label: &str, values: &[&str
         .collect();
     let refs: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(out, name, "gauge", help, &refs);
+}
+
+/// Seconds from `then` to `now`, never negative (a clock set back shows 0, not a negative age).
+fn age_seconds(now: DateTime<Utc>, then: DateTime<Utc>) -> f64 {
+    ((now - then).num_milliseconds().max(0) as f64) / 1000.0
 }
 
 fn bool_value(v: bool) -> f64 {
@@ -87,19 +95,35 @@ fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
         &["normal", "degraded", "offline"],
         status.mode.as_str(),
     );
+    // One gauge family by status: `sync_failed` (a gauge) beside `sync_failed_total` (a
+    // counter) would be one family to Prometheus' parser, and OpenMetrics refuses it.
     metric(
         out,
-        "sync_pending",
+        "sync_items",
         "gauge",
-        "Sync items waiting for Keycloak.",
-        &[("", status.pending_syncs as f64)],
+        "Sync items by status: pending (waiting or in flight) and failed (refused for good).",
+        &[
+            ("{status=\"pending\"}", status.pending_syncs as f64),
+            ("{status=\"failed\"}", status.failed_syncs as f64),
+        ],
     );
+    let now = client.clock().now();
+    let oldest = client.queue().oldest_pending_queued_at()?;
     metric(
         out,
-        "sync_failed",
+        "sync_oldest_pending_age_seconds",
         "gauge",
-        "Sync items Keycloak refused for good.",
-        &[("", status.failed_syncs as f64)],
+        "Age of the oldest sync item still waiting (0 when none waits).",
+        &[("", oldest.map_or(0.0, |t| age_seconds(now, t)))],
+    );
+    let store = client.store();
+    let last: Option<i64> = store.get_meta(MetaKey::LastSyncSuccess)?;
+    metric(
+        out,
+        "sync_last_success_timestamp_seconds",
+        "gauge",
+        "When a sync cycle last settled every item it claimed with Keycloak's answer (0: never).",
+        &[("", last.unwrap_or(0) as f64)],
     );
     metric(
         out,
@@ -168,10 +192,39 @@ fn counters(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
     );
     metric(
         out,
+        "keycloak_calls_rejected_total",
+        "counter",
+        "Keycloak calls the open circuit refused without asking Keycloak.",
+        &[("", store.counter(Counter::CallsRejected)? as f64)],
+    );
+    call_durations(out, store)?;
+    metric(
+        out,
         "password_divergence_total",
         "counter",
         "Logins where Keycloak refused a password local auth accepted, unexplained by the queue.",
         &[("", store.counter(Counter::PasswordDivergence)? as f64)],
+    );
+    Ok(())
+}
+
+/// The Keycloak call duration histogram kept by the guard.
+fn call_durations(out: &mut String, store: &Store) -> anyhow::Result<()> {
+    let durations: CallDurations = store.get_meta(MetaKey::CallDurations)?.unwrap_or_default();
+    let buckets: Vec<(String, f64)> = durations
+        .cumulative()
+        .into_iter()
+        .map(|(le, n)| (format!("_bucket{{le=\"{le}\"}}"), n as f64))
+        .collect();
+    let mut samples: Vec<(&str, f64)> = buckets.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    samples.push(("_sum", durations.sum_seconds()));
+    samples.push(("_count", durations.count as f64));
+    metric(
+        out,
+        "keycloak_call_duration_seconds",
+        "histogram",
+        "Keycloak calls by how long they took, connect to last byte.",
+        &samples,
     );
     Ok(())
 }

@@ -159,6 +159,10 @@ pub fn run(
     };
     put_back?;
     report.processed = report.completed + report.failed + report.retried;
+    if report.stopped.is_none() && report.released == 0 && report.processed > 0 {
+        let now = cycle.queue.now().timestamp();
+        cycle.store.put_meta(MetaKey::LastSyncSuccess, &now)?;
+    }
     cycle.store.flush()?;
     Ok(report)
 }

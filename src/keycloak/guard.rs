@@ -14,11 +14,12 @@
 
 use super::breaker::{Breaker, BreakerState, CircuitState, Permit};
 use super::bulkhead::{Bulkhead, Slot};
+use super::durations::CallDurations;
 use super::health::{ProbeRecord, Verdict};
 use super::{KcError, KeycloakClient};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::store::meta::MetaKey;
+use crate::store::meta::{Counter, MetaKey};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -270,6 +271,7 @@ impl GuardedKeycloak {
             CallKind::Probe => b.permit_request(now),
         };
         if let Permit::Rejected { retry_at } = would {
+            self.count_rejected();
             return Err(CallError::CircuitOpen { retry_at });
         }
         let Some(slot) = self.bulkhead.try_enter() else {
@@ -283,6 +285,7 @@ impl GuardedKeycloak {
             self.persist_breaker(b.state());
         }
         if let Permit::Rejected { retry_at } = permit {
+            self.count_rejected();
             return Err(CallError::CircuitOpen { retry_at });
         }
         let trial = permit == Permit::Trial;
@@ -317,6 +320,7 @@ impl GuardedKeycloak {
         let mut b = self.breaker();
         let before = b.state().clone();
         let slow = ran.kind == CallKind::Request && ran.elapsed > self.slow_call;
+        self.observe_duration(ran.elapsed);
         match &ran.result {
             Err(KcError::Unavailable(_))
                 if ran.shortened && !ran.trial && ran.elapsed >= ran.budget =>
@@ -362,6 +366,28 @@ impl GuardedKeycloak {
             self.persist_breaker(b.state());
         }
         ran.result.map_err(CallError::Keycloak)
+    }
+
+    /// Counts a call the open circuit refused (`keycloak_calls_rejected_total`).
+    fn count_rejected(&self) {
+        if let Err(e) = self.store.bump_counter(Counter::CallsRejected, 1) {
+            log::error!("could not count a call the circuit refused: {e}");
+        }
+    }
+
+    /// Adds a settled call to the stored duration histogram (callers hold the breaker lock,
+    /// so the read and the write are not interleaved within the process).
+    fn observe_duration(&self, elapsed: Duration) {
+        let mut durations: CallDurations = self
+            .store
+            .get_meta(MetaKey::CallDurations)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        durations.observe(elapsed);
+        if let Err(e) = self.store.put_meta(MetaKey::CallDurations, &durations) {
+            log::error!("could not record a Keycloak call's duration: {e}");
+        }
     }
 
     fn log_opened(&self, before: &BreakerState, b: &Breaker, reason: &str) {

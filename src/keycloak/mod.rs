@@ -16,6 +16,7 @@
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod durations;
 pub mod guard;
 pub mod health;
 pub mod realm_keys;

@@ -32,6 +32,12 @@ pub enum MetaKey {
     /// `BTreeMap<String, verify::keys::RealmKeys>`: each realm's issuer and JWKS as last
     /// fetched from Keycloak, so that `verify-token` works while Keycloak is away.
     RealmKeys,
+    /// `i64` (Unix seconds): when a sync cycle last settled every item it claimed with
+    /// Keycloak's answer (`keycloak_resilient_sync_last_success_timestamp_seconds`).
+    LastSyncSuccess,
+    /// `keycloak::durations::CallDurations`: the histogram of Keycloak call durations
+    /// (`keycloak_resilient_keycloak_call_duration_seconds`).
+    CallDurations,
 }
 
 impl MetaKey {
@@ -45,6 +51,8 @@ impl MetaKey {
             MetaKey::QueueBlocked => "queue_blocked",
             MetaKey::SyncCountsBuilt => "sync_count/built",
             MetaKey::RealmKeys => "realm_keys",
+            MetaKey::LastSyncSuccess => "last_sync_success",
+            MetaKey::CallDurations => "keycloak_call_durations",
         }
     }
 }
@@ -67,6 +75,9 @@ pub enum Counter {
     LoginsCached,
     /// Successful logins on local auth alone (`logins_total{auth_mode="local"}`).
     LoginsLocal,
+    /// Keycloak calls the open circuit refused without I/O
+    /// (`keycloak_resilient_keycloak_calls_rejected_total`).
+    CallsRejected,
 }
 
 impl Counter {
@@ -79,6 +90,7 @@ impl Counter {
             Counter::LoginsKeycloak => "counter/logins_keycloak",
             Counter::LoginsCached => "counter/logins_cached",
             Counter::LoginsLocal => "counter/logins_local",
+            Counter::CallsRejected => "counter/keycloak_calls_rejected",
         }
     }
 }

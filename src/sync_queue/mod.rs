@@ -36,6 +36,7 @@ mod error;
 mod index;
 mod item;
 mod local_change;
+mod oldest;
 mod page;
 mod settle;
 #[cfg(test)]
@@ -198,6 +199,11 @@ impl SyncQueue {
         };
         self.flush()?;
         Ok(enqueued)
+    }
+
+    /// The queue's clock: what a cycle records its times with.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// One item by id.

@@ -817,3 +817,60 @@ fn enqueue_flushes_outside_the_queue_lock() {
         .unwrap();
     assert_eq!(FLUSHED_UNDER_LOCK.with(|c| c.get()), Some(false));
 }
+
+#[test]
+fn the_oldest_pending_item_is_found_across_priorities_and_backoff() {
+    let (q, clock) = setup();
+    assert_eq!(q.oldest_pending_queued_at().unwrap(), None);
+    let first = crate::clock::Clock::now(&clock);
+    // The oldest item backs off; a later one waits at an urgent priority, a still later one at
+    // a lax one.
+    enqueue(
+        &q,
+        &acct("u1", "p"),
+        "password_change",
+        &pw("a-password"),
+        5,
+    )
+    .unwrap();
+    clock.advance(Duration::seconds(10));
+    enqueue(
+        &q,
+        &acct("u2", "p"),
+        "password_change",
+        &pw("b-password"),
+        1,
+    )
+    .unwrap();
+    clock.advance(Duration::seconds(10));
+    enqueue(
+        &q,
+        &acct("u3", "p"),
+        "password_change",
+        &pw("c-password"),
+        9,
+    )
+    .unwrap();
+    assert_eq!(q.oldest_pending_queued_at().unwrap(), Some(first));
+
+    let claimed = q.claim(3).unwrap();
+    let mut rest = Vec::new();
+    for c in claimed {
+        if c.item().username == "u1" {
+            c.retry("409 conflict", std::time::Duration::from_secs(60))
+                .unwrap();
+        } else {
+            rest.push(c);
+        }
+    }
+    drop(rest);
+    // Backing off, u1 is still the oldest waiting.
+    assert_eq!(q.oldest_pending_queued_at().unwrap(), Some(first));
+
+    let claimed = q.claim(3).unwrap();
+    for c in claimed {
+        c.complete().unwrap();
+    }
+    // u2 and u3 applied: only u1 waits, still backing off.
+    assert_eq!(q.oldest_pending_queued_at().unwrap(), Some(first));
+}

@@ -1309,7 +1309,10 @@ fn start_writes_the_metrics_textfile_every_cycle() {
         text.contains("keycloak_resilient_keycloak_available 1"),
         "{text}"
     );
-    assert!(text.contains("keycloak_resilient_sync_pending 0"), "{text}");
+    assert!(
+        text.contains("keycloak_resilient_sync_items{status=\"pending\"} 0"),
+        "{text}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())

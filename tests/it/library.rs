@@ -121,6 +121,76 @@ fn issue11_passwd_synchronized_at_once_counts_as_processed() {
     );
 }
 
+/// Issue 16 point 3: the metrics an operator alerts on — call
+/// durations, the last successful sync and the oldest waiting item's age — move with what
+/// happened.
+#[test]
+fn metrics_count_refused_calls_durations_and_the_last_good_sync() {
+    // Keycloak refuses connections: two failures open the circuit, the third login is refused
+    // by the circuit without I/O.
+    let env = TestEnv::new("http://127.0.0.1:9", &Tuning::default());
+    let auth = Auth::new(env.client_with_clock(&manual_clock()));
+    let alice = acct("alice", PACKAGE);
+    auth.users().add(&alice, PASSWORD).unwrap();
+    for _ in 0..3 {
+        auth.login(&alice, PASSWORD).expect("local login");
+    }
+    let text = keycloak_resilient::metrics::render(&auth).unwrap();
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("keycloak_resilient_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(
+        value(&text, "keycloak_call_duration_seconds_count") >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "sync_last_success_timestamp_seconds"),
+        0.0,
+        "{text}"
+    );
+
+    // Keycloak up: a queued change waits (its age grows with the clock), then a cycle applies
+    // it and records when.
+    let (fake, user) = fake_with_user("metricsync");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let clock = manual_clock();
+    let client = env.client_with_clock(&clock);
+    client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({"password": "Metrics-Sync-Pw-1"}),
+            1,
+        )
+        .unwrap();
+    clock.advance(chrono::Duration::seconds(90));
+    let auth = Auth::new(client);
+    let text = keycloak_resilient::metrics::render(&auth).unwrap();
+    assert_eq!(
+        value(&text, "sync_oldest_pending_age_seconds"),
+        90.0,
+        "{text}"
+    );
+    let report = auth.client().process_sync_queue(10).unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let text = keycloak_resilient::metrics::render(&auth).unwrap();
+    let now = keycloak_resilient::clock::Clock::now(&clock).timestamp() as f64;
+    assert_eq!(
+        value(&text, "sync_last_success_timestamp_seconds"),
+        now,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "sync_oldest_pending_age_seconds"),
+        0.0,
+        "{text}"
+    );
+}
+
 #[test]
 fn replay_after_a_crash_mid_send_is_not_applied_twice() {
     let fake = fake();
