@@ -381,8 +381,10 @@ impl GuardedKeycloak {
         let mut durations: CallDurations = self
             .store
             .get_meta(MetaKey::CallDurations)
-            .ok()
-            .flatten()
+            .unwrap_or_else(|e| {
+                log::error!("call duration histogram unreadable, starting it again: {e}");
+                None
+            })
             .unwrap_or_default();
         durations.observe(elapsed);
         if let Err(e) = self.store.put_meta(MetaKey::CallDurations, &durations) {
