@@ -8,11 +8,12 @@
 
 use crate::account::Account;
 use crate::auth_events::{AuthEvents, ModeCounts};
+use crate::central::{self, CentralAnswer, Decision, LocalAnswer, Lookup};
 use crate::client::{AuthError, LoginStep, ResilientClient, StepRan};
-use crate::config::Config;
-use crate::keycloak::guard::CallError;
-use crate::keycloak::{KcError, KeycloakClient, Rejection};
-use crate::local_users::{LocalUsers, UserError, Verification};
+use crate::config::{Authority, Config};
+use crate::keycloak::guard::{CallError, Ran};
+use crate::keycloak::{KcError, KcUser, KeycloakClient, Rejection};
+use crate::local_users::{LocalUsers, Origin, UserError, Verification};
 use crate::lockout::LockoutPolicy;
 use crate::replay::{self, ApplyError};
 use crate::sessions::{AuthMode, Session, Sessions};
@@ -94,7 +95,7 @@ pub enum PasswdMode {
     Synchronized,
     /// Waiting in the sync queue.
     Queued,
-    /// Keycloak refused it (policy, unknown user); the local password changed anyway.
+    /// Keycloak refused it (policy, unknown user): see [`PasswdResult::local_changed`].
     Rejected,
 }
 
@@ -105,6 +106,10 @@ pub struct PasswdResult {
     pub mode: PasswdMode,
     /// The queue item, when one was recorded.
     pub sync_id: Option<Uuid>,
+    /// Whether the local password is the new one. False only when Keycloak's password policy
+    /// refused it and Keycloak decides passwords (`keycloak.authority.passwords: keycloak`): the old
+    /// password was put back, as it is still Keycloak's.
+    pub local_changed: bool,
     /// Keycloak's reason, when it refused.
     pub keycloak_error: Option<String>,
 }
@@ -118,12 +123,29 @@ pub enum LoginBegun {
     Keycloak(PendingLogin),
 }
 
-/// A login accepted by local auth whose Keycloak step is still to run. Holds no reference to
-/// the database. `Debug` leaves out the verified hash.
+/// A login whose Keycloak step is still to run: accepted by local auth, or refused by it where
+/// Keycloak's answer could change that (see [`crate::central`]). Holds no reference to the
+/// database. `Debug` leaves out the verified hash.
 pub struct PendingLogin {
     account: Account,
-    hash: String,
+    local: LocalSide,
     step: LoginStep,
+}
+
+/// What local auth said, as the rest of the login needs it.
+enum LocalSide {
+    /// The password is right; the hash it verified against.
+    Accepted { hash: String },
+    /// Refused here (or no account), but Keycloak is to be asked.
+    NotAccepted {
+        /// Which refusal.
+        answer: LocalAnswer,
+        /// The account's hash as read (adoption replaces only that one); `None` when there is
+        /// no account.
+        seen: Option<String>,
+        /// What the login answers when Keycloak does not change it.
+        refusal: FailReason,
+    },
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -138,20 +160,45 @@ impl std::fmt::Debug for PendingLogin {
 /// [`Auth::login_finish`].
 pub struct RanLogin {
     account: Account,
-    hash: String,
+    local: LocalSide,
     ran: Result<StepRan, String>,
+    /// The admin API's view of a user whose right local password Keycloak refused.
+    lookup: Option<Ran<Option<(KcUser, bool)>>>,
 }
 
 impl PendingLogin {
     /// Runs the Keycloak step on `http` with `config`'s realm and client for the account's
-    /// package. Touches no database.
+    /// package; when Keycloak refuses a password local auth accepted, also asks the admin API
+    /// about the user (a changed password, a deleted user and a brute-force lock all read
+    /// "invalid user credentials"). Touches no database.
     pub fn run(self, http: &KeycloakClient, config: &Config, password: &str) -> RanLogin {
         let package = config.package(self.account.package());
         let ran = self.step.run(http, &package, self.account.user(), password);
+        let c = &config.consistency;
+        let central_matters =
+            c.passwords == Authority::Keycloak || c.accounts == Authority::Keycloak;
+        let lookup = match (&self.local, ran.grant()) {
+            (LocalSide::Accepted { .. }, Some(grant))
+                if central_matters
+                    && matches!(
+                        grant.result(),
+                        Err(KcError::Rejected(Rejection::InvalidCredentials))
+                    ) =>
+            {
+                let user = self.account.user();
+                Some(
+                    grant
+                        .then_request()
+                        .run(http, |kc| kc.user_state(&package.realm, user)),
+                )
+            }
+            _ => None,
+        };
         RanLogin {
             account: self.account,
-            hash: self.hash,
+            local: self.local,
             ran: Ok(ran),
+            lookup,
         }
     }
 }
@@ -279,52 +326,171 @@ impl Auth {
     /// The part of a login before Keycloak is asked: local auth decides, then the Keycloak step
     /// is planned. When Keycloak is not to be asked the login is completed here; otherwise the
     /// step comes back to be run — by a one-shot command after it has let go of the database —
-    /// and handed to [`Auth::login_finish`].
+    /// and handed to [`Auth::login_finish`]. A password local auth refuses still goes to
+    /// Keycloak where its answer could change that (a password changed centrally, a user only
+    /// Keycloak knows, an account Keycloak had disabled): see [`crate::central`].
     pub fn login_begin(&self, account: &Account, password: &str) -> Result<LoginBegun, LoginError> {
         let account = account.clone();
-        let hash = match self.users.verify(&account, password)? {
-            Verification::Ok { hash } => hash,
-            Verification::Invalid => {
-                return Ok(LoginBegun::Done(failed(
-                    FailReason::InvalidCredentials,
-                    None,
-                )))
-            }
-            Verification::Disabled => {
-                return Ok(LoginBegun::Done(failed(FailReason::AccountDisabled, None)))
-            }
+        let local = match self.users.verify(&account, password)? {
+            Verification::Ok { hash } => LocalSide::Accepted { hash },
             Verification::Locked { until } => {
                 return Ok(LoginBegun::Done(failed(
                     FailReason::AccountLocked,
                     Some(until),
                 )))
             }
+            Verification::Invalid => {
+                match self.not_accepted(&account, FailReason::InvalidCredentials)? {
+                    Some(local) => local,
+                    None => {
+                        return Ok(LoginBegun::Done(failed(
+                            FailReason::InvalidCredentials,
+                            None,
+                        )))
+                    }
+                }
+            }
+            Verification::Disabled => {
+                match self.not_accepted(&account, FailReason::AccountDisabled)? {
+                    Some(local) => local,
+                    None => return Ok(LoginBegun::Done(failed(FailReason::AccountDisabled, None))),
+                }
+            }
         };
-        match self.client.plan_login() {
-            Ok(step) => Ok(LoginBegun::Keycloak(PendingLogin {
+        match (self.client.plan_login(), local) {
+            (Ok(step), local) => Ok(LoginBegun::Keycloak(PendingLogin {
                 account,
-                hash,
+                local,
                 step,
             })),
-            Err(reason) => {
+            (Err(reason), local @ LocalSide::Accepted { .. }) => {
                 let ran = RanLogin {
                     account,
-                    hash,
+                    local,
                     ran: Err(reason),
+                    lookup: None,
                 };
                 Ok(LoginBegun::Done(self.login_finish(ran, password)?))
+            }
+            // Keycloak cannot be asked: local auth's refusal stands.
+            (Err(_), LocalSide::NotAccepted { refusal, .. }) => {
+                Ok(LoginBegun::Done(failed(refusal, None)))
             }
         }
     }
 
+    /// A login local auth refused, if Keycloak is to be asked about it: which refusal, and the
+    /// hash read (see [`central::asks_keycloak`]).
+    fn not_accepted(
+        &self,
+        account: &Account,
+        refusal: FailReason,
+    ) -> Result<Option<LocalSide>, LoginError> {
+        let record = self.users.get(account)?;
+        let answer = match &record {
+            None => LocalAnswer::Unknown,
+            Some(u) if u.enabled => LocalAnswer::Refused,
+            Some(u) if u.disabled_by == Some(Origin::Keycloak) => LocalAnswer::DisabledByKeycloak,
+            Some(_) => return Ok(None),
+        };
+        if !central::asks_keycloak(answer, &self.client.config().consistency) {
+            return Ok(None);
+        }
+        Ok(Some(LocalSide::NotAccepted {
+            answer,
+            seen: record.map(|u| u.hash),
+            refusal,
+        }))
+    }
+
     /// Completes a login whose Keycloak step has run: the outcome recorded (breaker, health,
-    /// token cache), the session created whatever Keycloak's availability.
+    /// token cache), then what Keycloak decided applied here ([`crate::central`]); the session
+    /// created whatever Keycloak's availability.
     pub fn login_finish(&self, ran: RanLogin, password: &str) -> Result<LoginResult, LoginError> {
-        let RanLogin { account, hash, ran } = ran;
-        let account = &account;
+        let RanLogin {
+            account,
+            local,
+            ran,
+            lookup,
+        } = ran;
+        let lookup = lookup.map(|l| match self.client.keycloak().settle(l) {
+            Ok(Some((user, locked))) => Lookup::Exists {
+                enabled: user.enabled,
+                locked,
+            },
+            Ok(None) => Lookup::Gone,
+            Err(e) => {
+                log::info!("login {account}: could not ask Keycloak about the user ({e})");
+                Lookup::Unknown
+            }
+        });
+        match local {
+            LocalSide::Accepted { hash } => {
+                self.finish_accepted(&account, &hash, ran, lookup, password)
+            }
+            LocalSide::NotAccepted {
+                answer,
+                seen,
+                refusal,
+            } => self.finish_not_accepted(&account, answer, seen, refusal, ran, password),
+        }
+    }
+
+    /// A login local auth accepted: Keycloak may still say the password changed centrally or
+    /// the account is disabled or gone.
+    fn finish_accepted(
+        &self,
+        account: &Account,
+        hash: &str,
+        ran: Result<StepRan, String>,
+        lookup: Option<Lookup>,
+        password: &str,
+    ) -> Result<LoginResult, LoginError> {
         let outcome =
             self.client
-                .finish_login(account, password, Verifier::Hash(&hash), Some(&hash), ran);
+                .finish_login(account, password, Verifier::Hash(hash), Some(hash), ran);
+        let central = match &outcome {
+            Ok(t) if !t.cached => CentralAnswer::Accepted,
+            Err(AuthError::Rejected(Rejection::InvalidCredentials)) => {
+                CentralAnswer::InvalidCredentials(lookup.unwrap_or(Lookup::Unknown))
+            }
+            Err(AuthError::Rejected(Rejection::AccountDisabled)) => CentralAnswer::AccountDisabled,
+            _ => CentralAnswer::NoDecision,
+        };
+        if let Ok(t) = &outcome {
+            if !t.cached {
+                self.link(account, &t.access_token);
+            }
+        }
+        let decision = if central == CentralAnswer::NoDecision || central == CentralAnswer::Accepted
+        {
+            Decision::AsLocal
+        } else {
+            let linked = self
+                .users
+                .get(account)?
+                .is_some_and(|u| u.keycloak_id.is_some());
+            central::decide(
+                LocalAnswer::Accepted,
+                &central,
+                &self.client.config().consistency,
+                self.pending_change(account),
+                linked,
+            )
+        };
+        match decision {
+            Decision::MarkStale => {
+                if self.users.mark_stale(account, hash)? {
+                    self.count(Counter::PasswordsStale);
+                }
+                return Ok(refused_online(FailReason::InvalidCredentials));
+            }
+            Decision::Disable => {
+                self.disable_by_keycloak(account)?;
+                return Ok(refused_online(FailReason::AccountDisabled));
+            }
+            _ => {}
+        }
         let (mode, online, token) = match outcome {
             Ok(t) if t.cached => (AuthMode::Cached, false, Some(t.access_token)),
             Ok(t) => (AuthMode::Keycloak, true, Some(t.access_token)),
@@ -358,6 +524,82 @@ impl Auth {
                 (AuthMode::Local, false, None)
             }
         };
+        self.succeed(account, mode, online, token)
+    }
+
+    /// A login local auth refused, where Keycloak's acceptance adopts the password, provisions
+    /// the account or enables it again; anything else leaves the refusal standing.
+    fn finish_not_accepted(
+        &self,
+        account: &Account,
+        answer: LocalAnswer,
+        seen: Option<String>,
+        refusal: FailReason,
+        ran: Result<StepRan, String>,
+        password: &str,
+    ) -> Result<LoginResult, LoginError> {
+        // The password is the offline verifier: local auth has no hash of it yet.
+        let outcome =
+            self.client
+                .finish_login(account, password, Verifier::Password(password), None, ran);
+        let (central, token, online) = match outcome {
+            Ok(t) if !t.cached => (CentralAnswer::Accepted, Some(t.access_token), true),
+            Ok(_) => (CentralAnswer::NoDecision, None, false),
+            Err(AuthError::Rejected(_)) => (CentralAnswer::NoDecision, None, true),
+            Err(_) => (CentralAnswer::NoDecision, None, false),
+        };
+        let decision = central::decide(
+            answer,
+            &central,
+            &self.client.config().consistency,
+            self.pending_change(account),
+            false,
+        );
+        let adopted = match (decision, seen.as_deref(), token.as_deref()) {
+            (Decision::AdoptPassword, Some(seen), Some(_)) => {
+                let adopted = self.users.adopt_password(account, password, seen, false)?;
+                adopted.is_some().then_some(Counter::PasswordsAdopted)
+            }
+            (Decision::EnableAndAdopt, Some(seen), Some(_)) => {
+                let adopted = self.users.adopt_password(account, password, seen, true)?;
+                adopted.is_some().then_some(Counter::CentralEnables)
+            }
+            (Decision::Provision, None, Some(access)) => {
+                let id = crate::keycloak::users::token_subject(access);
+                match self.users.provision(account, password, id.as_deref()) {
+                    Ok(_) => Some(Counter::Provisioned),
+                    Err(UserError::Exists { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => None,
+        };
+        let Some(counter) = adopted else {
+            // Keycloak's token must not outlive the refusal (a queued change, a race with
+            // `passwd`, provisioning off): nothing here vouches for this password.
+            if token.is_some() {
+                self.client.tokens().remove(account)?;
+            }
+            return Ok(LoginResult {
+                keycloak_status: if online { "online" } else { "offline" },
+                ..failed(refusal, None)
+            });
+        };
+        self.count(counter);
+        if let Some(access) = &token {
+            self.link(account, access);
+        }
+        self.succeed(account, AuthMode::Keycloak, true, token)
+    }
+
+    /// The session and the login event of a successful login.
+    fn succeed(
+        &self,
+        account: &Account,
+        mode: AuthMode,
+        online: bool,
+        token: Option<String>,
+    ) -> Result<LoginResult, LoginError> {
         let session: Session = self.sessions.create(account, mode)?;
         self.events.record(mode)?;
         Ok(LoginResult {
@@ -369,6 +611,45 @@ impl Auth {
             locked_until: None,
             access_token: token,
         })
+    }
+
+    /// Keycloak disabled or removed the account: disabled here (source Keycloak), its sessions
+    /// and cached token dropped.
+    fn disable_by_keycloak(&self, account: &Account) -> Result<(), LoginError> {
+        if self.users.disable_by_keycloak(account)? {
+            self.count(Counter::CentralDisables);
+        }
+        self.revoke(account)?;
+        Ok(())
+    }
+
+    /// Remembers the Keycloak id the login's token names (a failure is logged: the link is
+    /// learnt again at the next login).
+    fn link(&self, account: &Account, access_token: &str) {
+        let Some(id) = crate::keycloak::users::token_subject(access_token) else {
+            return;
+        };
+        if let Err(e) = self.users.link(account, &id) {
+            log::error!("login {account}: could not remember the Keycloak id: {e}");
+        }
+    }
+
+    /// Whether a local change of the account waits in the queue (an unreadable queue is logged
+    /// and read as yes: nothing central is applied over a change that may be there).
+    fn pending_change(&self, account: &Account) -> bool {
+        self.client
+            .queue()
+            .has_pending_password_change(account)
+            .unwrap_or_else(|e| {
+                log::error!("sync queue unreadable: {e}");
+                true
+            })
+    }
+
+    fn count(&self, counter: Counter) {
+        if let Err(e) = self.client.store().bump_counter(counter, 1) {
+            log::error!("could not count {}: {e}", counter.key());
+        }
     }
 
     /// Keycloak refused a user local auth accepted. A wrong password is a divergence worth
@@ -420,12 +701,12 @@ impl Auth {
         old: &str,
         new: &str,
     ) -> Result<PasswdResult, PasswdError> {
-        match self.users.verify(account, old)? {
-            Verification::Ok { .. } => {}
+        let previous = match self.users.verify(account, old)? {
+            Verification::Ok { hash } => hash,
             Verification::Invalid => return Err(PasswdError::InvalidCredentials),
             Verification::Disabled => return Err(PasswdError::AccountDisabled),
             Verification::Locked { until } => return Err(PasswdError::AccountLocked(until)),
-        }
+        };
         let record = self.users.prepare_password(account, new)?;
         let data = SyncData::PasswordChange(PasswordChange::new(new.to_string())?);
         let change = |current: &[u8]| record.apply(current);
@@ -453,7 +734,7 @@ impl Auth {
         let Some(claimed) = enqueued.claimed else {
             return Ok(queued(enqueued.id));
         };
-        let result = self.sync_now(account, claimed);
+        let result = self.sync_now(account, claimed, (&previous, &record.hash));
         self.client.store().flush()?;
         result
     }
@@ -463,10 +744,16 @@ impl Auth {
     /// (Keycloak away; not counted as an attempt, as when a cycle meets an outage). A database
     /// error leaves the claim unsettled, and its drop puts the change back to pending, so that
     /// it does not hold up the user's later changes until a restart.
+    ///
+    /// When Keycloak refuses the new password by its policy and decides passwords, the previous password
+    /// is put back (`hashes`: the previous and the new hash; only the new one is replaced, so
+    /// a change made meanwhile stands) and the cached token dropped: Keycloak still has the
+    /// previous password, and a local-only new one would only be found stale at the next login.
     fn sync_now(
         &self,
         account: &Account,
         claimed: Claimed<'_>,
+        hashes: (&str, &str),
     ) -> Result<PasswdResult, PasswdError> {
         let id = claimed.id();
         let c = &self.client;
@@ -477,17 +764,30 @@ impl Auth {
                     mode: PasswdMode::Synchronized,
                     sync_id: None,
                     keycloak_error: None,
+                    local_changed: true,
                 })
             }
             Err(ApplyError::Call(CallError::Keycloak(KcError::Rejected(r))))
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
                 claimed.fail(&r.to_string())?;
-                log::warn!("passwd {account}: local password changed, Keycloak refused: {r}");
+                let (previous, new) = hashes;
+                // Only a policy refusal says Keycloak keeps another password for the user; a
+                // user Keycloak does not know is local-only, and its new password stands.
+                let central = c.config().consistency.passwords == Authority::Keycloak
+                    && matches!(r, Rejection::PasswordPolicy(_));
+                let restored = central && self.users.restore_password(account, new, previous)?;
+                if restored {
+                    c.tokens().remove(account)?;
+                    log::warn!("passwd {account}: Keycloak refused the new password ({r}); the previous one stays");
+                } else {
+                    log::warn!("passwd {account}: local password changed, Keycloak refused: {r}");
+                }
                 Ok(PasswdResult {
                     mode: PasswdMode::Rejected,
                     sync_id: Some(id),
                     keycloak_error: Some(r.to_string()),
+                    local_changed: !restored,
                 })
             }
             Err(ApplyError::Call(e)) => {
@@ -508,12 +808,21 @@ fn queued(id: Uuid) -> PasswdResult {
         mode: PasswdMode::Queued,
         sync_id: Some(id),
         keycloak_error: None,
+        local_changed: true,
     }
 }
 
 /// `keycloak_status` of a login local auth refused (Keycloak was not asked, whatever its
 /// state; the KeycloakUnavailable refusal overrides it).
 const KEYCLOAK_NOT_ASKED: &str = "not_asked";
+
+/// A login refused on Keycloak's word (it was asked and answered).
+fn refused_online(reason: FailReason) -> LoginResult {
+    LoginResult {
+        keycloak_status: "online",
+        ..failed(reason, None)
+    }
+}
 
 fn failed(reason: FailReason, locked_until: Option<DateTime<Utc>>) -> LoginResult {
     LoginResult {

@@ -183,6 +183,16 @@ pub enum StepRan {
     Trial(Ran<()>, Option<Ran<TokenSet>>),
 }
 
+impl StepRan {
+    /// The password grant, if it was made.
+    pub fn grant(&self) -> Option<&Ran<TokenSet>> {
+        match self {
+            StepRan::Grant(g) | StepRan::Trial(_, Some(g)) => Some(g),
+            StepRan::Trial(_, None) => None,
+        }
+    }
+}
+
 impl LoginStep {
     /// Makes the call on `http`, touching no database (a one-shot command holds no lock
     /// meanwhile); bounded as the admission says.

@@ -16,6 +16,7 @@
 //! | [`backoff`] | retry delays (pure) |
 //! | [`password`] | password hashes (argon2id; pbkdf2 and bcrypt accepted on import) |
 //! | [`lockout`] | failed-login limits (pure) |
+//! | [`central`] | what Keycloak's answer about a user means for the local store (pure) |
 //! | [`keycloak`] | Keycloak HTTP calls, every answer classified; [`keycloak::breaker`] the circuit breaker (pure); [`keycloak::health`] the health probe's record; [`keycloak::guard`] the breaker-guarded caller, the one way to call Keycloak |
 //! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
 //! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak; a claimed item is a guard settled one way |
@@ -41,6 +42,7 @@
 //!   → auth → client → replay
 //!   → keycloak::guard · sync_queue · token_cache · local_users · sessions · auth_events
 //!   → keycloak (http) · keycloak::breaker · keycloak::health · password · lockout · backoff
+//!     · central
 //!   → store (meta, codec, seal, lock) · account · config · clock
 //! ```
 
@@ -48,6 +50,7 @@ pub mod account;
 pub mod auth;
 pub mod auth_events;
 pub mod backoff;
+pub mod central;
 pub mod cleanup;
 pub mod client;
 pub mod clock;

@@ -202,6 +202,12 @@ scenario!(
     passwd_online_synchronized_and_policy_rejection,
     allow_offline_false_refuses_when_down,
     replay_after_a_crash_mid_send_is_not_applied_twice,
+    keycloak_disable_reaches_the_local_account,
+    keycloak_password_reset_is_adopted_and_the_old_one_stops,
+    pending_local_change_wins_over_keycloaks_old_password,
+    user_only_in_keycloak_is_provisioned,
+    keycloak_delete_disables_a_linked_account,
+    two_data_directories_converge_through_keycloak,
 );
 
 // --- keeping the server up ------------------------------------------------------------------

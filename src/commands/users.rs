@@ -62,7 +62,7 @@ pub(super) fn passwd(
     if json {
         let view = PasswdView {
             keycloak_error: r.keycloak_error.as_deref(),
-            local_changed: true,
+            local_changed: r.local_changed,
             mode: r.mode,
             success: r.mode != PasswdMode::Rejected,
             sync_id: r.sync_id,
@@ -76,9 +76,14 @@ pub(super) fn passwd(
                 "password changed locally; Keycloak is unavailable, change queued as {} (mode queued)",
                 r.sync_id.map(|s| s.to_string()).unwrap_or_default()
             )?,
-            PasswdMode::Rejected => writeln!(
+            PasswdMode::Rejected if r.local_changed => writeln!(
                 out,
                 "password changed locally, but Keycloak refused it: {} (mode rejected)",
+                r.keycloak_error.as_deref().unwrap_or("no reason")
+            )?,
+            PasswdMode::Rejected => writeln!(
+                out,
+                "password not changed: Keycloak refused it: {} (mode rejected)",
                 r.keycloak_error.as_deref().unwrap_or("no reason")
             )?,
         }

@@ -254,6 +254,31 @@ pub struct VerifyConfig {
     pub outage_grace: Duration,
 }
 
+/// Which side decides when the local store and Keycloak disagree (`keycloak.authority.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authority {
+    /// Keycloak's answer wins whenever it can be asked (the default).
+    Keycloak,
+    /// The local store decides; Keycloak's disagreement is logged and counted only.
+    Local,
+}
+
+/// Consistency from Keycloak back to the local store (see the README's "Consistency").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyConfig {
+    /// Who decides a password both sides know differently.
+    pub passwords: Authority,
+    /// Who decides whether an account is enabled.
+    pub accounts: Authority,
+    /// A user only Keycloak knows gets a local account at their first good login.
+    pub provision: bool,
+    /// `user add/disable/enable/remove` are replayed to Keycloak.
+    pub manage_users: bool,
+    /// How often `start` reconciles with Keycloak's user list (zero: never).
+    pub reconcile_interval: Duration,
+}
+
 /// Local authentication policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -278,6 +303,8 @@ pub struct Config {
     pub resilience: Resilience,
     /// Token verification for other applications.
     pub verify: VerifyConfig,
+    /// Which side decides what, and whether users are managed in Keycloak from here.
+    pub consistency: ConsistencyConfig,
     /// The sled directory, resolved against the config file's folder.
     pub storage_path: PathBuf,
     /// Loop timing.

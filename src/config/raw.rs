@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod authority;
 mod verify;
 
 /// The file's layout, as written; only serde checks here.
@@ -55,6 +56,12 @@ struct RawKeycloak {
     resilience: RawResilience,
     #[serde(default)]
     verify: verify::RawVerify,
+    #[serde(default)]
+    authority: authority::RawAuthority,
+    #[serde(default)]
+    manage_users: Option<bool>,
+    #[serde(default)]
+    reconcile_interval_seconds: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,14 +133,16 @@ impl RawConfig {
     ) -> Result<Config, ConfigError> {
         let v = Validator { file: path };
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let (keycloak, resilience, verify) = self.keycloak.build(&v, env)?;
+        let (keycloak, resilience, verify, consistency) = self.keycloak.build(&v, env)?;
         let resilience = resilience.build(&v)?;
         let verify = verify.build(&v, &keycloak, &resilience)?;
+        let consistency = consistency.build(&v)?;
         Ok(Config {
             source: path.to_path_buf(),
             keycloak,
             resilience,
             verify,
+            consistency,
             storage_path: self.storage.build(&v, base)?,
             service: self.service.build(&v, base)?,
             auth: self.auth.build(&v)?,
@@ -142,13 +151,22 @@ impl RawConfig {
 }
 
 impl RawKeycloak {
-    /// `keycloak.*` but its `resilience` and `verify` sections, which are handed back for
-    /// their own steps.
+    /// `keycloak.*` but its `resilience`, `verify` and consistency keys, which are handed back
+    /// for their own steps.
+    #[allow(clippy::type_complexity)]
     fn build(
         self,
         v: &Validator<'_>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(KeycloakConfig, RawResilience, verify::RawVerify), ConfigError> {
+    ) -> Result<
+        (
+            KeycloakConfig,
+            RawResilience,
+            verify::RawVerify,
+            authority::RawConsistency,
+        ),
+        ConfigError,
+    > {
         let k = self;
         let server_url = v.url("keycloak.server_url", &k.server_url)?;
         let realm = v.realm("keycloak.realm", &k.realm)?;
@@ -200,7 +218,12 @@ impl RawKeycloak {
             trial_timeout: limits.trial_timeout,
             packages,
         };
-        Ok((keycloak, k.resilience, k.verify))
+        let consistency = authority::RawConsistency {
+            authority: k.authority,
+            manage_users: k.manage_users,
+            reconcile_interval_seconds: k.reconcile_interval_seconds,
+        };
+        Ok((keycloak, k.resilience, k.verify, consistency))
     }
 }
 

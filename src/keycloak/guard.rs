@@ -127,6 +127,11 @@ impl<T> Ran<T> {
         self.trial
     }
 
+    /// What Keycloak answered (before the breaker has heard of it).
+    pub fn result(&self) -> &Result<T, KcError> {
+        &self.result
+    }
+
     /// Whether Keycloak answered (whatever it said) and not too slowly for the breaker.
     pub fn answered(&self) -> bool {
         !matches!(self.result, Err(KcError::Unavailable(_)))

@@ -20,6 +20,7 @@ pub mod durations;
 pub mod guard;
 pub mod health;
 pub mod realm_keys;
+pub mod users;
 
 use crate::config::{KeycloakConfig, PackageConfig, Secret};
 use percent_encoding::utf8_percent_encode;
@@ -570,12 +571,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 
 /// The `resource_access.realm-management.roles` claim of a JWT, if it can be read.
 fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = claims(jwt)?;
     let roles = claims
         .get("resource_access")?
         .get("realm-management")?
@@ -587,6 +583,16 @@ fn realm_management_roles(jwt: &str) -> Option<Vec<String>> {
             .filter_map(|r| r.as_str().map(str::to_string))
             .collect(),
     )
+}
+
+/// A JWT's claims, unchecked: only for tokens received from Keycloak itself.
+fn claims(jwt: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn realm_missing(realm: &str, body: &ErrorBody) -> KcError {

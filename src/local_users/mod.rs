@@ -20,9 +20,8 @@ use crate::account::{Account, NameError};
 use crate::clock::SharedClock;
 use crate::lockout::{LockoutPolicy, LockoutState};
 use crate::password;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use record::TREE;
 use std::sync::Arc;
 
 mod import;
@@ -30,7 +29,7 @@ mod record;
 
 pub use import::{ImportFormat, ImportReport};
 pub(crate) use record::hash_in_record;
-pub use record::{LocalUser, PasswordChangeRecord};
+pub use record::{LocalUser, Origin, PasswordChangeRecord};
 
 /// What can go wrong with the local user store.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +169,7 @@ impl LocalUsers {
         let updated = self.update(&account.key(), |u| {
             u.hash = hash.clone();
             u.updated_at = now;
+            u.password_stale = false;
             u.lockout.record_success();
             true
         })?;
@@ -212,6 +212,7 @@ impl LocalUsers {
                 return false;
             }
             u.enabled = enabled;
+            u.disabled_by = (!enabled).then_some(Origin::Local);
             u.updated_at = now;
             true
         })?;
@@ -223,6 +224,198 @@ impl LocalUsers {
         let (user, package) = (account.user(), account.package());
         log::info!("local user {user:?} in package {package:?} {what}");
         Ok(())
+    }
+
+    /// Keycloak's decision that the account is disabled (or gone): disables it, recording
+    /// Keycloak as the source. An account already disabled here keeps its local source (only
+    /// an administrator here may enable it again). Returns whether it changed.
+    ///
+    /// # Errors
+    /// [`UserError::NotFound`], or a store error.
+    pub fn disable_by_keycloak(&self, account: &Account) -> Result<bool, UserError> {
+        let now = self.clock.now();
+        let mut changed = false;
+        let updated = self.update(&account.key(), |u| {
+            changed = u.enabled;
+            if !u.enabled {
+                return false;
+            }
+            u.enabled = false;
+            u.disabled_by = Some(Origin::Keycloak);
+            u.updated_at = now;
+            true
+        })?;
+        if updated.is_none() {
+            return Err(not_found(account));
+        }
+        if changed {
+            self.store.flush()?;
+            let (user, package) = (account.user(), account.package());
+            log::warn!("local user {user:?} in package {package:?} disabled: Keycloak disabled or removed it");
+        }
+        Ok(changed)
+    }
+
+    /// Keycloak enabled again an account it had disabled: enables it here too. An account an
+    /// administrator here disabled stays disabled. Returns whether it changed.
+    ///
+    /// # Errors
+    /// [`UserError::NotFound`], or a store error.
+    pub fn enable_by_keycloak(&self, account: &Account) -> Result<bool, UserError> {
+        let now = self.clock.now();
+        let mut changed = false;
+        let updated = self.update(&account.key(), |u| {
+            changed = !u.enabled && u.disabled_by == Some(Origin::Keycloak);
+            if !changed {
+                return false;
+            }
+            u.enabled = true;
+            u.disabled_by = None;
+            u.updated_at = now;
+            true
+        })?;
+        if updated.is_none() {
+            return Err(not_found(account));
+        }
+        if changed {
+            self.store.flush()?;
+            let (user, package) = (account.user(), account.package());
+            log::info!(
+                "local user {user:?} in package {package:?} enabled again: Keycloak enabled it"
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Remembers the account's Keycloak id (from a login's token or a reconcile). Not flushed:
+    /// losing it in a crash only means it is learnt again.
+    ///
+    /// # Errors
+    /// A store error (a missing account is not one: nothing to link).
+    pub fn link(&self, account: &Account, keycloak_id: &str) -> Result<(), UserError> {
+        self.update(&account.key(), |u| {
+            if u.keycloak_id.as_deref() == Some(keycloak_id) {
+                return false;
+            }
+            u.keycloak_id = Some(keycloak_id.to_string());
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Keycloak refused the password whose hash is `seen` while it still has the user: the
+    /// password changed centrally, so this one stops working here (offline too) until a
+    /// password Keycloak accepts replaces it. Does nothing when the password changed here
+    /// meanwhile. Returns whether it marked it.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn mark_stale(&self, account: &Account, seen: &str) -> Result<bool, UserError> {
+        let mut marked = false;
+        self.update(&account.key(), |u| {
+            marked = u.hash == seen && !u.password_stale;
+            if marked {
+                u.password_stale = true;
+            }
+            marked
+        })?;
+        if marked {
+            self.store.flush()?;
+            let (user, package) = (account.user(), account.package());
+            log::warn!("password of local user {user:?} in package {package:?} no longer works: Keycloak refused it (changed centrally)");
+        }
+        Ok(marked)
+    }
+
+    /// A password Keycloak accepted becomes the local one (a new argon2id hash), unless the
+    /// account's password changed here since it was read as `seen` (a `passwd` meanwhile is
+    /// newer). `enable`: the account Keycloak had disabled is enabled again too. Returns the
+    /// new hash, or `None` when nothing was adopted.
+    ///
+    /// # Errors
+    /// [`UserError::BadInput`], [`UserError::Hash`], or a store error.
+    pub fn adopt_password(
+        &self,
+        account: &Account,
+        password: &str,
+        seen: &str,
+        enable: bool,
+    ) -> Result<Option<String>, UserError> {
+        check_password("password", password)?;
+        let hash = hash(password)?;
+        let now = self.clock.now();
+        let mut adopted = false;
+        self.update(&account.key(), |u| {
+            adopted = u.hash == seen
+                && (!enable || (!u.enabled && u.disabled_by == Some(Origin::Keycloak)));
+            if !adopted {
+                return false;
+            }
+            u.hash = hash.clone();
+            u.password_stale = false;
+            u.updated_at = now;
+            u.lockout.record_success();
+            if enable {
+                u.enabled = true;
+                u.disabled_by = None;
+            }
+            true
+        })?;
+        if !adopted {
+            return Ok(None);
+        }
+        self.store.flush()?;
+        let (user, package) = (account.user(), account.package());
+        log::info!("local user {user:?} in package {package:?}: the password Keycloak accepted is now the local one");
+        Ok(Some(hash))
+    }
+
+    /// Puts the hash `previous` back where `replaced` is still the account's hash (`passwd`
+    /// whose new password Keycloak refused for good). Returns whether it did.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn restore_password(
+        &self,
+        account: &Account,
+        replaced: &str,
+        previous: &str,
+    ) -> Result<bool, UserError> {
+        let mut restored = false;
+        self.update(&account.key(), |u| {
+            restored = u.hash == replaced;
+            if restored {
+                u.hash = previous.to_string();
+            }
+            restored
+        })?;
+        if restored {
+            self.store.flush()?;
+        }
+        Ok(restored)
+    }
+
+    /// A user only Keycloak knew logged in with a password it accepted: the local account is
+    /// created with it, linked to `keycloak_id`. Returns the hash.
+    ///
+    /// # Errors
+    /// [`UserError::Exists`] when the account appeared meanwhile, or as [`Self::add`].
+    pub fn provision(
+        &self,
+        account: &Account,
+        password: &str,
+        keycloak_id: Option<&str>,
+    ) -> Result<String, UserError> {
+        check_password("password", password)?;
+        let hash = hash(password)?;
+        self.insert_new(account, hash.clone(), true)?;
+        if let Some(id) = keycloak_id {
+            self.link(account, id)?;
+        }
+        self.store.flush()?;
+        let (user, package) = (account.user(), account.package());
+        log::info!("local user {user:?} provisioned in package {package:?} from Keycloak");
+        Ok(hash)
     }
 
     /// Lifts a lock and forgets failed logins (an administrator's "let them try again").
@@ -270,7 +463,15 @@ impl LocalUsers {
     /// # Errors
     /// A store error, including a record that does not decode.
     pub fn get(&self, account: &Account) -> Result<Option<LocalUser>, UserError> {
-        Ok(store::get(&self.store.local_users, TREE, &account.key())?)
+        match self
+            .store
+            .local_users
+            .get(account.key())
+            .map_err(StoreError::from)?
+        {
+            Some(bytes) => Ok(Some(record::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every account of this username, in any package (the username's case does not matter):
@@ -283,7 +484,7 @@ impl LocalUsers {
         let mut users = Vec::new();
         for item in self.store.local_users.scan_prefix(prefix) {
             let (_, bytes) = item.map_err(StoreError::from)?;
-            users.push(store::decode::<LocalUser>(TREE, &bytes)?);
+            users.push(record::decode(&bytes)?);
         }
         Ok(users)
     }
@@ -296,7 +497,7 @@ impl LocalUsers {
         let mut users = Vec::new();
         for item in self.store.local_users.iter() {
             let (_, bytes) = item.map_err(StoreError::from)?;
-            users.push(store::decode::<LocalUser>(TREE, &bytes)?);
+            users.push(record::decode(&bytes)?);
         }
         users.sort_by(|a, b| {
             (&a.package, a.username.to_lowercase(), &a.username).cmp(&(
@@ -351,7 +552,8 @@ impl LocalUsers {
         // Always one full verify, so the time says nothing. A locked or disabled account is
         // named only to someone who knows its password: anyone else gets the answer an unknown
         // user gets (and a locked account's failures are not counted again).
-        let right = password::verify(password, &found.hash);
+        // A stale password (Keycloak refused it: changed centrally) counts as a wrong one.
+        let right = password::verify(password, &found.hash) && !found.password_stale;
         if let Some(until) = found.lockout.is_locked(now) {
             return Ok(if right {
                 Verification::Locked { until }
@@ -445,8 +647,11 @@ impl LocalUsers {
             created_at: now,
             updated_at: now,
             lockout: LockoutState::default(),
+            keycloak_id: None,
+            disabled_by: (!enabled).then_some(Origin::Local),
+            password_stale: false,
         };
-        let bytes = store::encode(TREE, &record)?;
+        let bytes = record::encode(&record)?;
         let swapped = self
             .store
             .local_users
@@ -472,11 +677,11 @@ impl LocalUsers {
             let Some(old) = tree.get(key).map_err(StoreError::from)? else {
                 return Ok(None);
             };
-            let mut user: LocalUser = store::decode(TREE, &old)?;
+            let mut user = record::decode(&old)?;
             if !change(&mut user) {
                 return Ok(Some(user));
             }
-            let new = store::encode(TREE, &user)?;
+            let new = record::encode(&user)?;
             match tree
                 .compare_and_swap(key, Some(&old), Some(new))
                 .map_err(StoreError::from)?

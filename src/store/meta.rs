@@ -78,6 +78,21 @@ pub enum Counter {
     /// Keycloak calls the open circuit refused without I/O
     /// (`keycloak_resilient_keycloak_calls_rejected_total`).
     CallsRejected,
+    /// Passwords Keycloak accepted that the local store refused, adopted as the local password
+    /// (`keycloak_resilient_central_total{event="password_adopted"}`).
+    PasswordsAdopted,
+    /// Local passwords Keycloak refused while it still has the user: changed centrally, stale
+    /// here (`central_total{event="password_stale"}`).
+    PasswordsStale,
+    /// Accounts disabled here because Keycloak disabled or deleted them
+    /// (`central_total{event="disabled"}`).
+    CentralDisables,
+    /// Accounts Keycloak had disabled, enabled again because Keycloak did
+    /// (`central_total{event="enabled"}`).
+    CentralEnables,
+    /// Local accounts created for users only Keycloak knew, at their first good login
+    /// (`central_total{event="provisioned"}`).
+    Provisioned,
 }
 
 impl Counter {
@@ -91,6 +106,11 @@ impl Counter {
             Counter::LoginsCached => "counter/logins_cached",
             Counter::LoginsLocal => "counter/logins_local",
             Counter::CallsRejected => "counter/keycloak_calls_rejected",
+            Counter::PasswordsAdopted => "counter/passwords_adopted",
+            Counter::PasswordsStale => "counter/passwords_stale",
+            Counter::CentralDisables => "counter/central_disables",
+            Counter::CentralEnables => "counter/central_enables",
+            Counter::Provisioned => "counter/provisioned",
         }
     }
 }

@@ -516,14 +516,20 @@ fn a_route_that_is_not_there_blocks_the_queue_with_items_untouched() {
 
 // --- point 7: small wrong answers ------------------------------------------------------------
 
-/// A wrong password is refused by local auth before Keycloak is asked: `not_asked`, not
-/// `offline`, while Keycloak is up; a synced change shows the attempt that applied it.
+/// A wrong password local auth refuses is still put to Keycloak, which decides passwords
+/// (issue 12): `online`; where the local store decides, Keycloak is not asked: `not_asked`,
+/// not `offline`, while Keycloak is up. A synced change shows the attempt that applied it.
 #[test]
-fn a_refused_login_says_keycloak_was_not_asked_and_a_synced_item_its_attempt() {
+fn a_refused_login_says_whether_keycloak_was_asked_and_a_synced_item_its_attempt() {
     let fake = FakeKeycloak::start();
     let (env, _) = env_with(&fake.url(), 2, 2, "");
     add_user(&env, "alice", PW);
     let r = login(&env, "alice", "Wrong-Password-1", 1);
+    assert_eq!(r["keycloak_status"], "online", "{r}");
+    let local = "  authority:\n    passwords: local\n    provision: false\n";
+    let (local_env, _) = env_with(&fake.url(), 2, 2, local);
+    add_user(&local_env, "alice", PW);
+    let r = login(&local_env, "alice", "Wrong-Password-1", 1);
     assert_eq!(r["keycloak_status"], "not_asked", "{r}");
     let out = kr(
         &env,

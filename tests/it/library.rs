@@ -7,6 +7,7 @@
 use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
 use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
 use crate::scenarios::{self, manual_clock, past_cooldown};
+use keycloak_resilient::auth::FailReason;
 use keycloak_resilient::keycloak::breaker::CircuitState;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
@@ -48,6 +49,37 @@ fn wrong_password_never_opens_circuit_wrong_password_401() {
 #[test]
 fn wrong_password_never_opens_circuit_wrong_password_400() {
     scenarios::wrong_password_never_opens_circuit(&fake_answering_wrong_password_with(400));
+}
+
+// Issue 12: Keycloak's decisions reach the local store.
+#[test]
+fn keycloak_disable_reaches_the_local_account() {
+    scenarios::keycloak_disable_reaches_the_local_account(&fake());
+}
+
+#[test]
+fn keycloak_password_reset_is_adopted_and_the_old_one_stops() {
+    scenarios::keycloak_password_reset_is_adopted_and_the_old_one_stops(&fake());
+}
+
+#[test]
+fn pending_local_change_wins_over_keycloaks_old_password() {
+    scenarios::pending_local_change_wins_over_keycloaks_old_password(&fake());
+}
+
+#[test]
+fn user_only_in_keycloak_is_provisioned() {
+    scenarios::user_only_in_keycloak_is_provisioned(&fake());
+}
+
+#[test]
+fn keycloak_delete_disables_a_linked_account() {
+    scenarios::keycloak_delete_disables_a_linked_account(&fake());
+}
+
+#[test]
+fn two_data_directories_converge_through_keycloak() {
+    scenarios::two_data_directories_converge_through_keycloak(&fake());
 }
 
 #[test]
@@ -1067,11 +1099,18 @@ fn login_between_return_and_sync_is_local_and_explained() {
     let login = auth.login(&acct(&user, PACKAGE), new).unwrap();
     assert_eq!(login.auth_mode, Some(AuthMode::Keycloak), "{login:?}");
 
-    // Someone changes the password in Keycloak behind our back: a real divergence.
+    // Someone changes the password in Keycloak behind our back, no change of ours pending:
+    // Keycloak decides, so the local password is stale (issue 12), not a divergence.
     fake.add_user(&user, "Changed-In-Keycloak-1", true);
     let login = auth.login(&acct(&user, PACKAGE), new).unwrap();
-    assert_eq!(login.auth_mode, Some(AuthMode::Local), "{login:?}");
-    assert_eq!(divergences(), before + 1);
+    assert_eq!(
+        login.reason,
+        Some(FailReason::InvalidCredentials),
+        "{login:?}"
+    );
+    assert_eq!(divergences(), before);
+    let stale = auth.client().store().counter(Counter::PasswordsStale);
+    assert_eq!(stale.unwrap(), 1);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! both and the fake cannot drift from the real server.
 
 use super::fake_keycloak::{Behavior, FakeKeycloak};
-use super::LOGIN_CLIENT_SECRET;
+use super::{ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET};
 use std::time::Duration;
 
 /// What a scenario needs from a Keycloak.
@@ -44,6 +44,102 @@ pub trait Server {
             .expect("token request");
         resp.status().is_success()
     }
+
+    /// A token of the sync client (`keycloak-resilient-sync`), for the admin API.
+    fn sync_token(&self) -> String {
+        let resp = admin_http()
+            .post(format!(
+                "{}/realms/resilient-test/protocol/openid-connect/token",
+                self.url()
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "keycloak-resilient-sync"),
+                ("client_secret", ADMIN_CLIENT_SECRET),
+            ])
+            .send()
+            .expect("sync client token request");
+        assert!(
+            resp.status().is_success(),
+            "sync client token: {}",
+            resp.status()
+        );
+        let body: serde_json::Value = resp.json().expect("token JSON");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// The user's id in Keycloak, if it has the user.
+    fn keycloak_id(&self, username: &str) -> Option<String> {
+        let resp = admin_http()
+            .get(format!("{}/admin/realms/resilient-test/users", self.url()))
+            .query(&[("username", username), ("exact", "true")])
+            .bearer_auth(self.sync_token())
+            .send()
+            .expect("user search");
+        assert!(resp.status().is_success(), "user search: {}", resp.status());
+        let body: serde_json::Value = resp.json().expect("search JSON");
+        body[0]["id"].as_str().map(str::to_string)
+    }
+
+    /// Disables or enables the user through the admin API, as an administrator would.
+    fn set_enabled_in_keycloak(&self, username: &str, enabled: bool) {
+        let id = self.keycloak_id(username).expect("user exists in Keycloak");
+        let resp = admin_http()
+            .put(format!(
+                "{}/admin/realms/resilient-test/users/{id}",
+                self.url()
+            ))
+            .bearer_auth(self.sync_token())
+            .json(&serde_json::json!({ "enabled": enabled }))
+            .send()
+            .expect("user update");
+        assert_eq!(
+            resp.status().as_u16(),
+            204,
+            "enabled={enabled} for {username}"
+        );
+    }
+
+    /// Resets the user's password through the admin API (an administrator after an incident,
+    /// or another app server replaying its `passwd`).
+    fn reset_in_keycloak(&self, username: &str, password: &str) {
+        let id = self.keycloak_id(username).expect("user exists in Keycloak");
+        let resp = admin_http()
+            .put(format!(
+                "{}/admin/realms/resilient-test/users/{id}/reset-password",
+                self.url()
+            ))
+            .bearer_auth(self.sync_token())
+            .json(&serde_json::json!({"type": "password", "value": password, "temporary": false}))
+            .send()
+            .expect("reset-password");
+        assert_eq!(resp.status().as_u16(), 204, "reset-password for {username}");
+    }
+
+    /// Deletes the user through the admin API.
+    fn delete_in_keycloak(&self, username: &str) {
+        let id = self.keycloak_id(username).expect("user exists in Keycloak");
+        let resp = admin_http()
+            .delete(format!(
+                "{}/admin/realms/resilient-test/users/{id}",
+                self.url()
+            ))
+            .bearer_auth(self.sync_token())
+            .send()
+            .expect("user delete");
+        assert_eq!(resp.status().as_u16(), 204, "deleting {username}");
+    }
+}
+
+/// The tests' own HTTP client for the admin API (never the code under test's).
+fn admin_http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
 }
 
 impl Server for FakeKeycloak {

@@ -11,6 +11,9 @@
 //! - a wrong password may be answered 400 (Keycloak ≥ 26.6) or 401 (older): nothing here
 //!   depends on which.
 
+pub mod central;
+pub use central::*;
+
 use crate::common::server::Server;
 use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
 use chrono::Utc;
@@ -840,16 +843,16 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
         "Keycloak kept the previous password"
     );
 
-    let local = auth.login(&acct(&user, PACKAGE), "short").unwrap();
-    assert!(local.success, "the local password did change: {local:?}");
+    // Keycloak decides passwords (the default): the refused one never became the local one.
+    assert!(!refused.local_changed, "{refused:?}");
+    let short = auth.login(&acct(&user, PACKAGE), "short").unwrap();
     assert_eq!(
-        local.auth_mode,
-        Some(AuthMode::Local),
-        "Keycloak refuses it, so local only"
+        short.reason,
+        Some(FailReason::InvalidCredentials),
+        "{short:?}"
     );
-    let old = auth.login(&acct(&user, PACKAGE), second).unwrap();
-    assert!(!old.success);
-    assert_eq!(old.reason, Some(FailReason::InvalidCredentials));
+    let kept = auth.login(&acct(&user, PACKAGE), second).unwrap();
+    assert_eq!(kept.auth_mode, Some(AuthMode::Keycloak), "{kept:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
