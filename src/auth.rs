@@ -298,7 +298,9 @@ impl Auth {
         self.revoke(account)
     }
 
-    fn revoke(&self, account: &Account) -> Result<usize, LoginError> {
+    /// Ends what an account holds without touching the account: its sessions and its cached
+    /// token. Returns the sessions ended.
+    pub fn revoke(&self, account: &Account) -> Result<usize, LoginError> {
         self.client.tokens().remove(account)?;
         Ok(self.sessions.remove_user(account)?)
     }

@@ -8,6 +8,8 @@
 //! `keycloak.authority.*: local` turns each decision back into "logged and counted only".
 
 use crate::config::{Authority, ConsistencyConfig};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// What the local store said about the login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,33 @@ pub fn decide(
             Decision::Refuse
         }
     }
+}
+
+/// What a reconcile with Keycloak's user list found and did (kept in `meta` as
+/// `last_reconcile`; see `crate::reconcile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// When it ran.
+    pub at: Option<DateTime<Utc>>,
+    /// Local accounts compared with a complete listing of their realm.
+    pub checked: usize,
+    /// Disabled here: disabled in Keycloak.
+    pub disabled: usize,
+    /// Enabled again here: Keycloak had disabled them and enabled them again.
+    pub re_enabled: usize,
+    /// Linked accounts Keycloak no longer has (disabled here where Keycloak decides accounts).
+    pub gone: usize,
+    /// Keycloak users with no local account (they are provisioned at their first login).
+    pub only_in_keycloak: usize,
+    /// Local accounts Keycloak never had (never linked): local-only users, left alone.
+    pub only_here: usize,
+    /// Accounts linked to their Keycloak id by this run.
+    pub linked: usize,
+    /// Why it stopped before the end (Keycloak unavailable, misconfigured), if it did.
+    pub stopped: Option<String>,
+    /// When a reconcile last went through to the end (this one, or an earlier one when this
+    /// one stopped).
+    pub last_complete: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

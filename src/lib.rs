@@ -31,6 +31,7 @@
 //! | [`metrics`] | Prometheus text exposition |
 //! | [`logs`] | logging, and the warnings of a socket request captured for its caller |
 //! | [`verify`] | `verify-token`: a token of the realm checked for other applications, from the kept realm keys |
+//! | [`reconcile`] | the local accounts brought in line with Keycloak's user list (disabled, deleted, re-enabled) |
 //! | [`refresh_ahead`] | `start` refreshing cached tokens of live sessions before they expire |
 //! | [`service`] | the `start` loop |
 //! | [`commands`] | the two doors: the command line ([`commands::cli`], clap only) and the control socket (protocol, server, client); one file per verb family |
@@ -38,7 +39,8 @@
 //! Dependencies point one way; each line uses only the lines below it:
 //!
 //! ```text
-//! commands → service · refresh_ahead · verify · metrics · diagnostics · overview · cleanup
+//! commands → service · reconcile · refresh_ahead · verify · metrics · diagnostics · overview
+//!     · cleanup
 //!   → auth → client → replay
 //!   → keycloak::guard · sync_queue · token_cache · local_users · sessions · auth_events
 //!   → keycloak (http) · keycloak::breaker · keycloak::health · password · lockout · backoff
@@ -64,6 +66,7 @@ pub mod logs;
 pub mod metrics;
 pub mod overview;
 pub mod password;
+pub mod reconcile;
 pub mod refresh_ahead;
 pub mod replay;
 pub mod service;

@@ -205,6 +205,58 @@ fn counters(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
         "Logins where Keycloak refused a password local auth accepted, unexplained by the queue.",
         &[("", store.counter(Counter::PasswordDivergence)? as f64)],
     );
+    let central = |c| store.counter(c).map(|n| n as f64);
+    metric(
+        out,
+        "central_total",
+        "counter",
+        "Keycloak's decisions applied to the local store, by event.",
+        &[
+            (
+                "{event=\"password_adopted\"}",
+                central(Counter::PasswordsAdopted)?,
+            ),
+            (
+                "{event=\"password_stale\"}",
+                central(Counter::PasswordsStale)?,
+            ),
+            ("{event=\"disabled\"}", central(Counter::CentralDisables)?),
+            ("{event=\"enabled\"}", central(Counter::CentralEnables)?),
+            ("{event=\"provisioned\"}", central(Counter::Provisioned)?),
+        ],
+    );
+    reconcile(out, store)
+}
+
+/// The last reconcile with Keycloak's user list: when, and what it found.
+fn reconcile(out: &mut String, store: &crate::store::Store) -> anyhow::Result<()> {
+    let last: Option<crate::central::ReconcileReport> = store.get_meta(MetaKey::LastReconcile)?;
+    let last = last.unwrap_or_default();
+    let completed = last.last_complete;
+    metric(
+        out,
+        "reconcile_last_success_timestamp_seconds",
+        "gauge",
+        "When a reconcile last went through every user of Keycloak's list (0: never).",
+        &[("", completed.map_or(0.0, |t| t.timestamp() as f64))],
+    );
+    metric(
+        out,
+        "reconcile_users",
+        "gauge",
+        "What the last reconcile found, by result.",
+        &[
+            ("{result=\"checked\"}", last.checked as f64),
+            ("{result=\"disabled\"}", last.disabled as f64),
+            ("{result=\"re_enabled\"}", last.re_enabled as f64),
+            ("{result=\"gone\"}", last.gone as f64),
+            (
+                "{result=\"only_in_keycloak\"}",
+                last.only_in_keycloak as f64,
+            ),
+            ("{result=\"only_here\"}", last.only_here as f64),
+        ],
+    );
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! The whole status picture in one value: the engine's [`Status`] (Keycloak, circuit, mode,
 //! queue, cache) and the local-authentication side (sessions, logins per mode in the last hour,
-//! locked accounts).
+//! locked accounts, what Keycloak's decisions did here, the last reconcile).
 //!
 //! Assembled here so that the `status` command only renders it.
 
 use crate::auth::Auth;
 use crate::auth_events::ModeCounts;
+use crate::central::ReconcileReport;
 use crate::client::{ClientError, Status};
 use crate::local_users::UserError;
+use crate::store::meta::{Counter, MetaKey};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
@@ -36,6 +38,21 @@ pub struct Locked {
     pub until: DateTime<Utc>,
 }
 
+/// Keycloak's decisions applied here (the `central_total` counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CentralCounts {
+    /// Passwords Keycloak accepted that became the local one.
+    pub passwords_adopted: u64,
+    /// Local passwords that went stale (changed in Keycloak).
+    pub passwords_stale: u64,
+    /// Accounts disabled because Keycloak disabled or deleted them.
+    pub disabled: u64,
+    /// Accounts enabled again because Keycloak did.
+    pub enabled: u64,
+    /// Accounts created for users only Keycloak knew.
+    pub provisioned: u64,
+}
+
 /// The engine's status plus the local-authentication side.
 #[derive(Debug, Clone)]
 pub struct Overview {
@@ -47,6 +64,10 @@ pub struct Overview {
     pub auth_modes_last_hour: ModeCounts,
     /// Accounts locked right now.
     pub locked_accounts: Vec<Locked>,
+    /// What Keycloak's decisions did here, counted since the database was created.
+    pub central: CentralCounts,
+    /// The last reconcile with Keycloak's user list, if one ran.
+    pub last_reconcile: Option<ReconcileReport>,
     /// Seconds since the oldest cached access token still inside the grace period was
     /// obtained from Keycloak (how stale a token handed out now could be); `None` when the
     /// cache holds none.
@@ -62,7 +83,17 @@ pub fn gather(auth: &Auth) -> Result<Overview, OverviewError> {
     let engine = auth.client().get_status()?;
     let now = auth.client().clock().now();
     let oldest = auth.client().tokens().oldest_cached_at()?;
+    let store = auth.client().store();
+    let central = CentralCounts {
+        passwords_adopted: store.counter(Counter::PasswordsAdopted)?,
+        passwords_stale: store.counter(Counter::PasswordsStale)?,
+        disabled: store.counter(Counter::CentralDisables)?,
+        enabled: store.counter(Counter::CentralEnables)?,
+        provisioned: store.counter(Counter::Provisioned)?,
+    };
     Ok(Overview {
+        central,
+        last_reconcile: store.get_meta(MetaKey::LastReconcile)?,
         oldest_cached_token_age_seconds: oldest.map(|t| (now - t).num_seconds().max(0)),
         active_sessions: auth.sessions().active_count()?,
         auth_modes_last_hour: auth.modes_last_hour()?,

@@ -4,7 +4,8 @@
 //! the breaker, so an open circuit is not hammered), makes the half-open trial as soon as it is
 //! due (no login does while the service runs), and reports when Keycloak comes back. The
 //! main thread runs a sync cycle every `sync_interval_seconds` and at once on such a report, and
-//! a cleanup every `cleanup_interval_seconds`; between them it keeps the realm keys
+//! a cleanup every `cleanup_interval_seconds`, a reconcile with Keycloak's user list every
+//! `keycloak.reconcile_interval_seconds` ([`crate::reconcile`]); between them it keeps the realm keys
 //! ([`crate::verify::upkeep`]) and refreshes cached tokens ahead of expiry
 //! ([`crate::refresh_ahead`]). The stop signal is a parameter (the binary wires
 //! it to SIGINT/SIGTERM, tests pass their own); a cycle checks it between items, so the item in
@@ -67,6 +68,12 @@ pub fn run(
         "  cleanup interval: {}s",
         cfg.service.cleanup_interval.as_secs()
     )?;
+    let reconcile = cfg.consistency.reconcile_interval.as_secs();
+    if reconcile == 0 {
+        writeln!(out, "  reconcile:        off")?;
+    } else {
+        writeln!(out, "  reconcile every:  {reconcile}s")?;
+    }
     writeln!(
         out,
         "  status:           mode {}, circuit {}, {} pending sync(s), {} cached token(s)",
@@ -135,6 +142,8 @@ fn main_loop(
     let auth = Auth::new(client.clone());
     let mut next_sync = Instant::now();
     let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
+    let reconcile_every = cfg.consistency.reconcile_interval;
+    let mut next_reconcile = Instant::now() + reconcile_every;
     let mut keys = crate::verify::upkeep::KeysUpkeep::default();
     let mut refresh_ahead = crate::refresh_ahead::RefreshAhead::default();
     while !stop.load(Ordering::SeqCst) {
@@ -187,6 +196,24 @@ fn main_loop(
                 ),
                 Ok(_) => {}
                 Err(e) => log::error!("cleanup failed: {e:#}"),
+            }
+        }
+        if !reconcile_every.is_zero() && Instant::now() >= next_reconcile {
+            next_reconcile = Instant::now() + reconcile_every;
+            match crate::reconcile::run(&auth) {
+                Ok(r) if r.disabled + r.re_enabled + r.gone > 0 => say(
+                    out,
+                    format_args!(
+                        "reconcile: {} checked, {} disabled, {} re-enabled, {} gone from Keycloak",
+                        r.checked, r.disabled, r.re_enabled, r.gone
+                    ),
+                ),
+                Ok(r) => {
+                    if let Some(why) = r.stopped {
+                        log::info!("reconcile stopped: {why}");
+                    }
+                }
+                Err(e) => log::error!("reconcile failed: {e}"),
             }
         }
         // After the sync cycle, so that the first one still runs the moment the loop starts.

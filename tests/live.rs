@@ -146,12 +146,54 @@ impl Server for LiveKeycloak {
             .send();
         assert!(warm.is_ok(), "admin API after restart: {warm:?}");
     }
+    fn brute_force_lock(&self, username: &str) {
+        set_brute_force_protection(&self.url, true);
+        for _ in 0..3 {
+            let (status, _) = password_grant(
+                &self.url,
+                "webapp",
+                LOGIN_CLIENT_SECRET,
+                username,
+                "Wrong-Password-0",
+            );
+            assert!(status == 400 || status == 401, "wrong password: {status}");
+        }
+    }
+    fn brute_force_unlock(&self, username: &str) {
+        let id = user_id(&self.url, &sync_admin_token(&self.url), username);
+        let resp = http()
+            .delete(format!(
+                "{}/admin/realms/{REALM}/attack-detection/brute-force/users/{id}",
+                self.url
+            ))
+            .bearer_auth(sync_admin_token(&self.url))
+            .send()
+            .expect("unlock");
+        assert_eq!(resp.status().as_u16(), 204, "unlock {username}");
+        set_brute_force_protection(&self.url, false);
+    }
     fn hang(&self) {
         self.script("pause");
     }
     fn unhang(&self) {
         self.script("resume");
     }
+}
+
+/// Switches the realm's brute-force detection on (3 failures lock for 60 s) or off (the
+/// fixture's setting); realm settings need the master admin.
+fn set_brute_force_protection(url: &str, on: bool) {
+    let resp = http()
+        .put(format!("{url}/admin/realms/{REALM}"))
+        .bearer_auth(master_admin_token(url))
+        .json(&serde_json::json!({
+            "bruteForceProtected": on,
+            "failureFactor": 3,
+            "waitIncrementSeconds": 60,
+        }))
+        .send()
+        .expect("realm update");
+    assert_eq!(resp.status().as_u16(), 204, "bruteForceProtected={on}");
 }
 
 /// Takes [`LOCK`], tolerating a poisoned mutex (a failed test must not fail all the others).
@@ -208,6 +250,7 @@ scenario!(
     user_only_in_keycloak_is_provisioned,
     keycloak_delete_disables_a_linked_account,
     two_data_directories_converge_through_keycloak,
+    brute_force_lock_and_required_action_are_not_central_decisions,
 );
 
 // --- keeping the server up ------------------------------------------------------------------

@@ -33,6 +33,7 @@ pub const KNOWN_OPS: &[&str] = &[
     "logout",
     "metrics",
     "verify-token",
+    "reconcile",
 ];
 
 /// The split between the service's user (and root) and everybody else.

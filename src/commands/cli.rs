@@ -126,6 +126,9 @@ pub enum Command {
         #[arg(long, value_name = "N", help = BATCH_SIZE.help("Items to process at most (default: service.batch_size)"))]
         batch_size: Option<u32>,
     },
+    /// Compare the local accounts with Keycloak's user list: disable what Keycloak disabled or
+    /// deleted, enable what it enabled again, remember Keycloak ids (for cron).
+    Reconcile,
     /// Remove old cached tokens, finished and failed sync items, expired sessions.
     Cleanup {
         /// Remove cached tokens obtained more than H hours ago.

@@ -49,9 +49,14 @@ pub fn answer_timeout(request: &Request, config: &Config) -> Duration {
                 .saturating_mul(batch.saturating_mul(CALLS_PER_ITEM));
             ANSWER_TIMEOUT.max(cycle.saturating_add(ANSWER_TIMEOUT))
         }
+        // Pages through every user of the realms: minutes for a hundred thousand.
+        Request::Reconcile {} => RECONCILE_ANSWER_TIMEOUT,
         _ => ANSWER_TIMEOUT,
     }
 }
+
+/// How long a `reconcile` sent to the service may take to answer.
+const RECONCILE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Longest answer accepted (a `queue` listing of a long queue is the largest).
 const MAX_ANSWER_BYTES: u64 = 256 * 1024 * 1024;
 

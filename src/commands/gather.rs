@@ -83,6 +83,7 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
         Command::Metrics { textfile } => Request::Metrics {
             textfile: textfile.as_deref().map(absolute).transpose()?,
         },
+        Command::Reconcile => Request::Reconcile {},
         Command::VerifyToken => Request::VerifyToken {
             token: super::verify::token_from_stdin()?,
         },

@@ -33,6 +33,7 @@ mod input;
 mod manual;
 mod metrics;
 pub mod protocol;
+mod reconcile;
 mod render;
 mod server;
 mod sessions;
@@ -157,6 +158,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
                 if let Request::Login { .. } = &envelope.request {
                     return login_one_shot(envelope.request, auth, lock_timeout, json, &mut io);
                 }
+                if let Request::Reconcile {} = &envelope.request {
+                    return reconcile::reconcile_one_shot(auth, lock_timeout, json, &mut io);
+                }
                 return execute(envelope.request, &auth, json, &mut io);
             }
             forward::Target::Service(conn) => {
@@ -188,6 +192,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
 fn needs_existing_database(request: &Request) -> bool {
     match request {
         Request::Status {}
+        | Request::Reconcile {}
         | Request::Queue { .. }
         | Request::Metrics { .. }
         | Request::CachedToken { .. }
@@ -288,6 +293,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
     };
     match request {
         Request::Status {} => status::status(auth, json, io),
+        Request::Reconcile {} => reconcile::reconcile(auth, json, io),
         Request::SyncNow { batch_size } => sync::sync_now(client, batch_size, json, io),
         Request::Cleanup {
             token_hours,

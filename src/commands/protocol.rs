@@ -40,6 +40,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch_size: Option<u32>,
     },
+    /// `reconcile`.
+    Reconcile {},
     /// `cleanup`.
     Cleanup {
         /// Remove cached tokens older than this many hours.
@@ -399,6 +401,7 @@ impl Request {
             Request::Status {} => "status",
             Request::SyncNow { .. } => "sync-now",
             Request::Cleanup { .. } => "cleanup",
+            Request::Reconcile {} => "reconcile",
             Request::Authenticate { .. } => "authenticate",
             Request::CachedToken { .. } => "cached-token",
             Request::Refresh { .. } => "refresh",

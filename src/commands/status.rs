@@ -18,6 +18,8 @@ struct StatusView<'a> {
     auth_modes_last_hour: ModeCounts,
     locked_accounts: Vec<LockedView<'a>>,
     oldest_cached_token_age_seconds: Option<i64>,
+    central: crate::overview::CentralCounts,
+    last_reconcile: Option<&'a crate::central::ReconcileReport>,
 }
 
 /// A locked account in `status --json`.
@@ -49,6 +51,8 @@ pub(super) fn status(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8>
             auth_modes_last_hour: full.auth_modes_last_hour,
             locked_accounts: full.locked_accounts.iter().map(LockedView::from).collect(),
             oldest_cached_token_age_seconds: full.oldest_cached_token_age_seconds,
+            central: full.central,
+            last_reconcile: full.last_reconcile.as_ref(),
         };
         print_json(out, &view)?;
         return Ok(EXIT_OK);
@@ -90,6 +94,26 @@ fn text(out: &mut dyn Write, server_url: &str, full: &Overview) -> std::io::Resu
         "Logins last hour:  keycloak {}, cached {}, local {}",
         m.keycloak, m.cached, m.local
     )?;
+    let c = full.central;
+    writeln!(
+        out,
+        "Keycloak decided:  {} password(s) adopted, {} gone stale, {} account(s) disabled, {} enabled again, {} provisioned",
+        c.passwords_adopted, c.passwords_stale, c.disabled, c.enabled, c.provisioned
+    )?;
+    match &full.last_reconcile {
+        Some(r) => {
+            let at = r.at.map(rfc3339).unwrap_or_default();
+            writeln!(
+                out,
+                "Last reconcile:    {at}: {} checked, {} disabled, {} re-enabled, {} gone, {} only in Keycloak, {} only here",
+                r.checked, r.disabled, r.re_enabled, r.gone, r.only_in_keycloak, r.only_here
+            )?;
+            if let Some(why) = &r.stopped {
+                writeln!(out, "  stopped:         {why}")?;
+            }
+        }
+        None => writeln!(out, "Last reconcile:    never")?,
+    }
     for l in &full.locked_accounts {
         writeln!(
             out,

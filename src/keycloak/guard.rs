@@ -127,6 +127,26 @@ impl<T> Ran<T> {
         self.trial
     }
 
+    /// The answer, and the call as a record to settle later without it: for a caller that
+    /// keeps many answers while it holds no database (a one-shot reconcile's pages).
+    pub fn take(self) -> (Ran<()>, Option<T>) {
+        let (result, value) = match self.result {
+            Ok(v) => (Ok(()), Some(v)),
+            Err(e) => (Err(e), None),
+        };
+        let ran = Ran {
+            kind: self.kind,
+            trial: self.trial,
+            shortened: self.shortened,
+            budget: self.budget,
+            full_timeout: self.full_timeout,
+            elapsed: self.elapsed,
+            result,
+            _slot: self._slot,
+        };
+        (ran, value)
+    }
+
     /// What Keycloak answered (before the breaker has heard of it).
     pub fn result(&self) -> &Result<T, KcError> {
         &self.result

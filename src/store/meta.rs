@@ -38,6 +38,9 @@ pub enum MetaKey {
     /// `keycloak::durations::CallDurations`: the histogram of Keycloak call durations
     /// (`keycloak_resilient_keycloak_call_duration_seconds`).
     CallDurations,
+    /// `reconcile::ReconcileReport`: the last reconcile with Keycloak's user list, when it
+    /// ran and what it found (`status`, `keycloak_resilient_reconcile_*`).
+    LastReconcile,
 }
 
 impl MetaKey {
@@ -52,6 +55,7 @@ impl MetaKey {
             MetaKey::SyncCountsBuilt => "sync_count/built",
             MetaKey::RealmKeys => "realm_keys",
             MetaKey::LastSyncSuccess => "last_sync_success",
+            MetaKey::LastReconcile => "last_reconcile",
             MetaKey::CallDurations => "keycloak_call_durations",
         }
     }

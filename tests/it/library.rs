@@ -83,6 +83,11 @@ fn two_data_directories_converge_through_keycloak() {
 }
 
 #[test]
+fn brute_force_lock_and_required_action_are_not_central_decisions() {
+    scenarios::brute_force_lock_and_required_action_are_not_central_decisions(&fake());
+}
+
+#[test]
 fn disabled_user_is_rejected() {
     scenarios::disabled_user_is_rejected(&fake());
 }
@@ -1270,4 +1275,53 @@ fn authenticate_with_the_replaced_password_is_not_cached_while_a_change_is_queue
         .get_cached_token(&user, PACKAGE)
         .expect("cache")
         .is_some());
+}
+
+/// `keycloak.authority.*: local` and `provision: false`: today's "local decides" — Keycloak's
+/// disable and reset are logged and counted only, a user only Keycloak knows is refused.
+#[test]
+fn local_authority_keeps_keycloaks_decisions_out_of_the_local_store() {
+    let kc = fake();
+    let tuning = Tuning {
+        keycloak_extra:
+            "  authority:\n    passwords: local\n    accounts: local\n    provision: false\n".into(),
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&kc.url(), &tuning);
+    let auth = Auth::new(env.client_with_clock(&manual_clock()));
+    let user = unique_user("localrule");
+    kc.add_user(&user, PASSWORD, true);
+    auth.users().add(&acct(&user, PACKAGE), PASSWORD).unwrap();
+
+    kc.disable_user(&user);
+    let r = auth.login(&acct(&user, PACKAGE), PASSWORD).unwrap();
+    assert_eq!(r.auth_mode, Some(AuthMode::Local), "{r:?}");
+    kc.enable_user(&user);
+    kc.add_user(&user, "Reset-Centrally-1", true);
+    let r = auth.login(&acct(&user, PACKAGE), PASSWORD).unwrap();
+    assert_eq!(r.auth_mode, Some(AuthMode::Local), "{r:?}");
+    let r = auth
+        .login(&acct(&user, PACKAGE), "Reset-Centrally-1")
+        .unwrap();
+    assert_eq!(r.reason, Some(FailReason::InvalidCredentials), "{r:?}");
+    let store = auth.client().store();
+    assert_eq!(store.counter(Counter::PasswordDivergence).unwrap(), 1);
+    for c in [
+        Counter::PasswordsAdopted,
+        Counter::PasswordsStale,
+        Counter::CentralDisables,
+    ] {
+        assert_eq!(store.counter(c).unwrap(), 0, "{c:?}");
+    }
+
+    let central = unique_user("centralonly");
+    kc.add_user(&central, PASSWORD, true);
+    let r = auth.login(&acct(&central, PACKAGE), PASSWORD).unwrap();
+    assert_eq!(r.reason, Some(FailReason::InvalidCredentials), "{r:?}");
+    assert_eq!(r.keycloak_status, "not_asked");
+    assert!(auth
+        .users()
+        .get(&acct(&central, PACKAGE))
+        .unwrap()
+        .is_none());
 }

@@ -119,6 +119,33 @@ pub trait Server {
         assert_eq!(resp.status().as_u16(), 204, "reset-password for {username}");
     }
 
+    /// Locks the user as Keycloak's brute-force detector does after too many failures (live:
+    /// detection switched on for the realm, then wrong passwords); undone by
+    /// [`Server::brute_force_unlock`].
+    fn brute_force_lock(&self, username: &str);
+    /// Lifts the lock (live: and switches detection off again, as the fixture has it).
+    fn brute_force_unlock(&self, username: &str);
+
+    /// Sets (`Some`) or clears the user's required actions through the admin API.
+    fn set_required_action_in_keycloak(&self, username: &str, action: Option<&str>) {
+        let id = self.keycloak_id(username).expect("user exists in Keycloak");
+        let actions: Vec<&str> = action.into_iter().collect();
+        let resp = admin_http()
+            .put(format!(
+                "{}/admin/realms/resilient-test/users/{id}",
+                self.url()
+            ))
+            .bearer_auth(self.sync_token())
+            .json(&serde_json::json!({ "requiredActions": actions }))
+            .send()
+            .expect("user update");
+        assert_eq!(
+            resp.status().as_u16(),
+            204,
+            "requiredActions for {username}"
+        );
+    }
+
     /// Deletes the user through the admin API.
     fn delete_in_keycloak(&self, username: &str) {
         let id = self.keycloak_id(username).expect("user exists in Keycloak");
@@ -163,5 +190,11 @@ impl Server for FakeKeycloak {
     }
     fn unhang(&self) {
         self.set_behavior(Behavior::Normal);
+    }
+    fn brute_force_lock(&self, username: &str) {
+        assert!(self.set_brute_force_locked(username, true), "{username}");
+    }
+    fn brute_force_unlock(&self, username: &str) {
+        assert!(self.set_brute_force_locked(username, false), "{username}");
     }
 }

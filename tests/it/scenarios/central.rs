@@ -387,3 +387,47 @@ pub fn two_data_directories_converge_through_keycloak(server: &dyn Server) {
         "server B offline, the new one",
     );
 }
+
+/// Keycloak's brute-force lock and a required action refuse the right password at the token
+/// endpoint ("Invalid user credentials", "Account is not fully set up"): neither is a password
+/// change, so the local password keeps working (local login) and nothing goes stale.
+pub fn brute_force_lock_and_required_action_are_not_central_decisions(server: &dyn Server) {
+    let env = TestEnv::new(&server.url(), &Tuning::default());
+    let p = pair(&env, &manual_clock());
+    let pw = "Locked-Password-1";
+    let user = linked_user(server, &p, "bflock", pw);
+
+    server.brute_force_lock(&user);
+    let r = login(&p.online, &user, pw);
+    server.brute_force_unlock(&user);
+    assert_ok(
+        &r,
+        AuthMode::Local,
+        "locked by Keycloak's brute-force detection",
+    );
+    let record = p
+        .online
+        .users()
+        .get(&acct(&user, PACKAGE))
+        .unwrap()
+        .unwrap();
+    assert!(!record.password_stale && record.enabled, "{record:?}");
+    assert_eq!(counter(&p, Counter::PasswordsStale), 0);
+
+    server.set_required_action_in_keycloak(&user, Some("UPDATE_PASSWORD"));
+    let r = login(&p.online, &user, pw);
+    server.set_required_action_in_keycloak(&user, None);
+    assert_ok(&r, AuthMode::Local, "a required action");
+    let record = p
+        .online
+        .users()
+        .get(&acct(&user, PACKAGE))
+        .unwrap()
+        .unwrap();
+    assert!(!record.password_stale && record.enabled, "{record:?}");
+    assert_ok(
+        &login(&p.online, &user, pw),
+        AuthMode::Keycloak,
+        "unlocked, set up",
+    );
+}
