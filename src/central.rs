@@ -166,7 +166,6 @@ mod tests {
             passwords,
             accounts,
             provision,
-            manage_users: false,
             reconcile_interval: Duration::ZERO,
         }
     }

@@ -144,6 +144,7 @@ fn main_loop(
     let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
     let reconcile_every = cfg.consistency.reconcile_interval;
     let mut next_reconcile = Instant::now() + reconcile_every;
+    let mut reconcile_stopped: Option<String> = None;
     let mut keys = crate::verify::upkeep::KeysUpkeep::default();
     let mut refresh_ahead = crate::refresh_ahead::RefreshAhead::default();
     while !stop.load(Ordering::SeqCst) {
@@ -208,10 +209,12 @@ fn main_loop(
                         r.checked, r.disabled, r.re_enabled, r.gone
                     ),
                 ),
+                // Said once per reason, not every interval while Keycloak stays away.
                 Ok(r) => {
-                    if let Some(why) = r.stopped {
-                        log::info!("reconcile stopped: {why}");
+                    if r.stopped.is_some() && r.stopped != reconcile_stopped {
+                        log::info!("reconcile stopped: {}", r.stopped.as_deref().unwrap_or(""));
                     }
+                    reconcile_stopped = r.stopped;
                 }
                 Err(e) => log::error!("reconcile failed: {e}"),
             }

@@ -251,6 +251,7 @@ scenario!(
     keycloak_delete_disables_a_linked_account,
     two_data_directories_converge_through_keycloak,
     brute_force_lock_and_required_action_are_not_central_decisions,
+    reconcile_applies_keycloaks_account_decisions,
 );
 
 // --- keeping the server up ------------------------------------------------------------------

@@ -1667,3 +1667,71 @@ fn issue7_a_replaced_key_is_refused_and_the_queue_survives() {
     assert_eq!(items[0]["sync_id"], id.as_str());
     assert_eq!(items[0]["status"], "pending");
 }
+
+/// `reconcile` one-shot: pages through Keycloak's users (more than one page), links the local
+/// account by name, disables it once Keycloak does; with Keycloak down it says why it stopped
+/// and keeps the time of the last complete run; `start` runs it every
+/// `reconcile_interval_seconds`.
+#[test]
+fn reconcile_one_shot_and_in_the_service() {
+    let fake = FakeKeycloak::start();
+    for i in 0..230 {
+        fake.add_user(&format!("bulk{i:03}"), "Bulk-Password-1", true);
+    }
+    fake.add_user("frank", "Frank-Password-1", true);
+    let tuning = Tuning {
+        keycloak_extra: "  reconcile_interval_seconds: 1\n".into(),
+        cooldown_seconds: 1,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    add_user(&env, "frank", "Frank-Password-1");
+
+    let r = kr_json(&env, &["reconcile"], "", 0);
+    assert_eq!(r["stopped"], Value::Null, "{r}");
+    assert_eq!(
+        (r["checked"].as_u64(), r["linked"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(r["only_in_keycloak"].as_u64() >= Some(230), "{r}");
+    let pages = fake
+        .requests()
+        .iter()
+        .filter(|r| *r == "GET /admin/realms/resilient-test/users")
+        .count();
+    assert!(pages >= 3, "{pages} page request(s)");
+    let text = kr(&env, &["reconcile"], "").expect(0);
+    assert!(
+        text.stdout.starts_with("reconcile: 1 checked, 0 disabled"),
+        "{text:?}"
+    );
+
+    assert!(fake.disable_user("frank"));
+    let r = kr_json(&env, &["reconcile"], "", 0);
+    assert_eq!(r["disabled"], 1, "{r}");
+    let refused = login(&env, "frank", "Frank-Password-1", 1);
+    assert_eq!(refused["reason"], "account_disabled", "{refused}");
+    let complete = r["last_complete"].clone();
+    assert!(is_rfc3339(&complete), "{r}");
+
+    fake.set_behavior(Behavior::Refuse);
+    let r = kr_json(&env, &["reconcile"], "", 0);
+    assert!(r["stopped"].is_string(), "{r}");
+    assert_eq!(r["last_complete"], complete, "{r}");
+    let s = status(&env);
+    assert_eq!(s["last_reconcile"]["stopped"], r["stopped"], "{s}");
+    assert_eq!(s["central"]["disabled"], 1, "{s}");
+    fake.set_behavior(Behavior::Normal);
+
+    assert!(fake.enable_user("frank"));
+    let mut svc = Service::start(&env);
+    svc.wait_for(
+        "reconcile: 1 checked, 0 disabled, 1 re-enabled",
+        Duration::from_secs(30),
+    );
+    svc.sigterm();
+    svc.wait_exit(Duration::from_secs(15));
+    let back = login(&env, "frank", "Frank-Password-1", 0);
+    assert_eq!(back["auth_mode"], "keycloak", "{back}");
+}

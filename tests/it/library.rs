@@ -88,6 +88,11 @@ fn brute_force_lock_and_required_action_are_not_central_decisions() {
 }
 
 #[test]
+fn reconcile_applies_keycloaks_account_decisions() {
+    scenarios::reconcile_applies_keycloaks_account_decisions(&fake());
+}
+
+#[test]
 fn disabled_user_is_rejected() {
     scenarios::disabled_user_is_rejected(&fake());
 }

@@ -431,3 +431,61 @@ pub fn brute_force_lock_and_required_action_are_not_central_decisions(server: &d
         "unlocked, set up",
     );
 }
+
+/// A reconcile brings accounts in line with Keycloak without anyone logging in: disabled and
+/// deleted (linked) users are disabled here, one Keycloak enabled again is enabled, a user of
+/// the same name that was never linked is linked, a local-only one left alone.
+pub fn reconcile_applies_keycloaks_account_decisions(server: &dyn Server) {
+    let env = TestEnv::new(&server.url(), &Tuning::default());
+    let p = pair(&env, &manual_clock());
+    let pw = "Reconcile-Password-1";
+    let disabled = linked_user(server, &p, "rcdis", pw);
+    let deleted = linked_user(server, &p, "rcdel", pw);
+    let back = linked_user(server, &p, "rcback", pw);
+    let unlinked = unique_user("rcnew");
+    server.create_user(&unlinked, pw, true);
+    p.online.users().add(&acct(&unlinked, PACKAGE), pw).unwrap();
+    let local_only = unique_user("rclocal");
+    p.online
+        .users()
+        .add(&acct(&local_only, PACKAGE), pw)
+        .unwrap();
+
+    server.set_enabled_in_keycloak(&disabled, false);
+    server.delete_in_keycloak(&deleted);
+    server.set_enabled_in_keycloak(&back, false);
+    let first = keycloak_resilient::reconcile::run(&p.online).unwrap();
+    assert_eq!(first.stopped, None, "{first:?}");
+    assert_eq!(
+        (first.checked, first.disabled, first.gone),
+        (5, 2, 1),
+        "{first:?}"
+    );
+    assert_eq!((first.only_here, first.linked), (1, 1), "{first:?}");
+    assert!(
+        first.only_in_keycloak >= 1,
+        "the fixture's users at least: {first:?}"
+    );
+    let record = |u: &str| p.online.users().get(&acct(u, PACKAGE)).unwrap().unwrap();
+    for u in [&disabled, &deleted, &back] {
+        assert_eq!(record(u).disabled_by, Some(Origin::Keycloak), "{u}");
+        assert_eq!(sessions_of(&p.online, u), 0, "{u}: sessions ended");
+    }
+    assert_eq!(record(&unlinked).keycloak_id, server.keycloak_id(&unlinked));
+    assert!(record(&local_only).enabled && record(&unlinked).enabled);
+    assert_refused(
+        &login(&p.offline, &disabled, pw),
+        FailReason::AccountDisabled,
+        "offline after the reconcile",
+    );
+
+    server.set_enabled_in_keycloak(&back, true);
+    let second = keycloak_resilient::reconcile::run(&p.online).unwrap();
+    assert_eq!(second.re_enabled, 1, "{second:?}");
+    assert!(record(&back).enabled);
+    assert!(!record(&disabled).enabled, "still disabled in Keycloak");
+    let status = keycloak_resilient::overview::gather(&p.online).unwrap();
+    assert_eq!(status.last_reconcile.as_ref(), Some(&second));
+    assert_eq!(status.central.disabled, 3);
+    assert_eq!(status.central.enabled, 1);
+}
