@@ -151,6 +151,18 @@ def test_queue_sync_queue_and_sync_now(client: Client, keycloak: FakeKeycloak) -
     assert bad.value.exit_code == 2
 
 
+def test_reconcile_disables_what_keycloak_disabled(client: Client, keycloak: FakeKeycloak) -> None:
+    first = client.reconcile()
+    assert first.stopped is None and first.checked >= 1 and first.disabled == 0
+    assert first.last_complete == first.at
+    keycloak.add_user("alice", ALICE_PW, enabled=False)
+    second = client.reconcile()
+    assert second.disabled == 1, second
+    with pytest.raises(Refused) as refused:
+        client.login(user="alice", package=PACKAGE, password=ALICE_PW)
+    assert refused.value.result["reason"] == "account_disabled"
+
+
 def test_cleanup(client: Client) -> None:
     client.authenticate(user="alice", package=PACKAGE, password=ALICE_PW)
     report = client.cleanup(token_hours=0, sync_days=0, failed_days=0)

@@ -32,6 +32,7 @@ from .results import (
     LoginResult,
     PasswdResult,
     QueuePage,
+    ReconcileReport,
     Session,
     Status,
     SyncReport,
@@ -174,6 +175,13 @@ class Client:
         :data:`SYNC_TIMEOUT`)."""
         wait = timeout if timeout is not None else max(self.timeout, SYNC_TIMEOUT)
         return SyncReport.from_json(self.call("sync-now", timeout=wait, batch_size=batch_size))
+
+    def reconcile(self, *, timeout: Optional[float] = None) -> ReconcileReport:
+        """``reconcile``: compares the local accounts with Keycloak's user list and applies
+        what Keycloak decided (disabled, deleted, enabled again). Waits up to ``timeout``
+        (default: the client's, at least :data:`SYNC_TIMEOUT`)."""
+        wait = timeout if timeout is not None else max(self.timeout, SYNC_TIMEOUT)
+        return ReconcileReport.from_json(self.call("reconcile", timeout=wait))
 
     def cleanup(
         self,

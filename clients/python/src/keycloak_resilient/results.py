@@ -139,6 +139,9 @@ class PasswdResult:
     keycloak_error: Optional[str] = None
     #: Why the change was refused (wrong old password, locked or disabled account).
     reason: Optional[str] = None
+    #: Whether the local password is the new one (false when Keycloak's password policy
+    #: refused it and Keycloak decides passwords: the previous one stays).
+    local_changed: Optional[bool] = None
 
     @classmethod
     def from_json(cls, data: Any) -> "PasswdResult":
@@ -173,6 +176,37 @@ class SyncReport:
     def from_json(cls, data: Any) -> "SyncReport":
         """From the answer's ``result`` (``report`` and the two counts beside it)."""
         return _build(cls, {**data.get("report", {}), **{k: v for k, v in data.items() if k != "report"}})
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """``reconcile``: the local accounts compared with Keycloak's user list."""
+
+    #: Local accounts compared with a complete listing of their realm.
+    checked: int
+    #: Disabled here because Keycloak disabled them.
+    disabled: int
+    #: Enabled again because Keycloak did (it had disabled them).
+    re_enabled: int
+    #: Linked accounts Keycloak no longer has.
+    gone: int
+    #: Keycloak users with no local account.
+    only_in_keycloak: int
+    #: Local accounts Keycloak never had.
+    only_here: int
+    #: Accounts linked to their Keycloak id by this run.
+    linked: int
+    #: Why it stopped before the end, if it did.
+    stopped: Optional[str] = None
+    #: When it ran.
+    at: Optional[str] = None
+    #: When a reconcile last went through to the end.
+    last_complete: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ReconcileReport":
+        """From the answer's ``result``."""
+        return _build(cls, data)
 
 
 @dataclass(frozen=True)
