@@ -166,6 +166,7 @@ mod tests {
             passwords,
             accounts,
             provision,
+            manage_users: false,
             reconcile_interval: Duration::ZERO,
         }
     }

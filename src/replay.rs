@@ -143,21 +143,34 @@ pub fn run(
         report.stopped = Some(stopped);
         return Ok(report);
     }
-    let mut claimed = queue.claim(batch)?.into_iter();
-    let outcome = replay_claimed(cycle, &mut claimed, &mut report, stop);
-    let put_back = match outcome {
-        Ok(None) => Ok(()),
-        Ok(Some((first, reason))) => {
-            release_all(std::iter::once(first).chain(claimed), reason, &mut report)
+    // In rounds: a claim takes one item per user (a user's changes go in order), so a user's
+    // next change becomes claimable once the one before it is settled.
+    let mut left = batch;
+    while left > 0 {
+        let mut claimed = queue.claim(left)?.into_iter();
+        let taken = claimed.len();
+        if taken == 0 {
+            break;
         }
-        Err(e) => {
-            log::error!("sync cycle interrupted: {e}; putting its claimed items back");
-            // Best effort, as for the item in hand, which its drop already put back.
-            let _ = release_all(claimed, None, &mut report);
-            return Err(e);
+        let outcome = replay_claimed(cycle, &mut claimed, &mut report, stop);
+        match outcome {
+            Ok(None) => {}
+            Ok(Some((first, reason))) => {
+                release_all(std::iter::once(first).chain(claimed), reason, &mut report)?;
+                break;
+            }
+            Err(e) => {
+                log::error!("sync cycle interrupted: {e}; putting its claimed items back");
+                // Best effort, as for the item in hand, which its drop already put back.
+                let _ = release_all(claimed, None, &mut report);
+                return Err(e);
+            }
         }
-    };
-    put_back?;
+        left -= taken;
+        if stop() {
+            break;
+        }
+    }
     report.processed = report.completed + report.failed + report.retried;
     if report.stopped.is_none() && report.released == 0 && report.processed > 0 {
         let now = cycle.queue.now().timestamp();
@@ -354,6 +367,38 @@ pub(crate) fn apply(
                     }
                     Err(ApplyError::Call(e))
                 }
+            }
+        }
+        // The user changes are idempotent (a create finds the user there, a delete finds it
+        // gone, enabling twice is enabling): a send whose answer was lost is simply made again.
+        SyncData::UserCreate(new) => {
+            let username = &item.item().username;
+            keycloak.call(|kc| forgetting_on_refusal(kc, kc.create_user(&realm, username, new)))?;
+            Ok(Applied::Now)
+        }
+        SyncData::UserDisable | SyncData::UserEnable => {
+            let enabled = matches!(item.data(), SyncData::UserEnable);
+            let user = keycloak
+                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username)))?
+                .ok_or(CallError::Keycloak(KcError::Rejected(
+                    Rejection::UserNotFound,
+                )))?;
+            keycloak.call(|kc| {
+                forgetting_on_refusal(kc, kc.set_user_enabled(&realm, &user.id, enabled))
+            })?;
+            Ok(Applied::Now)
+        }
+        SyncData::UserDelete => {
+            let found = keycloak.call(|kc| {
+                forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username))
+            })?;
+            match found {
+                Some(user) => {
+                    keycloak
+                        .call(|kc| forgetting_on_refusal(kc, kc.delete_user(&realm, &user.id)))?;
+                    Ok(Applied::Now)
+                }
+                None => Ok(Applied::Already),
             }
         }
     }

@@ -252,6 +252,7 @@ scenario!(
     two_data_directories_converge_through_keycloak,
     brute_force_lock_and_required_action_are_not_central_decisions,
     reconcile_applies_keycloaks_account_decisions,
+    managed_users_reach_keycloak_in_order,
 );
 
 // --- keeping the server up ------------------------------------------------------------------

@@ -218,8 +218,22 @@ pub enum Command {
 /// `user …`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a local user (password on stdin).
-    Add(UserArgs),
+    /// Add a local user (password on stdin); with keycloak.manage_users, in Keycloak too.
+    Add {
+        /// Who.
+        #[command(flatten)]
+        who: UserArgs,
+        /// With keycloak.manage_users: the Keycloak user's email (the realm's user profile may
+        /// require it, with the names, before the user can log in there).
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+        /// With keycloak.manage_users: the Keycloak user's first name.
+        #[arg(long, value_name = "NAME")]
+        first_name: Option<String>,
+        /// With keycloak.manage_users: the Keycloak user's last name.
+        #[arg(long, value_name = "NAME")]
+        last_name: Option<String>,
+    },
     /// List local users.
     List,
     /// Disable a user: logins are refused; their sessions and cached token are dropped.
@@ -229,7 +243,14 @@ pub enum UserCommand {
     /// Lift a lock left by failed logins before it expires.
     Unlock(UserArgs),
     /// Remove a user, their sessions and cached token.
-    Remove(UserArgs),
+    Remove {
+        /// Who.
+        #[command(flatten)]
+        who: UserArgs,
+        /// Delete the user from Keycloak too (needs keycloak.manage_users: true).
+        #[arg(long)]
+        in_keycloak: bool,
+    },
     /// Import users from JSON lines (.jsonl/.ndjson/.json) or CSV (.csv) with existing hashes.
     Import {
         /// The file to import.

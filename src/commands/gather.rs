@@ -95,11 +95,22 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
 /// `user …`.
 fn user(command: UserCommand) -> Result<Request, InputError> {
     Ok(match command {
-        UserCommand::Add(w) => with_password(w, |user, package, password| Request::UserAdd {
-            user,
-            package,
-            password,
-        })?,
+        UserCommand::Add {
+            who,
+            email,
+            first_name,
+            last_name,
+        } => {
+            let password = input::passwords(&["password"])?.remove(0);
+            Request::UserAdd {
+                user: who.user,
+                package: who.package,
+                password,
+                email,
+                first_name,
+                last_name,
+            }
+        }
         UserCommand::List => Request::UserList {},
         UserCommand::Disable(w) => Request::UserDisable {
             user: w.user,
@@ -113,9 +124,10 @@ fn user(command: UserCommand) -> Result<Request, InputError> {
             user: w.user,
             package: w.package,
         },
-        UserCommand::Remove(w) => Request::UserRemove {
-            user: w.user,
-            package: w.package,
+        UserCommand::Remove { who, in_keycloak } => Request::UserRemove {
+            user: who.user,
+            package: who.package,
+            in_keycloak,
         },
         UserCommand::Import { file } => Request::UserImport {
             file: absolute(&file)?,

@@ -327,12 +327,27 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             new_password,
             ..
         } => users::passwd(auth, account()?, &old_password, &new_password, json, io),
-        Request::UserAdd { password, .. } => users::user_add(auth, account()?, &password, json, io),
+        Request::UserAdd {
+            password,
+            email,
+            first_name,
+            last_name,
+            ..
+        } => {
+            let profile = crate::auth::Profile {
+                email,
+                first_name,
+                last_name,
+            };
+            users::user_add(auth, account()?, &password, profile, json, io)
+        }
         Request::UserList {} => users::user_list(auth, json, io),
         Request::UserDisable { .. } => users::user_disable(auth, account()?, json, io),
         Request::UserEnable { .. } => users::user_enable(auth, account()?, json, io),
         Request::UserUnlock { .. } => users::user_unlock(auth, account()?, json, io),
-        Request::UserRemove { .. } => users::user_remove(auth, account()?, json, io),
+        Request::UserRemove { in_keycloak, .. } => {
+            users::user_remove(auth, account()?, in_keycloak, json, io)
+        }
         Request::UserImport { file } => users::user_import(auth, &file, json, io),
         Request::SessionShow { session_id } => sessions::session_show(auth, session_id, json, io),
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
@@ -390,7 +405,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<ConfigError>() || cause.is::<InputError>() {
             return EXIT_INPUT;
         }
-        if let Some(q) = cause.downcast_ref::<QueueError>() {
+        let queue_error = cause.downcast_ref::<QueueError>().or_else(|| {
+            match cause.downcast_ref::<crate::auth::UserChangeError>() {
+                Some(crate::auth::UserChangeError::Queue(q)) => Some(q),
+                _ => None,
+            }
+        });
+        if let Some(q) = queue_error {
             if matches!(
                 q,
                 QueueError::UnknownType(_) | QueueError::BadData { .. } | QueueError::BadInput(_)
@@ -408,7 +429,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
             .or_else(|| match cause.downcast_ref::<PasswdError>() {
                 Some(PasswdError::User(u)) => Some(u),
                 _ => None,
-            });
+            })
+            .or_else(
+                || match cause.downcast_ref::<crate::auth::UserChangeError>() {
+                    Some(crate::auth::UserChangeError::User(u)) => Some(u),
+                    _ => None,
+                },
+            );
         if let Some(u) = user_error {
             if matches!(
                 u,

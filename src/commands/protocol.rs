@@ -129,6 +129,15 @@ pub enum Request {
         package: String,
         /// The password.
         password: String,
+        /// With `keycloak.manage_users`: the email the Keycloak user gets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+        /// With `keycloak.manage_users`: the first name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_name: Option<String>,
+        /// With `keycloak.manage_users`: the last name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_name: Option<String>,
     },
     /// `user list`.
     UserList {},
@@ -159,6 +168,9 @@ pub enum Request {
         user: String,
         /// The package.
         package: String,
+        /// Delete the user from Keycloak too (needs `keycloak.manage_users`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        in_keycloak: bool,
     },
     /// `user import`: the service reads the file itself (an absolute path).
     UserImport {
@@ -374,7 +386,7 @@ impl Request {
             | Request::UserDisable { user, package }
             | Request::UserEnable { user, package }
             | Request::UserUnlock { user, package }
-            | Request::UserRemove { user, package } => Some((user, package)),
+            | Request::UserRemove { user, package, .. } => Some((user, package)),
             _ => None,
         }
     }

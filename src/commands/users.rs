@@ -4,7 +4,7 @@
 use super::render::{print_json, rfc3339};
 use super::{InputError, Io, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use crate::account::Account;
-use crate::auth::{Auth, PasswdError, PasswdMode};
+use crate::auth::{Auth, PasswdError, PasswdMode, PasswdResult};
 use crate::local_users::{ImportFormat, LocalUser};
 use anyhow::Context;
 use serde::Serialize;
@@ -122,6 +122,9 @@ impl Done {
 #[derive(Serialize)]
 struct ChangedView<'a> {
     done: Done,
+    /// With `keycloak.manage_users`: what became of the change in Keycloak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keycloak: Option<KeycloakView<'a>>,
     package: &'a str,
     /// Sessions ended with it (`disable`, `remove`); absent for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,31 +133,63 @@ struct ChangedView<'a> {
     user: &'a str,
 }
 
-/// Prints what a user command did: `added alice/webapp`, or its `--json` view.
+/// The Keycloak side of a user command: synchronized, queued (with its item) or rejected
+/// (with Keycloak's reason).
+#[derive(Serialize)]
+struct KeycloakView<'a> {
+    keycloak_error: Option<&'a str>,
+    mode: PasswdMode,
+    sync_id: Option<uuid::Uuid>,
+}
+
+/// Prints what a user command did: `added alice/webapp`, or its `--json` view. Exit 4 when
+/// Keycloak refused its part (the local part is done).
 fn changed(
     account: &Account,
     done: Done,
     sessions_ended: Option<usize>,
+    keycloak: Option<&PasswdResult>,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
+    let rejected = keycloak.is_some_and(|k| k.mode == PasswdMode::Rejected);
     if json {
         let view = ChangedView {
             done,
+            keycloak: keycloak.map(|k| KeycloakView {
+                keycloak_error: k.keycloak_error.as_deref(),
+                mode: k.mode,
+                sync_id: k.sync_id,
+            }),
             package: account.package(),
             sessions_ended,
-            success: true,
+            success: !rejected,
             user: account.user(),
         };
         print_json(io.out, &view)?;
     } else {
         write!(io.out, "{} {account}", done.as_str())?;
-        match sessions_ended {
-            Some(n) => writeln!(io.out, " ({n} session(s) ended)")?,
+        if let Some(n) = sessions_ended {
+            write!(io.out, " ({n} session(s) ended)")?;
+        }
+        match keycloak {
             None => writeln!(io.out)?,
+            Some(k) => match k.mode {
+                PasswdMode::Synchronized => writeln!(io.out, "; in Keycloak too")?,
+                PasswdMode::Queued => writeln!(
+                    io.out,
+                    "; Keycloak is unavailable, change queued as {}",
+                    k.sync_id.map(|s| s.to_string()).unwrap_or_default()
+                )?,
+                PasswdMode::Rejected => writeln!(
+                    io.out,
+                    "; Keycloak refused it: {}",
+                    k.keycloak_error.as_deref().unwrap_or("no reason")
+                )?,
+            },
         }
     }
-    Ok(EXIT_OK)
+    Ok(if rejected { EXIT_PARTIAL } else { EXIT_OK })
 }
 
 /// `user add`.
@@ -162,11 +197,12 @@ pub(super) fn user_add(
     auth: &Auth,
     account: &Account,
     password: &str,
+    profile: crate::auth::Profile,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    auth.users().add(account, password)?;
-    changed(account, Done::Added, None, json, io)
+    let sent = auth.add_user(account, password, profile)?;
+    changed(account, Done::Added, None, sent.as_ref(), json, io)
 }
 
 /// `user import --json`.
@@ -289,8 +325,15 @@ pub(super) fn user_disable(
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let ended = auth.disable_user(account)?;
-    changed(account, Done::Disabled, Some(ended), json, io)
+    let (ended, sent) = auth.disable_user(account)?;
+    changed(
+        account,
+        Done::Disabled,
+        Some(ended),
+        sent.as_ref(),
+        json,
+        io,
+    )
 }
 
 /// `user enable`.
@@ -300,8 +343,8 @@ pub(super) fn user_enable(
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    auth.users().set_enabled(account, true)?;
-    changed(account, Done::Enabled, None, json, io)
+    let sent = auth.enable_user(account)?;
+    changed(account, Done::Enabled, None, sent.as_ref(), json, io)
 }
 
 /// `user unlock`.
@@ -312,16 +355,22 @@ pub(super) fn user_unlock(
     io: &mut Io,
 ) -> anyhow::Result<u8> {
     auth.users().unlock(account)?;
-    changed(account, Done::Unlocked, None, json, io)
+    changed(account, Done::Unlocked, None, None, json, io)
 }
 
 /// `user remove`: also ends the user's sessions and drops the cached token.
 pub(super) fn user_remove(
     auth: &Auth,
     account: &Account,
+    in_keycloak: bool,
     json: bool,
     io: &mut Io,
 ) -> anyhow::Result<u8> {
-    let ended = auth.remove_user(account)?;
-    changed(account, Done::Removed, Some(ended), json, io)
+    let (ended, sent) = match auth.remove_user(account, in_keycloak) {
+        Err(crate::auth::UserChangeError::NotManaged) => {
+            return Err(InputError(crate::auth::UserChangeError::NotManaged.to_string()).into())
+        }
+        other => other?,
+    };
+    changed(account, Done::Removed, Some(ended), sent.as_ref(), json, io)
 }

@@ -273,6 +273,8 @@ pub struct ConsistencyConfig {
     pub accounts: Authority,
     /// A user only Keycloak knows gets a local account at their first good login.
     pub provision: bool,
+    /// `user add/disable/enable` and `user remove --in-keycloak` are replayed to Keycloak.
+    pub manage_users: bool,
     /// How often `start` reconciles with Keycloak's user list (zero: never).
     pub reconcile_interval: Duration,
 }

@@ -59,6 +59,8 @@ struct RawKeycloak {
     #[serde(default)]
     authority: authority::RawAuthority,
     #[serde(default)]
+    manage_users: Option<bool>,
+    #[serde(default)]
     reconcile_interval_seconds: Option<i64>,
 }
 
@@ -218,6 +220,7 @@ impl RawKeycloak {
         };
         let consistency = authority::RawConsistency {
             authority: k.authority,
+            manage_users: k.manage_users,
             reconcile_interval_seconds: k.reconcile_interval_seconds,
         };
         Ok((keycloak, k.resilience, k.verify, consistency))

@@ -85,6 +85,102 @@ impl KeycloakClient {
     }
 }
 
+/// What creating a user came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Keycloak created it now.
+    Now,
+    /// Keycloak has a user of that name already (409 "User exists with same username").
+    Exists,
+}
+
+impl KeycloakClient {
+    /// Creates an enabled user with a password (not temporary) and the profile fields given.
+    /// A realm whose user profile requires a field left out still creates the user, who then
+    /// gets "Account is not fully set up" at login until the field is set (measured on 26.7.3).
+    pub fn create_user(
+        &self,
+        realm: &str,
+        username: &str,
+        user: &crate::sync_queue::NewUser,
+    ) -> Result<Created, KcError> {
+        let url = self.endpoint(&["admin", "realms", realm, "users"]);
+        let mut body = serde_json::json!({
+            "username": username,
+            "enabled": true,
+            "credentials": [{"type": "password", "value": user.password(), "temporary": false}],
+        });
+        for (key, value) in [
+            ("email", &user.email),
+            ("firstName", &user.first_name),
+            ("lastName", &user.last_name),
+        ] {
+            if let Some(v) = value {
+                body[key] = serde_json::Value::String(v.clone());
+            }
+        }
+        let resp = self.admin_call(realm, |token| {
+            self.http.post(&url).json(&body).bearer_auth(token)
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Created::Now);
+        }
+        let err = self.error_body(resp)?;
+        match status {
+            // "User exists with same username" is the user we meant; "same email" is another
+            // user holding that address: a refusal.
+            StatusCode::CONFLICT if err.reason().contains("username") => Ok(Created::Exists),
+            StatusCode::NOT_FOUND => Err(realm_missing(realm, &err)),
+            s => Err(KcError::Rejected(Rejection::Other {
+                status: s.as_u16(),
+                reason: err.reason(),
+            })),
+        }
+    }
+
+    /// Enables or disables the user with this id.
+    pub fn set_user_enabled(
+        &self,
+        realm: &str,
+        user_id: &str,
+        enabled: bool,
+    ) -> Result<(), KcError> {
+        let url = self.endpoint(&["admin", "realms", realm, "users", user_id]);
+        let body = serde_json::json!({ "enabled": enabled });
+        let resp = self.admin_call(realm, |token| {
+            self.http.put(&url).json(&body).bearer_auth(token)
+        })?;
+        self.no_content(resp, "user update")
+    }
+
+    /// Deletes the user with this id; one already gone is not an error.
+    pub fn delete_user(&self, realm: &str, user_id: &str) -> Result<(), KcError> {
+        let url = self.endpoint(&["admin", "realms", realm, "users", user_id]);
+        let resp = self.admin_call(realm, |token| self.http.delete(&url).bearer_auth(token))?;
+        match self.no_content(resp, "user delete") {
+            Err(KcError::Rejected(Rejection::UserNotFound)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// A write's answer: 2xx is done; Keycloak's own 404 is "no such user".
+    fn no_content(&self, resp: reqwest::blocking::Response, what: &str) -> Result<(), KcError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let err = self.error_body(resp)?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(super::user_route_404(what, &err));
+        }
+        Err(KcError::Rejected(Rejection::Other {
+            status: status.as_u16(),
+            reason: err.reason(),
+        }))
+    }
+}
+
 /// The user id (`sub`) an access token names, read without checking the signature: only for a
 /// token just received from Keycloak itself. `None` when the token does not say.
 pub fn token_subject(access_token: &str) -> Option<String> {

@@ -1,8 +1,9 @@
 //! Claiming the next batch: promote due backing-off items, then take the first keys of the order
 //! index, one password change per user at a time.
 
+use super::index::by_user_prefix;
 use super::index::{delayed_key, id_of, is_damage};
-use super::{Claimed, QueueError, SyncQueue, SyncStatus, SyncType};
+use super::{Claimed, QueueError, SyncItem, SyncQueue, SyncStatus};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
@@ -62,8 +63,11 @@ impl SyncQueue {
                 }
                 Err(e) => return Err(e),
             };
-            let user = (item.sync_type == SyncType::PasswordChange).then(|| item.account_key());
-            if user.as_ref().is_some_and(|u| busy.contains(u)) {
+            // One user's changes reach Keycloak in the order they were made, whatever their
+            // priorities: none while another of theirs is in flight, and none before an older
+            // one of theirs still waiting (backing off included).
+            let user = item.account_key();
+            if busy.contains(&user) || self.older_pending_of_user(&item)? {
                 continue;
             }
             let data = match self.open(&item) {
@@ -85,7 +89,7 @@ impl SyncQueue {
             let mut new = item.clone();
             new.status = SyncStatus::Processing;
             self.write(&[(Some(item), new.clone())])?;
-            busy.extend(user);
+            busy.insert(user);
             claimed.push(Claimed::new(self, new, data));
         }
         Ok(claimed)
@@ -125,8 +129,42 @@ impl SyncQueue {
         Ok(())
     }
 
-    /// The (user, package) keys of password changes in flight. Empty — and free — unless a
-    /// cycle is running or a crash left items behind.
+    /// Whether the item's user has an older item (a smaller `seq`) still pending. A prefix
+    /// scan of `sync_by_user`: a user's own few items.
+    fn older_pending_of_user(&self, item: &SyncItem) -> Result<bool, QueueError> {
+        self.older_pending_of_user_except(item, &[])
+    }
+
+    /// [`Self::older_pending_of_user`], leaving out the items `except` (being finished in the
+    /// same write).
+    pub(super) fn older_pending_of_user_except(
+        &self,
+        item: &SyncItem,
+        except: &[uuid::Uuid],
+    ) -> Result<bool, QueueError> {
+        for entry in self
+            .store
+            .sync_by_user
+            .scan_prefix(by_user_prefix(item.account_key()))
+        {
+            let (key, _) = entry?;
+            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
+                continue;
+            };
+            if id == item.sync_id || except.contains(&id) {
+                continue;
+            }
+            if let Some(other) = self.get_or_skip(id)? {
+                if other.status == SyncStatus::Pending && other.seq < item.seq {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The (user, package) keys of items in flight. Empty — and free — unless a cycle is
+    /// running or a crash left items behind.
     pub(super) fn users_in_flight(&self) -> Result<HashSet<Vec<u8>>, QueueError> {
         let mut users = HashSet::new();
         for key in self.store.sync_inflight.iter().keys() {
@@ -135,9 +173,7 @@ impl SyncQueue {
                 continue;
             };
             if let Some(item) = self.get_or_skip(id)? {
-                if item.status == SyncStatus::Processing
-                    && item.sync_type == SyncType::PasswordChange
-                {
+                if item.status == SyncStatus::Processing {
                     users.insert(item.account_key());
                 }
             }

@@ -14,16 +14,36 @@ pub enum SyncType {
     /// Set the user's Keycloak password. Data: `{"new_password": "…"}` (the original design's
     /// key; `{"password": "…"}` is accepted as an alias).
     PasswordChange,
+    /// Create the user in Keycloak (enabled, with this password) unless it is there already.
+    /// Data: `{"password": "…", "email": "…", "first_name": "…", "last_name": "…"}`, the
+    /// three profile fields optional.
+    UserCreate,
+    /// Disable the user in Keycloak. Data: `{}`.
+    UserDisable,
+    /// Enable the user in Keycloak. Data: `{}`.
+    UserEnable,
+    /// Delete the user from Keycloak (done when it is not there). Data: `{}`.
+    UserDelete,
 }
 
 impl SyncType {
     /// Every known type, for error messages and `--help`.
-    pub const ALL: &'static [&'static str] = &["password_change"];
+    pub const ALL: &'static [&'static str] = &[
+        "password_change",
+        "user_create",
+        "user_disable",
+        "user_enable",
+        "user_delete",
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             SyncType::PasswordChange => "password_change",
+            SyncType::UserCreate => "user_create",
+            SyncType::UserDisable => "user_disable",
+            SyncType::UserEnable => "user_enable",
+            SyncType::UserDelete => "user_delete",
         }
     }
 }
@@ -33,8 +53,87 @@ impl std::str::FromStr for SyncType {
     fn from_str(s: &str) -> Result<Self, QueueError> {
         match s {
             "password_change" => Ok(SyncType::PasswordChange),
+            "user_create" => Ok(SyncType::UserCreate),
+            "user_disable" => Ok(SyncType::UserDisable),
+            "user_enable" => Ok(SyncType::UserEnable),
+            "user_delete" => Ok(SyncType::UserDelete),
             other => Err(QueueError::UnknownType(other.to_string())),
         }
+    }
+}
+
+/// A user to create in Keycloak: the password (a secret: sealed at rest like a password
+/// change's) and the profile fields the realm's user profile may require. `Debug` leaves out
+/// the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewUser {
+    password: String,
+    /// The email address.
+    pub email: Option<String>,
+    /// The first name.
+    pub first_name: Option<String>,
+    /// The last name.
+    pub last_name: Option<String>,
+}
+
+/// The longest profile field accepted (Keycloak's own limit for names and email is 255).
+const MAX_PROFILE_FIELD: usize = 255;
+
+impl NewUser {
+    /// A user with `password` (the rule `login` applies) and the profile fields given (each at
+    /// most 255 characters, no control characters).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::BadData`] naming the field, never quoting the password.
+    pub fn new(
+        password: String,
+        email: Option<String>,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<NewUser, QueueError> {
+        let bad = |reason: String| QueueError::BadData {
+            sync_type: SyncType::UserCreate.as_str(),
+            reason,
+        };
+        crate::password::check_password("password", &password).map_err(bad)?;
+        for (name, value) in [
+            ("email", &email),
+            ("first_name", &first_name),
+            ("last_name", &last_name),
+        ] {
+            if let Some(v) = value {
+                if v.trim().is_empty()
+                    || v.chars().count() > MAX_PROFILE_FIELD
+                    || v.chars().any(char::is_control)
+                {
+                    return Err(bad(format!(
+                        "field `{name}` must be 1 to {MAX_PROFILE_FIELD} characters, no control characters"
+                    )));
+                }
+            }
+        }
+        Ok(NewUser {
+            password,
+            email,
+            first_name,
+            last_name,
+        })
+    }
+
+    /// The initial password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +180,18 @@ impl std::fmt::Debug for PasswordChange {
 pub enum SyncData {
     /// See [`PasswordChange`].
     PasswordChange(PasswordChange),
+    /// See [`NewUser`].
+    UserCreate(NewUser),
+    /// See [`SyncType::UserDisable`].
+    UserDisable,
+    /// See [`SyncType::UserEnable`].
+    UserEnable,
+    /// See [`SyncType::UserDelete`].
+    UserDelete,
 }
+
+/// The keys `user_create` data may use.
+const NEW_USER_KEYS: [&str; 4] = ["password", "email", "first_name", "last_name"];
 
 /// The keys `password_change` data may use: the documented one first, then its alias.
 pub(super) const PASSWORD_KEYS: [&str; 2] = ["new_password", "password"];
@@ -136,6 +246,48 @@ impl SyncData {
                 };
                 Ok(SyncData::PasswordChange(pc))
             }
+            SyncType::UserCreate => {
+                let bad = |reason: &str| QueueError::BadData {
+                    sync_type: sync_type.as_str(),
+                    reason: reason.to_string(),
+                };
+                let obj = data.as_object().ok_or_else(|| {
+                    bad("expected a JSON object like {\"password\": \"…\", \"email\": \"…\"}")
+                })?;
+                if obj.keys().any(|k| !NEW_USER_KEYS.contains(&k.as_str())) {
+                    return Err(bad(
+                        "unknown field (expected `password`, and optionally `email`, `first_name`, `last_name`)",
+                    ));
+                }
+                let Some(serde_json::Value::String(password)) = obj.get("password") else {
+                    return Err(bad("field `password` must be given, as a string"));
+                };
+                let text = |key: &str| match obj.get(key) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(v)) => Ok(Some(v.clone())),
+                    Some(_) => Err(bad(&format!("field `{key}` must be a string"))),
+                };
+                let user = NewUser::new(
+                    password.clone(),
+                    text("email")?,
+                    text("first_name")?,
+                    text("last_name")?,
+                )?;
+                Ok(SyncData::UserCreate(user))
+            }
+            SyncType::UserDisable | SyncType::UserEnable | SyncType::UserDelete => {
+                if !data.as_object().is_some_and(|o| o.is_empty()) {
+                    return Err(QueueError::BadData {
+                        sync_type: sync_type.as_str(),
+                        reason: "takes no data: give {}".to_string(),
+                    });
+                }
+                Ok(match sync_type {
+                    SyncType::UserDisable => SyncData::UserDisable,
+                    SyncType::UserEnable => SyncData::UserEnable,
+                    _ => SyncData::UserDelete,
+                })
+            }
         }
     }
 
@@ -167,6 +319,15 @@ impl SyncData {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             SyncData::PasswordChange(pc) => serde_json::json!({ "new_password": pc.password }),
+            SyncData::UserCreate(u) => serde_json::json!({
+                "password": u.password,
+                "email": u.email,
+                "first_name": u.first_name,
+                "last_name": u.last_name,
+            }),
+            SyncData::UserDisable | SyncData::UserEnable | SyncData::UserDelete => {
+                serde_json::json!({})
+            }
         }
     }
 
@@ -174,6 +335,10 @@ impl SyncData {
     pub fn sync_type(&self) -> SyncType {
         match self {
             SyncData::PasswordChange(_) => SyncType::PasswordChange,
+            SyncData::UserCreate(_) => SyncType::UserCreate,
+            SyncData::UserDisable => SyncType::UserDisable,
+            SyncData::UserEnable => SyncType::UserEnable,
+            SyncData::UserDelete => SyncType::UserDelete,
         }
     }
 
@@ -190,6 +355,9 @@ impl SyncData {
     pub(super) fn to_bytes(&self) -> Vec<u8> {
         match self {
             SyncData::PasswordChange(pc) => pc.password.as_bytes().to_vec(),
+            // A plain struct of strings: serde_json cannot fail on it.
+            SyncData::UserCreate(u) => serde_json::to_vec(u).unwrap_or_default(),
+            SyncData::UserDisable | SyncData::UserEnable | SyncData::UserDelete => Vec::new(),
         }
     }
 
@@ -199,6 +367,12 @@ impl SyncData {
                 password: String::from_utf8(bytes)
                     .map_err(|_| QueueError::Corrupt("password is not UTF-8".into()))?,
             })),
+            SyncType::UserCreate => serde_json::from_slice(&bytes)
+                .map(SyncData::UserCreate)
+                .map_err(|_| QueueError::Corrupt("user_create data does not decode".into())),
+            SyncType::UserDisable => Ok(SyncData::UserDisable),
+            SyncType::UserEnable => Ok(SyncData::UserEnable),
+            SyncType::UserDelete => Ok(SyncData::UserDelete),
         }
     }
 }

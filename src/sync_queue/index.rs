@@ -4,7 +4,7 @@
 use super::counts::{apply_deltas, count_deltas};
 use super::item::encode_item;
 use super::local_change::{apply_local_change, LocalChange, WriteAbort};
-use super::{QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
+use super::{QueueError, SyncItem, SyncQueue, SyncStatus};
 use crate::store::meta::{self, Counter};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -85,7 +85,7 @@ pub(super) fn tx_result(result: Result<(), TransactionError<()>>) -> Result<(), 
 impl SyncQueue {
     /// Writes item changes and their index entries in one transaction. Index membership is
     /// derived from the record alone: pending and not delayed → `sync_order`; pending and
-    /// delayed → `sync_delayed`; pending password change → `sync_by_user` as well;
+    /// delayed → `sync_delayed`; pending (any type) → `sync_by_user` as well;
     /// processing → `sync_inflight`; finished → no index. The per-status counters in `meta`
     /// change in the same transaction.
     pub(super) fn write(&self, changes: &[(Option<SyncItem>, SyncItem)]) -> Result<(), QueueError> {
@@ -150,9 +150,7 @@ impl SyncQueue {
                                         new.sync_id.as_bytes(),
                                     )?;
                                 }
-                                if new.sync_type == SyncType::PasswordChange {
-                                    by_user.insert(by_user_key(new), &[][..])?;
-                                }
+                                by_user.insert(by_user_key(new), &[][..])?;
                             }
                             SyncStatus::Processing => {
                                 inflight.insert(new.sync_id.as_bytes(), &[][..])?;

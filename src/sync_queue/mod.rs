@@ -10,7 +10,7 @@
 //! - `sync_delayed`: [`delayed_key`] (due time, sequence) → sync id, for pending items backing
 //!   off after a retry: [`SyncQueue::claim`] first moves the ones now due into `sync_order`
 //!   (a range scan up to now), so an item that is not due is never read by a claim;
-//! - `sync_by_user`: (user, package, id) for pending password changes: superseding is a prefix
+//! - `sync_by_user`: (user, package, id) for pending items: superseding and one user's order are a prefix
 //!   scan, not a queue scan;
 //! - `sync_inflight`: ids claimed by a cycle; a crash leaves them there and [`SyncQueue::recover`]
 //!   puts them back to pending.
@@ -44,7 +44,9 @@ pub(crate) mod tests;
 
 pub use claimed::Claimed;
 pub use counts::QueueCounts;
-pub use data::{parse_strict_json, PasswordChange, SyncData, SyncType, MAX_SYNC_DATA_BYTES};
+pub use data::{
+    parse_strict_json, NewUser, PasswordChange, SyncData, SyncType, MAX_SYNC_DATA_BYTES,
+};
 pub use error::QueueError;
 pub use index::{delayed_key, order_key};
 pub use item::{Applying, SyncItem, SyncStatus};
@@ -185,8 +187,12 @@ impl SyncQueue {
             };
             // It is the newest: it supersedes the pending ones as a pending item would.
             let mut changes = self.settle_password_changes(&mut item, now)?;
-            let claim =
-                local.is_some_and(|l| l.claim) && !self.users_in_flight()?.contains(&account.key());
+            // Claimed at once only when nothing older of the user's waits either: one user's
+            // changes reach Keycloak in the order they were made.
+            let superseded: Vec<Uuid> = changes.iter().map(|(_, c)| c.sync_id).collect();
+            let claim = local.is_some_and(|l| l.claim)
+                && !self.users_in_flight()?.contains(&account.key())
+                && !self.older_pending_of_user_except(&item, &superseded)?;
             if claim {
                 item.status = SyncStatus::Processing;
             }
@@ -312,24 +318,43 @@ impl SyncQueue {
     /// [`QueueError::Store`] when the database fails or an item in flight is damaged (then
     /// the answer is unknown), [`QueueError::Corrupt`] for a malformed in-flight entry.
     pub fn has_pending_password_change(&self, account: &Account) -> Result<bool, QueueError> {
+        self.has_pending(account, Some(SyncType::PasswordChange))
+    }
+
+    /// Any change of (user, package) waiting or in flight: a local change Keycloak has not
+    /// heard of yet, newer than whatever Keycloak holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::has_pending_password_change`].
+    pub fn has_pending_change(&self, account: &Account) -> Result<bool, QueueError> {
+        self.has_pending(account, None)
+    }
+
+    fn has_pending(&self, account: &Account, of: Option<SyncType>) -> Result<bool, QueueError> {
         let wanted = account.key();
-        let prefix = by_user_prefix(wanted.clone());
-        if self
+        let fits = |item: &SyncItem| of.is_none_or(|t| item.sync_type == t);
+        for entry in self
             .store
             .sync_by_user
-            .scan_prefix(prefix)
-            .next()
-            .transpose()?
-            .is_some()
+            .scan_prefix(by_user_prefix(wanted.clone()))
         {
-            return Ok(true);
+            let (key, _) = entry?;
+            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
+                continue;
+            };
+            if let Some(item) = self.get(id)? {
+                if fits(&item) {
+                    return Ok(true);
+                }
+            }
         }
         for key in self.store.sync_inflight.iter().keys() {
             let key = key?;
             let id = id_of(&key)
                 .ok_or_else(|| QueueError::Corrupt("malformed sync id in sync_inflight".into()))?;
             if let Some(item) = self.get(id)? {
-                if item.sync_type == SyncType::PasswordChange && item.account_key() == wanted {
+                if fits(&item) && item.account_key() == wanted {
                     return Ok(true);
                 }
             }

@@ -44,6 +44,7 @@ pub(crate) fn pw(p: &str) -> serde_json::Value {
 pub(crate) fn password_of<'a>(c: &'a Claimed<'_>) -> &'a str {
     match c.data() {
         SyncData::PasswordChange(pc) => pc.password(),
+        other => panic!("not a password change: {other:?}"),
     }
 }
 
@@ -873,4 +874,53 @@ fn the_oldest_pending_item_is_found_across_priorities_and_backoff() {
     }
     // u2 and u3 applied: only u1 waits, still backing off.
     assert_eq!(q.oldest_pending_queued_at().unwrap(), Some(first));
+}
+
+/// One user's changes go in the order they were made, whatever their priorities (a create
+/// before its password change); priority still orders different users; a new password change
+/// still supersedes the pending one, and a user change never supersedes anything.
+#[test]
+fn one_users_changes_go_in_the_order_they_were_made() {
+    let (q, clock) = setup();
+    let alice = acct("alice", "p");
+    let create = enqueue(
+        &q,
+        &alice,
+        "user_create",
+        &json!({"password": "First-Password-1", "email": "alice@example.test"}),
+        9,
+    )
+    .unwrap();
+    clock.advance(Duration::seconds(1));
+    let first_pw = enqueue(&q, &alice, "password_change", &pw("Second-Password-2"), 1).unwrap();
+    clock.advance(Duration::seconds(1));
+    let bob = enqueue(&q, &acct("bob", "p"), "user_disable", &json!({}), 5).unwrap();
+    clock.advance(Duration::seconds(1));
+    let second_pw = enqueue(&q, &alice, "password_change", &pw("Third-Password-3"), 1).unwrap();
+    assert_eq!(
+        q.get(first_pw).unwrap().unwrap().status,
+        SyncStatus::Superseded,
+        "last password wins"
+    );
+    assert_eq!(q.get(create).unwrap().unwrap().status, SyncStatus::Pending);
+
+    // bob's (priority 5) and alice's create (9): alice's password change (1) waits for it.
+    let first = q.claim(10).unwrap();
+    let ids: Vec<Uuid> = first.iter().map(Claimed::id).collect();
+    assert_eq!(ids, vec![bob, create]);
+    for c in first {
+        c.complete().unwrap();
+    }
+    let next = q.claim(10).unwrap();
+    assert_eq!(
+        next.iter().map(Claimed::id).collect::<Vec<_>>(),
+        vec![second_pw]
+    );
+    assert_eq!(password_of(&next[0]), "Third-Password-3");
+    assert!(matches!(
+        SyncData::parse("user_delete", &json!({"x": 1})),
+        Err(QueueError::BadData { .. })
+    ));
+    let err = SyncData::parse("user_create", &json!({"email": "a@b"})).unwrap_err();
+    assert!(err.to_string().contains("password"), "{err}");
 }

@@ -1735,3 +1735,104 @@ fn reconcile_one_shot_and_in_the_service() {
     let back = login(&env, "frank", "Frank-Password-1", 0);
     assert_eq!(back["auth_mode"], "keycloak", "{back}");
 }
+
+/// `keycloak.manage_users`: `user add --email …`, `user disable`, `user remove --in-keycloak`
+/// reach Keycloak and say so; without it `--in-keycloak` is refused (exit 2, nothing removed).
+#[test]
+fn managed_user_commands_reach_keycloak() {
+    let fake = FakeKeycloak::start();
+    let plain = TestEnv::new(&fake.url(), &Tuning::default());
+    add_user(&plain, "gina", "Gina-Password-1");
+    let out = kr(
+        &plain,
+        &[
+            "user",
+            "remove",
+            "--user",
+            "gina",
+            "--package",
+            PACKAGE,
+            "--in-keycloak",
+        ],
+        "",
+    )
+    .expect(2);
+    assert!(one_line(&out).contains("keycloak.manage_users"), "{out:?}");
+    assert_eq!(kr_json(&plain, &["user", "list"], "", 0)[0]["user"], "gina");
+
+    let env = TestEnv::new(
+        &fake.url(),
+        &Tuning {
+            keycloak_extra: "  manage_users: true\n".into(),
+            ..Tuning::default()
+        },
+    );
+    let added = kr_json(
+        &env,
+        &[
+            "user",
+            "add",
+            "--user",
+            "hank",
+            "--package",
+            PACKAGE,
+            "--email",
+            "hank@example.test",
+            "--first-name",
+            "Hank",
+            "--last-name",
+            "Test",
+        ],
+        "Hank-Password-1\n",
+        0,
+    );
+    assert_eq!(added["keycloak"]["mode"], "synchronized", "{added}");
+    assert_eq!(fake.password_of("hank").as_deref(), Some("Hank-Password-1"));
+    let r = login(&env, "hank", "Hank-Password-1", 0);
+    assert_eq!(r["auth_mode"], "keycloak", "{r}");
+    let text = kr(
+        &env,
+        &["user", "disable", "--user", "hank", "--package", PACKAGE],
+        "",
+    )
+    .expect(0);
+    assert!(text.stdout.contains("in Keycloak too"), "{text:?}");
+    let removed = kr_json(
+        &env,
+        &[
+            "user",
+            "remove",
+            "--user",
+            "hank",
+            "--package",
+            PACKAGE,
+            "--in-keycloak",
+        ],
+        "",
+        0,
+    );
+    assert_eq!(removed["keycloak"]["mode"], "synchronized", "{removed}");
+    assert_eq!(fake.password_of("hank"), None, "deleted in Keycloak");
+    let bad = kr(
+        &env,
+        &[
+            "user",
+            "add",
+            "--user",
+            "ivy",
+            "--package",
+            PACKAGE,
+            "--email",
+            " ",
+        ],
+        "Ivy-Password-1\n",
+    )
+    .expect(2);
+    assert!(one_line(&bad).contains("email"), "{bad:?}");
+    assert_eq!(
+        kr_json(&env, &["user", "list"], "", 0)
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}

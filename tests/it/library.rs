@@ -93,6 +93,11 @@ fn reconcile_applies_keycloaks_account_decisions() {
 }
 
 #[test]
+fn managed_users_reach_keycloak_in_order() {
+    scenarios::managed_users_reach_keycloak_in_order(&fake());
+}
+
+#[test]
 fn disabled_user_is_rejected() {
     scenarios::disabled_user_is_rejected(&fake());
 }

@@ -97,7 +97,10 @@ def test_verify_token_answers_with_one_reason(client: Client) -> None:
 
 
 def test_user_management(client: Client, tmp_path: Path) -> None:
-    assert "added carol/webapp" in client.user_add(user="carol", package=PACKAGE, password=ALICE_PW)
+    # The profile fields travel with the request (used with keycloak.manage_users).
+    assert "added carol/webapp" in client.user_add(
+        user="carol", package=PACKAGE, password=ALICE_PW, email="carol@example.test", first_name="Carol"
+    )
     with pytest.raises(BadRequest) as exists:
         client.user_add(user="carol", package=PACKAGE, password=ALICE_PW)
     assert exists.value.exit_code == 2 and "carol" in exists.value.message

@@ -1,4 +1,4 @@
-//! `keycloak.authority.*` and `keycloak.reconcile_interval_seconds`:
+//! `keycloak.authority.*`, `keycloak.manage_users` and `keycloak.reconcile_interval_seconds`:
 //! which side decides what when the local store and Keycloak disagree (see the README's
 //! "Consistency" section), read and checked here so that [`super`] stays one step per section.
 
@@ -18,12 +18,13 @@ pub(super) struct RawAuthority {
 /// The consistency keys of `keycloak`, as written.
 pub(super) struct RawConsistency {
     pub(super) authority: RawAuthority,
+    pub(super) manage_users: Option<bool>,
     pub(super) reconcile_interval_seconds: Option<i64>,
 }
 
 impl RawConsistency {
     /// The typed settings: Keycloak decides passwords and accounts, users it knows are
-    /// provisioned, a reconcile every 15 minutes.
+    /// provisioned, user management stays local, a reconcile every 15 minutes.
     pub(super) fn build(self, v: &Validator<'_>) -> Result<ConsistencyConfig, ConfigError> {
         let a = self.authority;
         let passwords = authority(v, "keycloak.authority.passwords", a.passwords)?;
@@ -38,6 +39,7 @@ impl RawConsistency {
             passwords,
             accounts,
             provision: a.provision.unwrap_or(true),
+            manage_users: self.manage_users.unwrap_or(false),
             reconcile_interval,
         })
     }
@@ -74,15 +76,17 @@ mod tests {
         assert_eq!(c.passwords, Authority::Keycloak);
         assert_eq!(c.accounts, Authority::Keycloak);
         assert!(c.provision);
+        assert!(!c.manage_users);
         assert_eq!(c.reconcile_interval, Duration::from_secs(900));
         let c = parse(
-            "  authority:\n    passwords: local\n    accounts: local\n    provision: false\n  reconcile_interval_seconds: 0\n",
+            "  authority:\n    passwords: local\n    accounts: local\n    provision: false\n  manage_users: true\n  reconcile_interval_seconds: 0\n",
         )
         .unwrap()
         .consistency;
         assert_eq!(c.passwords, Authority::Local);
         assert_eq!(c.accounts, Authority::Local);
         assert!(!c.provision);
+        assert!(c.manage_users);
         assert_eq!(c.reconcile_interval, Duration::ZERO);
         for (extra, key) in [
             (

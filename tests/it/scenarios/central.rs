@@ -6,7 +6,7 @@
 use super::manual_clock;
 use crate::common::server::Server;
 use crate::common::{acct, unique_user, TestEnv, Tuning, PACKAGE};
-use keycloak_resilient::auth::{FailReason, LoginResult};
+use keycloak_resilient::auth::{FailReason, LoginResult, Profile};
 use keycloak_resilient::clock::{ManualClock, SharedClock};
 use keycloak_resilient::local_users::Origin;
 use keycloak_resilient::sessions::AuthMode;
@@ -488,4 +488,86 @@ pub fn reconcile_applies_keycloaks_account_decisions(server: &dyn Server) {
     assert_eq!(status.last_reconcile.as_ref(), Some(&second));
     assert_eq!(status.central.disabled, 3);
     assert_eq!(status.central.enabled, 1);
+}
+
+/// `keycloak.manage_users: true`: `user add/disable/enable/remove --in-keycloak` reach
+/// Keycloak, queued while it cannot take them, and one user's changes arrive in the order they
+/// were made (the create before the password change before the disable); a user created
+/// without the profile fields the realm requires exists in Keycloak but cannot log in there
+/// ("Account is not fully set up"), and logs in here locally.
+pub fn managed_users_reach_keycloak_in_order(server: &dyn Server) {
+    let managed = "  manage_users: true\n".to_string();
+    let blocked = Tuning {
+        admin_client_secret: "not-the-secret".into(),
+        keycloak_extra: managed.clone(),
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&server.url(), &blocked);
+    let clock = manual_clock();
+    let p = pair(&env, &clock);
+    let (pw, pw2) = ("Managed-First-1", "Managed-Second-22");
+    let user = unique_user("managed");
+    let account = acct(&user, PACKAGE);
+    let profile = Profile {
+        email: Some(format!("{user}@example.test")),
+        first_name: Some("Managed".into()),
+        last_name: Some("User".into()),
+    };
+    let added = p.online.add_user(&account, pw, profile).unwrap();
+    assert_eq!(added.map(|r| r.mode), Some(PasswdMode::Queued));
+    let changed = p.online.change_password(&account, pw, pw2).unwrap();
+    assert_eq!(changed.mode, PasswdMode::Queued, "{changed:?}");
+    let (_, disabled) = p.online.disable_user(&account).unwrap();
+    assert_eq!(disabled.map(|r| r.mode), Some(PasswdMode::Queued));
+    assert_eq!(
+        server.keycloak_id(&user),
+        None,
+        "nothing reached Keycloak yet"
+    );
+
+    let fixed_env = TestEnv::new(
+        &server.url(),
+        &Tuning {
+            keycloak_extra: managed,
+            ..Tuning::default()
+        },
+    );
+    let client =
+        ResilientClient::with_parts(fixed_env.config(), p.store.clone(), Arc::new(clock.clone()))
+            .unwrap();
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!((report.completed, report.failed), (3, 0), "{report:?}");
+    assert!(server.keycloak_id(&user).is_some(), "created");
+    assert!(
+        !server.login_works(&user, pw2),
+        "disabled in Keycloak, last"
+    );
+    let fixed = Auth::new(client);
+    let enabled = fixed.enable_user(&account).unwrap();
+    assert_eq!(enabled.map(|r| r.mode), Some(PasswdMode::Synchronized));
+    assert!(
+        server.login_works(&user, pw2),
+        "enabled, with the changed password"
+    );
+    assert!(!server.login_works(&user, pw));
+
+    let (_, removed) = fixed.remove_user(&account, true).unwrap();
+    assert_eq!(removed.map(|r| r.mode), Some(PasswdMode::Synchronized));
+    assert_eq!(server.keycloak_id(&user), None, "deleted in Keycloak");
+
+    let bare = unique_user("bare");
+    let sent = fixed
+        .add_user(&acct(&bare, PACKAGE), pw, Profile::default())
+        .unwrap();
+    assert_eq!(sent.map(|r| r.mode), Some(PasswdMode::Synchronized));
+    assert!(server.keycloak_id(&bare).is_some());
+    assert!(
+        !server.login_works(&bare, pw),
+        "not fully set up in Keycloak"
+    );
+    assert_ok(
+        &login(&fixed, &bare, pw),
+        AuthMode::Local,
+        "created without a profile: local login",
+    );
 }

@@ -144,9 +144,29 @@ class Client:
         """``authenticate``: a token from Keycloak, or the cached one while Keycloak is away."""
         return Token.from_json(self.call("authenticate", user=user, package=package, password=password))
 
-    def user_add(self, *, user: str, package: str, password: str) -> str:
-        """``user-add``: a local account. Returns the service's message."""
-        return _said(self.call("user-add", user=user, package=package, password=password))
+    def user_add(
+        self,
+        *,
+        user: str,
+        package: str,
+        password: str,
+        email: Optional[str] = None,
+        first_name: Optional[str] = None,
+        last_name: Optional[str] = None,
+    ) -> str:
+        """``user-add``: a local account; with ``keycloak.manage_users``, in Keycloak too, with
+        the profile fields given. Returns the service's message."""
+        return _said(
+            self.call(
+                "user-add",
+                user=user,
+                package=package,
+                password=password,
+                email=email,
+                first_name=first_name,
+                last_name=last_name,
+            )
+        )
 
     def passwd(self, *, user: str, package: str, old_password: str, new_password: str) -> PasswdResult:
         """``passwd``: checks the old password locally, changes it locally, then in Keycloak
@@ -226,9 +246,10 @@ class Client:
         """``user-unlock``: lifts a failed-login lock early."""
         return _said(self.call("user-unlock", user=user, package=package))
 
-    def user_remove(self, *, user: str, package: str) -> str:
-        """``user-remove``: also ends the user's sessions and drops the cached token."""
-        return _said(self.call("user-remove", user=user, package=package))
+    def user_remove(self, *, user: str, package: str, in_keycloak: bool = False) -> str:
+        """``user-remove``: also ends the user's sessions and drops the cached token;
+        ``in_keycloak`` deletes the user from Keycloak too (needs ``keycloak.manage_users``)."""
+        return _said(self.call("user-remove", user=user, package=package, in_keycloak=in_keycloak or None))
 
     def queue_sync(
         self,
@@ -400,5 +421,8 @@ def _said(result: object) -> str:
         line = f"{result['done']} {result['user']}/{result['package']}"
         if "sessions_ended" in result:
             line += f" ({result['sessions_ended']} session(s) ended)"
+        keycloak = result.get("keycloak")
+        if isinstance(keycloak, dict):
+            line += f"; in Keycloak: {keycloak.get('mode')}"
         return line
     return str(result).strip()
