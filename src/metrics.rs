@@ -107,6 +107,20 @@ fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
             ("{status=\"failed\"}", status.failed_syncs as f64),
         ],
     );
+    let waiting: Vec<(String, f64)> = client
+        .queue()
+        .waiting_by_type()?
+        .into_iter()
+        .map(|(t, n)| (format!("{{type=\"{}\"}}", t.as_str()), n as f64))
+        .collect();
+    let waiting: Vec<(&str, f64)> = waiting.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    metric(
+        out,
+        "sync_waiting",
+        "gauge",
+        "Sync items still waiting to reach Keycloak (pending or in flight), by sync type.",
+        &waiting,
+    );
     let now = client.clock().now();
     let oldest = client.queue().oldest_pending_queued_at()?;
     metric(

@@ -66,6 +66,8 @@ pub struct Overview {
     pub locked_accounts: Vec<Locked>,
     /// What Keycloak's decisions did here, counted since the database was created.
     pub central: CentralCounts,
+    /// Sync items still waiting to reach Keycloak (pending or in flight), per sync type.
+    pub waiting_by_type: std::collections::BTreeMap<&'static str, usize>,
     /// The last reconcile with Keycloak's user list, if one ran.
     pub last_reconcile: Option<ReconcileReport>,
     /// Seconds since the oldest cached access token still inside the grace period was
@@ -91,8 +93,17 @@ pub fn gather(auth: &Auth) -> Result<Overview, OverviewError> {
         enabled: store.counter(Counter::CentralEnables)?,
         provisioned: store.counter(Counter::Provisioned)?,
     };
+    let waiting_by_type = auth
+        .client()
+        .queue()
+        .waiting_by_type()
+        .map_err(ClientError::from)?
+        .into_iter()
+        .map(|(t, n)| (t.as_str(), n))
+        .collect();
     Ok(Overview {
         central,
+        waiting_by_type,
         last_reconcile: store.get_meta(MetaKey::LastReconcile)?,
         oldest_cached_token_age_seconds: oldest.map(|t| (now - t).num_seconds().max(0)),
         active_sessions: auth.sessions().active_count()?,

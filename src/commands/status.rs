@@ -19,6 +19,7 @@ struct StatusView<'a> {
     locked_accounts: Vec<LockedView<'a>>,
     oldest_cached_token_age_seconds: Option<i64>,
     central: crate::overview::CentralCounts,
+    waiting_by_type: &'a std::collections::BTreeMap<&'static str, usize>,
     last_reconcile: Option<&'a crate::central::ReconcileReport>,
 }
 
@@ -52,6 +53,7 @@ pub(super) fn status(auth: &Auth, json: bool, io: &mut Io) -> anyhow::Result<u8>
             locked_accounts: full.locked_accounts.iter().map(LockedView::from).collect(),
             oldest_cached_token_age_seconds: full.oldest_cached_token_age_seconds,
             central: full.central,
+            waiting_by_type: &full.waiting_by_type,
             last_reconcile: full.last_reconcile.as_ref(),
         };
         print_json(out, &view)?;
@@ -79,6 +81,15 @@ fn text(out: &mut dyn Write, server_url: &str, full: &Overview) -> std::io::Resu
     )?;
     writeln!(out, "Mode:              {}", s.mode.as_str())?;
     writeln!(out, "Pending syncs:     {}", s.pending_syncs)?;
+    let waiting: Vec<String> = full
+        .waiting_by_type
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    if !waiting.is_empty() {
+        writeln!(out, "  by type:         {}", waiting.join(", "))?;
+    }
     writeln!(out, "Failed syncs:      {}", s.failed_syncs)?;
     if let Some(b) = &s.queue_blocked {
         writeln!(out, "Queue BLOCKED:     {b}")?;

@@ -38,6 +38,9 @@ pub enum MetaKey {
     /// `keycloak::durations::CallDurations`: the histogram of Keycloak call durations
     /// (`keycloak_resilient_keycloak_call_duration_seconds`).
     CallDurations,
+    /// Present once the per-type counters of waiting items ([`sync_waiting_key`]) hold every
+    /// item: a database from before them gets them built by one scan.
+    SyncWaitingBuilt,
     /// `reconcile::ReconcileReport`: the last reconcile with Keycloak's user list, when it
     /// ran and what it found (`status`, `keycloak_resilient_reconcile_*`).
     LastReconcile,
@@ -56,6 +59,7 @@ impl MetaKey {
             MetaKey::RealmKeys => "realm_keys",
             MetaKey::LastSyncSuccess => "last_sync_success",
             MetaKey::LastReconcile => "last_reconcile",
+            MetaKey::SyncWaitingBuilt => "sync_waiting/built",
             MetaKey::CallDurations => "keycloak_call_durations",
         }
     }
@@ -123,6 +127,12 @@ impl Counter {
 /// u64 big-endian), kept by every queue transaction.
 pub fn sync_count_key(status: &str) -> String {
     format!("sync_count/{status}")
+}
+
+/// The key of the counter of queue items of sync type `sync_type` still waiting (pending or
+/// in flight): `sync_waiting/<type>`, u64 big-endian, kept by every queue transaction.
+pub fn sync_waiting_key(sync_type: &str) -> String {
+    format!("sync_waiting/{sync_type}")
 }
 
 /// A stored u64 (8 bytes big-endian); 0 when absent or malformed.

@@ -1,6 +1,6 @@
 //! Per-status item counters kept in `meta` by every queue transaction, so counts are O(1).
 
-use super::{tx_result, QueueError, SyncQueue, SyncStatus};
+use super::{tx_result, QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
 use crate::store::meta::{self, MetaKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionError;
@@ -77,6 +77,59 @@ pub(super) fn count_deltas(
     deltas
 }
 
+/// Whether an item in `status` still waits to reach Keycloak (pending or in flight).
+fn waiting(status: SyncStatus) -> bool {
+    matches!(status, SyncStatus::Pending | SyncStatus::Processing)
+}
+
+fn type_index(t: SyncType) -> usize {
+    SyncType::EVERY.iter().position(|x| *x == t).unwrap_or(0)
+}
+
+/// Net change of each type's waiting counter for a set of item changes. Pure.
+pub(super) fn waiting_deltas<'a>(
+    changes: impl IntoIterator<Item = (Option<&'a SyncItem>, &'a SyncItem)>,
+) -> [i64; 5] {
+    let mut deltas = [0i64; 5];
+    for (old, new) in changes {
+        if let Some(old) = old.filter(|o| waiting(o.status)) {
+            deltas[type_index(old.sync_type)] -= 1;
+        }
+        if waiting(new.status) {
+            deltas[type_index(new.sync_type)] += 1;
+        }
+    }
+    deltas
+}
+
+/// Adds `deltas` to the per-type waiting counters inside a transaction on `meta`.
+pub(super) fn apply_waiting_deltas(
+    meta: &sled::transaction::TransactionalTree,
+    deltas: &[i64; 5],
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    for (t, delta) in SyncType::EVERY.iter().zip(deltas) {
+        if *delta != 0 {
+            add(meta, &meta::sync_waiting_key(t.as_str()), *delta)?;
+        }
+    }
+    Ok(())
+}
+
+fn add(
+    meta: &sled::transaction::TransactionalTree,
+    key: &str,
+    delta: i64,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    let old = meta::read_u64(meta.get(key.as_bytes())?.as_deref());
+    let new = if delta < 0 {
+        old.saturating_sub(delta.unsigned_abs())
+    } else {
+        old.saturating_add(delta.unsigned_abs())
+    };
+    meta.insert(key.as_bytes(), &new.to_be_bytes()[..])?;
+    Ok(())
+}
+
 /// Adds `deltas` to the counters inside a transaction on `meta`.
 pub(super) fn apply_deltas(
     meta: &sled::transaction::TransactionalTree,
@@ -123,6 +176,31 @@ impl SyncQueue {
         Ok(c)
     }
 
+    /// Items still waiting to reach Keycloak (pending or in flight), per sync type, in
+    /// [`SyncType::EVERY`]'s order: from counters kept by every write, so O(1); built by one
+    /// scan on a database from before them.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] when the database fails.
+    pub fn waiting_by_type(&self) -> Result<Vec<(SyncType, usize)>, QueueError> {
+        if self
+            .store
+            .meta
+            .get(MetaKey::SyncWaitingBuilt.name().as_bytes())?
+            .is_none()
+        {
+            self.rebuild_counts()?;
+        }
+        let mut out = Vec::new();
+        for t in SyncType::EVERY {
+            let key = meta::sync_waiting_key(t.as_str());
+            let n = meta::read_u64(self.store.meta.get(key.as_bytes())?.as_deref());
+            out.push((t, usize::try_from(n).unwrap_or(usize::MAX)));
+        }
+        Ok(out)
+    }
+
     /// Recounts every item (one scan) and stores the counters. Runs by itself once on a
     /// database that has none; callable to repair counters after damage was found.
     ///
@@ -132,13 +210,24 @@ impl SyncQueue {
     pub fn rebuild_counts(&self) -> Result<QueueCounts, QueueError> {
         let _g = self.guard();
         let mut c = QueueCounts::default();
-        self.for_each_item(|item| *c.slot(item.status) += 1)?;
+        let mut by_type = [0u64; 5];
+        self.for_each_item(|item| {
+            *c.slot(item.status) += 1;
+            if waiting(item.status) {
+                by_type[type_index(item.sync_type)] += 1;
+            }
+        })?;
         let result: Result<(), TransactionError<()>> = self.store.meta.transaction(|meta| {
             for status in ALL_STATUSES {
                 let n = c.of(status) as u64;
                 meta.insert(count_key(status).as_bytes(), &n.to_be_bytes()[..])?;
             }
+            for (t, n) in SyncType::EVERY.iter().zip(by_type) {
+                let key = meta::sync_waiting_key(t.as_str());
+                meta.insert(key.as_bytes(), &n.to_be_bytes()[..])?;
+            }
             meta.insert(COUNTS_BUILT.as_bytes(), &[1u8][..])?;
+            meta.insert(MetaKey::SyncWaitingBuilt.name().as_bytes(), &[1u8][..])?;
             Ok(())
         });
         tx_result(result)?;

@@ -27,6 +27,15 @@ pub enum SyncType {
 }
 
 impl SyncType {
+    /// Every type, in [`SyncType::ALL`]'s order.
+    pub const EVERY: [SyncType; 5] = [
+        SyncType::PasswordChange,
+        SyncType::UserCreate,
+        SyncType::UserDisable,
+        SyncType::UserEnable,
+        SyncType::UserDelete,
+    ];
+
     /// Every known type, for error messages and `--help`.
     pub const ALL: &'static [&'static str] = &[
         "password_change",

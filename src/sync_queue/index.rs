@@ -1,7 +1,7 @@
 //! The big-endian index keys (order, delayed, by user) and the one write transaction that keeps
 //! an item, its index entries and the per-status counters together.
 
-use super::counts::{apply_deltas, count_deltas};
+use super::counts::{apply_deltas, apply_waiting_deltas, count_deltas, waiting_deltas};
 use super::item::encode_item;
 use super::local_change::{apply_local_change, LocalChange, WriteAbort};
 use super::{QueueError, SyncItem, SyncQueue, SyncStatus};
@@ -109,6 +109,7 @@ impl SyncQueue {
                 .iter()
                 .map(|(old, new)| (old.as_ref().map(|o| o.status), Some(new.status))),
         );
+        let waiting = waiting_deltas(changes.iter().map(|(old, new)| (old.as_ref(), new)));
         let s = &self.store;
         let result: Result<(), TransactionError<WriteAbort>> = (
             &s.sync_items,
@@ -126,6 +127,7 @@ impl SyncQueue {
                         apply_local_change(users, cache, local)?;
                     }
                     apply_deltas(meta, &deltas)?;
+                    apply_waiting_deltas(meta, &waiting)?;
                     if let Some(counter) = counter {
                         meta::bump_in(meta, counter, 1)?;
                     }

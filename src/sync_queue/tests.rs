@@ -911,12 +911,18 @@ fn one_users_changes_go_in_the_order_they_were_made() {
     for c in first {
         c.complete().unwrap();
     }
-    let next = q.claim(10).unwrap();
+    let mut next = q.claim(10).unwrap();
     assert_eq!(
         next.iter().map(Claimed::id).collect::<Vec<_>>(),
         vec![second_pw]
     );
     assert_eq!(password_of(&next[0]), "Third-Password-3");
+    let waiting = q.waiting_by_type().unwrap();
+    assert_eq!(waiting[0], (SyncType::PasswordChange, 1), "{waiting:?}");
+    assert!(waiting[1..].iter().all(|(_, n)| *n == 0), "{waiting:?}");
+    next.remove(0).release(None).unwrap();
+    q.rebuild_counts().unwrap();
+    assert_eq!(q.waiting_by_type().unwrap(), waiting, "a scan agrees");
     assert!(matches!(
         SyncData::parse("user_delete", &json!({"x": 1})),
         Err(QueueError::BadData { .. })

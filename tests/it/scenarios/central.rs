@@ -524,6 +524,16 @@ pub fn managed_users_reach_keycloak_in_order(server: &dyn Server) {
         None,
         "nothing reached Keycloak yet"
     );
+    let waiting = keycloak_resilient::overview::gather(&p.online)
+        .unwrap()
+        .waiting_by_type;
+    for (t, n) in [
+        ("password_change", 1),
+        ("user_create", 1),
+        ("user_disable", 1),
+    ] {
+        assert_eq!(waiting.get(t), Some(&n), "{t}: {waiting:?}");
+    }
 
     let fixed_env = TestEnv::new(
         &server.url(),
