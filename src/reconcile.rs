@@ -10,7 +10,7 @@
 //! is left alone: without the whole list, "not there" proves nothing.
 //!
 //! Memory: the listing keeps each Keycloak user's name, id and enabled flag (about 100 bytes
-//! a user), not their representations.
+//! a user), not their representations; the local accounts are read one at a time.
 
 use crate::auth::{Auth, LoginError};
 pub use crate::central::ReconcileReport;
@@ -47,12 +47,10 @@ pub struct Listing {
 pub fn plan(auth: &Auth) -> Result<Result<Planned, String>, LoginError> {
     let config = auth.client().config();
     let mut realms = BTreeSet::from([config.keycloak.realm.clone()]);
-    let packages: BTreeSet<String> = auth
-        .users()
-        .list()?
-        .into_iter()
-        .map(|u| u.package)
-        .collect();
+    let mut packages = BTreeSet::new();
+    for user in auth.users().each() {
+        packages.insert(user?.package);
+    }
     realms.extend(packages.iter().map(|p| config.package(p).realm));
     let kc = auth.client().keycloak();
     Ok(match kc.admit(CallKind::Request, kc.timeout()) {
@@ -125,7 +123,8 @@ pub fn apply(auth: &Auth, listing: Listing) -> Result<ReconcileReport, LoginErro
         ..ReconcileReport::default()
     };
     let mut matched: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for user in auth.users().list()? {
+    for user in auth.users().each() {
+        let user = user?;
         let realm = config.package(&user.package).realm;
         let Some(listed) = listing.complete.get(&realm) else {
             continue;

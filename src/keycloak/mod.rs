@@ -468,18 +468,7 @@ impl KeycloakClient {
                 .query(&[("username", username), ("exact", "true")])
                 .bearer_auth(token)
         })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = self.error_body(resp)?;
-            if status == StatusCode::NOT_FOUND {
-                return Err(realm_missing(realm, &body));
-            }
-            return Err(KcError::Rejected(Rejection::Other {
-                status: status.as_u16(),
-                reason: body.reason(),
-            }));
-        }
-        let users: Vec<KcUser> = self.json_body(resp)?;
+        let users: Vec<KcUser> = self.realm_read(realm, resp)?;
         Ok(users.into_iter().find(|u| {
             u.username.eq_ignore_ascii_case(username) || u.username == username.to_lowercase()
         }))
@@ -679,6 +668,27 @@ fn user_route_404(what: &str, body: &ErrorBody) -> KcError {
 }
 
 impl KeycloakClient {
+    /// The JSON answer of a read of the realm's admin API (user search, user list): a 404 is
+    /// a realm Keycloak does not have (our configuration), another refusal Keycloak's reason.
+    fn realm_read<T: serde::de::DeserializeOwned>(
+        &self,
+        realm: &str,
+        resp: Response,
+    ) -> Result<T, KcError> {
+        let status = resp.status();
+        if status.is_success() {
+            return self.json_body(resp);
+        }
+        let body = self.error_body(resp)?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(realm_missing(realm, &body));
+        }
+        Err(KcError::Rejected(Rejection::Other {
+            status: status.as_u16(),
+            reason: body.reason(),
+        }))
+    }
+
     /// Reads a JSON success body; anything else means we are not talking to Keycloak.
     fn json_body<T: serde::de::DeserializeOwned>(&self, resp: Response) -> Result<T, KcError> {
         let status = resp.status().as_u16();

@@ -70,18 +70,7 @@ impl KeycloakClient {
                 ])
                 .bearer_auth(token)
         })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = self.error_body(resp)?;
-            if status == StatusCode::NOT_FOUND {
-                return Err(realm_missing(realm, &body));
-            }
-            return Err(KcError::Rejected(Rejection::Other {
-                status: status.as_u16(),
-                reason: body.reason(),
-            }));
-        }
-        self.json_body(resp)
+        self.realm_read(realm, resp)
     }
 }
 

@@ -489,6 +489,18 @@ impl LocalUsers {
         Ok(users)
     }
 
+    /// Every account in key order, one at a time (memory stays flat however many there
+    /// are): for passes over all of them, such as a reconcile.
+    ///
+    /// # Errors
+    /// A store error, including a record that does not decode (never skipped silently).
+    pub fn each(&self) -> impl Iterator<Item = Result<LocalUser, UserError>> + '_ {
+        self.store.local_users.iter().map(|item| {
+            let (_, bytes) = item.map_err(StoreError::from)?;
+            Ok(record::decode(&bytes)?)
+        })
+    }
+
     /// Every account, sorted by package, then username (ignoring case).
     ///
     /// # Errors
@@ -515,14 +527,18 @@ impl LocalUsers {
     /// As [`Self::list`].
     pub fn locked(&self) -> Result<Vec<(String, String, DateTime<Utc>)>, UserError> {
         let now = self.clock.now();
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter_map(|u| {
-                let until = u.lockout.is_locked(now)?;
-                Some((u.username, u.package, until))
-            })
-            .collect())
+        // One account at a time: `status` must not hold every account to find the few locked.
+        let mut locked = Vec::new();
+        for user in self.each() {
+            let u = user?;
+            if let Some(until) = u.lockout.is_locked(now) {
+                locked.push((u.username, u.package, until));
+            }
+        }
+        locked.sort_by(|a, b| {
+            (&a.1, a.0.to_lowercase(), &a.0).cmp(&(&b.1, b.0.to_lowercase(), &b.0))
+        });
+        Ok(locked)
     }
 
     /// Checks `password` for an account and records the outcome (failed-login count, lock,

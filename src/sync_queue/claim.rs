@@ -1,7 +1,6 @@
 //! Claiming the next batch: promote due backing-off items, then take the first keys of the order
 //! index, one password change per user at a time.
 
-use super::index::by_user_prefix;
 use super::index::{delayed_key, id_of, is_damage};
 use super::{Claimed, QueueError, SyncItem, SyncQueue, SyncStatus};
 use chrono::{DateTime, Utc};
@@ -142,15 +141,7 @@ impl SyncQueue {
         item: &SyncItem,
         except: &[uuid::Uuid],
     ) -> Result<bool, QueueError> {
-        for entry in self
-            .store
-            .sync_by_user
-            .scan_prefix(by_user_prefix(item.account_key()))
-        {
-            let (key, _) = entry?;
-            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
-                continue;
-            };
+        for id in self.pending_ids_of(item.account_key())? {
             if id == item.sync_id || except.contains(&id) {
                 continue;
             }

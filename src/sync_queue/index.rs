@@ -83,6 +83,24 @@ pub(super) fn tx_result(result: Result<(), TransactionError<()>>) -> Result<(), 
 }
 
 impl SyncQueue {
+    /// The ids of an account's pending items, from `sync_by_user` (a user's own few: a prefix
+    /// scan). A malformed entry is logged and skipped.
+    pub(super) fn pending_ids_of(&self, account_key: Vec<u8>) -> Result<Vec<Uuid>, QueueError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .store
+            .sync_by_user
+            .scan_prefix(by_user_prefix(account_key))
+        {
+            let (key, _) = entry?;
+            match key.get(key.len().saturating_sub(16)..).and_then(id_of) {
+                Some(id) => ids.push(id),
+                None => log::error!("sync_by_user entry with a malformed sync id: skipped"),
+            }
+        }
+        Ok(ids)
+    }
+
     /// Writes item changes and their index entries in one transaction. Index membership is
     /// derived from the record alone: pending and not delayed → `sync_order`; pending and
     /// delayed → `sync_delayed`; pending (any type) → `sync_by_user` as well;

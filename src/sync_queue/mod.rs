@@ -58,7 +58,7 @@ use crate::clock::SharedClock;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Utc};
 use counts::{apply_deltas, count_deltas};
-use index::{by_user_prefix, id_of, is_damage, key_name, tx_result};
+use index::{id_of, is_damage, key_name, tx_result};
 use item::decode_item;
 use sled::transaction::TransactionError;
 use sled::Transactional;
@@ -334,15 +334,7 @@ impl SyncQueue {
     fn has_pending(&self, account: &Account, of: Option<SyncType>) -> Result<bool, QueueError> {
         let wanted = account.key();
         let fits = |item: &SyncItem| of.is_none_or(|t| item.sync_type == t);
-        for entry in self
-            .store
-            .sync_by_user
-            .scan_prefix(by_user_prefix(wanted.clone()))
-        {
-            let (key, _) = entry?;
-            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
-                continue;
-            };
+        for id in self.pending_ids_of(wanted.clone())? {
             if let Some(item) = self.get(id)? {
                 if fits(&item) {
                     return Ok(true);

@@ -1,7 +1,7 @@
 //! Moving an item on: complete, fail, retry, release — with "last password wins" applied whenever
 //! an item becomes pending again — and recovery of items a crash left in flight.
 
-use super::index::{by_user_prefix, id_of, is_damage, Changes};
+use super::index::{id_of, is_damage, Changes};
 use super::item::finish;
 use super::{QueueError, SyncItem, SyncQueue, SyncStatus, SyncType};
 use crate::store::meta::Counter;
@@ -132,16 +132,7 @@ impl SyncQueue {
             return Ok(Vec::new());
         }
         let mut siblings = Vec::new();
-        for entry in self
-            .store
-            .sync_by_user
-            .scan_prefix(by_user_prefix(item.account_key()))
-        {
-            let (key, _) = entry?;
-            let Some(id) = key.get(key.len().saturating_sub(16)..).and_then(id_of) else {
-                log::error!("sync_by_user entry with a malformed sync id: skipped");
-                continue;
-            };
+        for id in self.pending_ids_of(item.account_key())? {
             if id == item.sync_id {
                 continue;
             }
