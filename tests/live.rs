@@ -30,6 +30,7 @@ use common::{
     acct, repo_file, unique_user, TestEnv, Tuning, ADMIN_CLIENT_SECRET, LOGIN_CLIENT_SECRET,
     PACKAGE,
 };
+use keycloak_resilient::auth::FailReason;
 use keycloak_resilient::keycloak::Rejection;
 use keycloak_resilient::sessions::AuthMode;
 use keycloak_resilient::sync_queue::SyncStatus;
@@ -1186,23 +1187,26 @@ fn live_disabled_carol_rejected_circuit_stays_closed() {
                     .is_none(),
                 "nothing cached for carol"
             );
-            // Local auth is primary: a local carol still logs in, Keycloak took part (online) but
-            // vouched for nothing.
+            // Keycloak decides accounts (issue 12): a local carol is refused and disabled here,
+            // with Keycloak as the source; Keycloak took part (online) and vouched for nothing.
+            let carol = keycloak_resilient::Account::new("carol", PACKAGE).unwrap();
             auth.users()
-                .add(
-                    &keycloak_resilient::Account::new("carol", PACKAGE).unwrap(),
-                    "Carol-Password-1",
-                )
+                .add(&carol, "Carol-Password-1")
                 .expect("add local carol");
             let r = auth
                 .login(&acct("carol", PACKAGE), "Carol-Password-1")
                 .expect("login");
             assert_eq!(
-                (r.success, r.auth_mode, r.keycloak_status),
-                (true, Some(AuthMode::Local), "online"),
+                (r.success, r.reason, r.keycloak_status),
+                (false, Some(FailReason::AccountDisabled), "online"),
                 "{r:?}"
             );
             assert!(r.access_token.is_none(), "{r:?}");
+            let record = auth.users().get(&carol).unwrap().expect("carol");
+            assert_eq!(
+                record.disabled_by,
+                Some(keycloak_resilient::local_users::Origin::Keycloak)
+            );
             let s = auth.client().get_status().expect("status");
             assert!(s.available, "{s:?}");
             assert_eq!(
