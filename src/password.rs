@@ -46,17 +46,24 @@ pub fn check_password(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Largest argon2 memory cost accepted, in KiB (1 GiB).
-const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
+// The cost caps: what one login attempt can afford on a small server, about half a second of
+// one core at most (a hash over them would let anyone holding a user name make the service
+// allocate or compute that much per attempt). Imports refuse such hashes, and [`verify`] never
+// runs them.
+/// Largest argon2 memory cost accepted, in KiB (64 MiB, RFC 9106's second recommended option).
+pub const ARGON2_MAX_M_KIB: u32 = 64 * 1024;
 /// Largest argon2 time cost (passes) accepted.
-const ARGON2_MAX_T: u32 = 64;
-/// Largest argon2 parallelism accepted.
-const ARGON2_MAX_P: u32 = 64;
+pub const ARGON2_MAX_T: u32 = 10;
+/// Largest argon2 parallelism accepted (the lanes run one after the other here).
+pub const ARGON2_MAX_P: u32 = 4;
+/// Largest argon2 memory × passes accepted, in KiB: 64 MiB three times (RFC 9106's m=64 MiB,
+/// t=3); m=19 MiB with t=10 passes, 64 MiB with t=10 does not.
+pub const ARGON2_MAX_WORK_KIB: u64 = 3 * 64 * 1024;
 /// Largest PBKDF2 iteration count accepted (Keycloak's own default is 210 000 for SHA-512,
-/// OWASP's 600 000 for SHA-256; ten million is far past any real deployment).
-const PBKDF2_MAX_ROUNDS: u32 = 10_000_000;
-/// Largest bcrypt cost accepted (2^16 rounds: several seconds per login already).
-const BCRYPT_MAX_COST: u32 = 16;
+/// OWASP's 600 000 for SHA-256).
+pub const PBKDF2_MAX_ROUNDS: u32 = 2_000_000;
+/// Largest bcrypt cost accepted (2^13 rounds, about half a second per login).
+pub const BCRYPT_MAX_COST: u32 = 13;
 
 /// An argon2id hash with the default parameters, for [`verify_dummy`] if hashing ever failed.
 const DUMMY_FALLBACK: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
@@ -293,13 +300,19 @@ fn argon2_family(hash: &str) -> Result<HashFamily, String> {
     }
     let params = argon2::Params::try_from(&parsed)
         .map_err(|e| format!("argon2 hash has invalid parameters: {e}"))?;
+    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
     if params.m_cost() > ARGON2_MAX_M_KIB
         || params.t_cost() > ARGON2_MAX_T
         || params.p_cost() > ARGON2_MAX_P
+        || work > ARGON2_MAX_WORK_KIB
     {
         return Err(format!(
-            "argon2 hash cost is beyond the accepted limits (m ≤ {ARGON2_MAX_M_KIB} KiB, \
-             t ≤ {ARGON2_MAX_T}, p ≤ {ARGON2_MAX_P})"
+            "argon2 hash cost (m={}, t={}, p={}) is more than a login can afford (m ≤ \
+             {ARGON2_MAX_M_KIB} KiB, t ≤ {ARGON2_MAX_T}, p ≤ {ARGON2_MAX_P}, m × t ≤ \
+             {ARGON2_MAX_WORK_KIB}); rehash it with a lower cost before importing",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
         ));
     }
     Ok(family)
@@ -325,7 +338,9 @@ fn pbkdf2_family(hash: &str) -> Result<HashFamily, String> {
     })?;
     if params.rounds() > PBKDF2_MAX_ROUNDS {
         return Err(format!(
-            "pbkdf2 hash iteration count is beyond the accepted limit ({PBKDF2_MAX_ROUNDS})"
+            "pbkdf2 hash iteration count {} is more than a login can afford (at most \
+             {PBKDF2_MAX_ROUNDS}); rehash it with fewer iterations before importing",
+            params.rounds()
         ));
     }
     Ok(family)
@@ -336,9 +351,15 @@ fn bcrypt_family(hash: &str) -> Result<HashFamily, String> {
         .parse()
         .map_err(|_| "malformed bcrypt hash (60 characters `$2b$NN$` + 53 expected)".to_string())?;
     let cost = parts.get_cost();
-    if !(4..=BCRYPT_MAX_COST).contains(&cost) {
+    if cost < 4 {
         return Err(format!(
-            "bcrypt cost {cost} is outside the accepted range 4..={BCRYPT_MAX_COST}"
+            "bcrypt cost {cost} is below bcrypt's minimum of 4"
+        ));
+    }
+    if cost > BCRYPT_MAX_COST {
+        return Err(format!(
+            "bcrypt cost {cost} is more than a login can afford (at most {BCRYPT_MAX_COST}); \
+             rehash it with a lower cost before importing"
         ));
     }
     Ok(HashFamily::Bcrypt)
@@ -494,6 +515,40 @@ mod tests {
         assert!(check_importable(secretish)
             .unwrap_err()
             .contains("`$6$` is not accepted"));
+    }
+
+    /// Issue 15 point 5: costs a login cannot afford are refused, naming the cost and the cap;
+    /// the caps themselves are accepted.
+    #[test]
+    fn costs_beyond_what_a_login_affords_are_refused_naming_the_cap() {
+        let salt = "c29tZXNhbHRzb21lc2FsdA";
+        let out = "O7Dvn6Vn6bc3jdnbCs8Hq4DAIXyEn3nD8PqYaEDMF3A";
+        let argon = |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${out}");
+        for ok in [argon(65536, 3, 4), argon(19456, 10, 1), argon(7168, 5, 1)] {
+            assert_eq!(family(&ok), Ok(HashFamily::Argon2id), "{ok}");
+        }
+        for (bad, cap) in [
+            (argon(65537, 1, 1), "m ≤ 65536 KiB"),
+            (argon(1024 * 1024, 1, 1), "m ≤ 65536 KiB"),
+            (argon(8192, 11, 1), "t ≤ 10"),
+            (argon(8192, 1, 5), "p ≤ 4"),
+            (argon(65536, 4, 1), "m × t ≤ 196608"),
+        ] {
+            let err = check_importable(&bad).unwrap_err();
+            assert!(err.contains("more than a login can afford") && err.contains(cap), "{err}");
+            assert!(!verify("anything", &bad));
+        }
+        let bc = bcrypt::hash("pw", 4).unwrap();
+        let at = |cost: &str| format!("$2b${cost}{}", &bc[6..]);
+        assert_eq!(family(&at("13")), Ok(HashFamily::Bcrypt));
+        let err = check_importable(&at("14")).unwrap_err();
+        assert!(err.contains("bcrypt cost 14") && err.contains("at most 13"), "{err}");
+        let pb = |i: u32| {
+            format!("$pbkdf2-sha256$i={i},l=32$MDEyMzQ1Njc4OWFiY2RlZg$O7Dvn6Vn6bc3jdnbCs8Hq4DAIXyEn3nD8PqYaEDMF3A")
+        };
+        assert_eq!(family(&pb(2_000_000)), Ok(HashFamily::Pbkdf2Sha256));
+        let err = check_importable(&pb(2_000_001)).unwrap_err();
+        assert!(err.contains("2000001") && err.contains("at most 2000000"), "{err}");
     }
 
     #[test]

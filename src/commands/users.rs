@@ -229,11 +229,11 @@ pub(super) fn user_import(auth: &Auth, file: &Path, json: bool, io: &mut Io) -> 
             file.display()
         ))
     })?;
-    // A file that cannot be opened is an I/O problem (exit 3), not a bad argument.
-    let reader = std::fs::File::open(file)
-        .map(std::io::BufReader::new)
-        .with_context(|| format!("opening import file {}", file.display()))?;
-    let report = auth.users().import(reader, format)?;
+    let reader = std::io::BufReader::new(open_import(file)?);
+    let report = auth
+        .users()
+        .import(reader, format)
+        .with_context(|| format!("import file {}", file.display()))?;
     if json {
         let view = ImportView {
             errors: report
@@ -261,6 +261,42 @@ pub(super) fn user_import(auth: &Auth, file: &Path, json: bool, io: &mut Io) -> 
     } else {
         EXIT_REFUSED
     })
+}
+
+/// Opens an import file, refusing anything but a regular file once symlinks are followed: a
+/// device has no end (`/dev/zero`), a FIFO may block forever. The open is non-blocking, so a
+/// FIFO is refused rather than waited on, and the type is read from the opened file, so
+/// nothing can be swapped in between. A file that cannot be opened is an I/O problem (exit 3),
+/// one of the wrong type a bad argument (exit 2).
+fn open_import(file: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(file)
+        .with_context(|| format!("opening import file {}", file.display()))?;
+    let kind = opened
+        .metadata()
+        .with_context(|| format!("opening import file {}", file.display()))?
+        .file_type();
+    let what = if kind.is_file() {
+        return Ok(opened);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(InputError(format!(
+        "import file {}: is {what}, not a regular file (symlinks are followed); import from a file",
+        file.display()
+    ))
+    .into())
 }
 
 /// One user in `user list --json` (never the hash).

@@ -114,6 +114,7 @@ impl Preset {
 // ---------------------------------------------------------------------------------------------
 // Stage 1: the file as written, and the steps that build each section (in `raw`).
 
+pub mod limits;
 mod raw;
 pub mod secrets;
 
@@ -316,13 +317,7 @@ pub struct Config {
 impl Config {
     /// Reads, parses and validates `path`, taking secrets from the environment where set.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.to_path_buf(),
-            reason: match e.kind() {
-                std::io::ErrorKind::NotFound => "not found (pass --config FILE)".to_string(),
-                _ => e.to_string(),
-            },
-        })?;
+        let text = limits::read(path)?;
         Self::parse(&text, path, &|name| std::env::var(name).ok())
     }
 
@@ -332,6 +327,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        limits::check(text, path)?;
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),
             reason: without_string_values(&one_line(&e.to_string())),

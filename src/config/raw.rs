@@ -123,6 +123,39 @@ struct RawAuth {
     session_ttl_seconds: Option<i64>,
 }
 
+/// Checks a URL's host name as DNS has it (RFC 1123): dot-separated labels of 1 to 63
+/// letters, digits, `-` (never first or last) or `_` (container and service names use it),
+/// 253 characters at most, one trailing dot allowed. The `url` crate has already lowered it
+/// and turned any non-ASCII name into punycode. The name is not quoted back: it is part of a
+/// URL, which may be a secret's neighbour.
+fn check_host_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err("the host name must be 1 to 253 characters long".to_string());
+    }
+    for (i, label) in bare.split('.').enumerate() {
+        let n = i + 1;
+        if label.is_empty() {
+            return Err(format!("label {n} of the host name is empty (`..` or a leading dot)"));
+        }
+        if label.len() > 63 {
+            return Err(format!("label {n} of the host name is longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {n} of the host name starts or ends with '-'"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "label {n} of the host name has a character other than a letter, a digit, '-' or '_'"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl RawConfig {
     /// The whole configuration, section by section in file order (so the first wrong key is
     /// the one reported); `path` is the file it came from, `env` reads the environment.
@@ -433,6 +466,12 @@ impl Validator<'_> {
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(self.invalid(key, "must be an http:// or https:// URL"));
         }
+        if let Some(name) = parsed.domain() {
+            check_host_name(name).map_err(|reason| self.invalid(key, reason))?;
+        }
+        if parsed.port() == Some(0) {
+            return Err(self.invalid(key, "port 0 is not a port one can connect to"));
+        }
         // `http://user:pw@host` would print the password wherever the URL is shown (status,
         // the start banner, error messages); Keycloak credentials belong in client_secret.
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -642,5 +681,49 @@ impl Validator<'_> {
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15 point 5: a host name DNS would refuse, and port 0, are refused naming the key
+    /// (and never quoting the URL); real names, IPs and ports pass.
+    #[test]
+    fn server_urls_with_impossible_hosts_or_port_0_are_refused() {
+        let parse = |url: &str| {
+            let yaml = format!("keycloak:\n  server_url: {url}\n  realm: demo\n  client_id: web\n");
+            Config::parse(&yaml, Path::new("/etc/kr/config.yaml"), &|_| None)
+        };
+        for ok in [
+            "http://localhost:8080",
+            "https://kc.example.com/",
+            "https://kc.example.com./auth",
+            "http://keycloak_1:8080",
+            "http://10.0.0.1:8443",
+            "http://[::1]:8080",
+            "https://xn--bcher-kva.example",
+            "https://bücher.example",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok).err());
+        }
+        for (bad, why) in [
+            ("https://-invalid-.example/", "starts or ends with '-'"),
+            ("https://kc-.example/", "starts or ends with '-'"),
+            ("https://kc..example/", "label 2 of the host name is empty"),
+            ("https://kc.exa$mple/", "other than a letter"),
+            ("http://localhost:0", "port 0"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("config file /etc/kr/config.yaml: keycloak.server_url: "),
+                "{err}"
+            );
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("example"), "{err}");
+        }
+        let long = format!("https://{}.example", "a".repeat(64));
+        assert!(parse(&long).unwrap_err().to_string().contains("longer than 63"));
     }
 }

@@ -3,12 +3,25 @@
 //! A bad row is reported with its line number and never stops the rest; nothing in a report
 //! quotes a password or a hash. Rows go through the same checks as [`LocalUsers::add`] (names,
 //! passwords) plus [`password::check_importable`] for hashes.
+//!
+//! The input is streamed, never read whole, and bounded: a row is at most [`MAX_ROW_BYTES`],
+//! a file at most [`MAX_LINES`] lines and [`MAX_BYTES`] bytes. A file linked to `/dev/zero`
+//! once grew the process to 23 GB; now the first over-long row stops the import (rows before it
+//! stay imported), naming the line and the cap. The service runs imports for socket callers,
+//! so the same bounds protect it.
 
 use super::{check_password, hash, LocalUsers, UserError};
 use crate::account::Account;
 use crate::password;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
+
+/// Longest import row accepted, in bytes, line end excluded (64 KiB: a row is a few hundred).
+pub const MAX_ROW_BYTES: usize = 64 * 1024;
+/// Most lines an import reads (blank, comment and header lines included).
+pub const MAX_LINES: usize = 1_000_000;
+/// Most bytes an import reads (256 MiB).
+pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The layout of an import file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +102,13 @@ impl LocalUsers {
     /// exists" and counted in `skipped_existing`). Hashes are checked with
     /// [`password::check_importable`]; plain passwords are hashed with argon2id.
     ///
+    /// At most [`MAX_LINES`] lines and [`MAX_BYTES`] bytes are read, each line at most
+    /// [`MAX_ROW_BYTES`]: past a bound the import stops (what was imported before stays).
+    ///
     /// # Errors
-    /// [`UserError::BadInput`] when a CSV header is missing or unusable, [`UserError::Read`] when
-    /// the reader fails (what was imported before stays), or a store error.
+    /// [`UserError::BadInput`] when a CSV header is missing or unusable or a bound is passed
+    /// (naming the line and the bound), [`UserError::Read`] when the reader fails (what was
+    /// imported before stays), or a store error.
     pub fn import(
         &self,
         mut reader: impl BufRead,
@@ -101,10 +118,13 @@ impl LocalUsers {
         let mut header: Option<CsvHeader> = None;
         let mut buf = Vec::new();
         let mut line_no = 0usize;
+        let mut total = 0u64;
         let result = loop {
             buf.clear();
             line_no += 1;
-            match reader.read_until(b'\n', &mut buf) {
+            // One byte more than a row may have, plus its line end: enough to tell.
+            let bound = (MAX_ROW_BYTES + 2) as u64;
+            match (&mut reader).take(bound).read_until(b'\n', &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(_) => {}
                 Err(cause) => {
@@ -113,6 +133,9 @@ impl LocalUsers {
                         cause,
                     })
                 }
+            }
+            if let Err(e) = check_bounds(&buf, line_no, &mut total) {
+                break Err(e);
             }
             let Ok(text) = std::str::from_utf8(&buf) else {
                 report.errors.push((line_no, "not valid UTF-8".to_string()));
@@ -191,6 +214,32 @@ impl LocalUsers {
             Err(e) => Err(RowError::Fatal(e)),
         }
     }
+}
+
+/// Refuses line `line_no` (as read, line end included) when it is longer than
+/// [`MAX_ROW_BYTES`] or takes the import past [`MAX_LINES`] or [`MAX_BYTES`]; adds its length
+/// to `total`.
+fn check_bounds(line: &[u8], line_no: usize, total: &mut u64) -> Result<(), UserError> {
+    let stop = "the import stops here; the rows before it were imported";
+    if line_no > MAX_LINES {
+        return Err(UserError::BadInput(format!(
+            "line {line_no}: an import file has at most {MAX_LINES} lines ({stop}; split the file)"
+        )));
+    }
+    let content = line.strip_suffix(b"\n").unwrap_or(line);
+    let content = content.strip_suffix(b"\r").unwrap_or(content);
+    if content.len() > MAX_ROW_BYTES {
+        return Err(UserError::BadInput(format!(
+            "line {line_no}: longer than {MAX_ROW_BYTES} bytes ({stop})"
+        )));
+    }
+    *total += line.len() as u64;
+    if *total > MAX_BYTES {
+        return Err(UserError::BadInput(format!(
+            "line {line_no}: an import file has at most {MAX_BYTES} bytes ({stop}; split the file)"
+        )));
+    }
+    Ok(())
 }
 
 /// Why one import row was not imported.
@@ -582,6 +631,48 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, UserError::BadInput(_)), "{input:?}: {err}");
         }
+    }
+
+    /// Issue 15 point 5: an endless row (`/dev/zero`) stops the import at the row cap, naming
+    /// the line; the rows before it stay imported.
+    #[test]
+    fn an_endless_row_stops_the_import_at_the_row_cap() {
+        let (users, _) = setup();
+        let first = "{\"username\":\"u1\",\"package\":\"web\",\"password\":\"pw\"}\n";
+        let endless = first.as_bytes().chain(std::io::repeat(0));
+        let err = users
+            .import(std::io::BufReader::new(endless), ImportFormat::JsonLines)
+            .unwrap_err();
+        assert!(matches!(err, UserError::BadInput(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("line 2: longer than 65536 bytes"), "{msg}");
+        assert!(is_ok(&users.verify(&acct("u1", "web"), "pw").unwrap()));
+        // A row of exactly the cap is read (and judged as a row).
+        let at_cap = format!("#{}\r\n", "x".repeat(MAX_ROW_BYTES - 1));
+        let report = users
+            .import(at_cap.as_bytes(), ImportFormat::JsonLines)
+            .unwrap();
+        assert!(report.errors.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn the_line_and_byte_caps_name_the_line_and_the_cap() {
+        let mut total = 0;
+        assert!(check_bounds(b"row\n", MAX_LINES, &mut total).is_ok());
+        assert_eq!(total, 4);
+        let err = check_bounds(b"row\n", MAX_LINES + 1, &mut total).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 1000001: an import file has at most 1000000 lines (the import stops here; \
+             the rows before it were imported; split the file)"
+        );
+        let mut total = MAX_BYTES - 4;
+        assert!(check_bounds(b"row\n", 7, &mut total).is_ok());
+        let err = check_bounds(b"\n", 8, &mut total).unwrap_err().to_string();
+        assert!(
+            err.starts_with("line 8: an import file has at most 268435456 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

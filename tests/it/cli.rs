@@ -985,6 +985,17 @@ fn user_import_reports_bad_rows_and_imports_good_ones() {
     assert!(one_line(&out).contains("unknown format"), "{out:?}");
     let out = kr(&env, &["user", "import", "/nonexistent/users.csv"], "").expect(3);
     assert!(one_line(&out).contains("/nonexistent/users.csv"), "{out:?}");
+    // Issue 15 point 5: what is not a regular file, even behind a symlink, is refused (exit 2,
+    // naming it) instead of being read without end; a FIFO is refused, not waited on.
+    let zero = dir.join("zero.jsonl");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let fifo = dir.join("fifo.csv");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (path, what) in [(&zero, "is a device"), (&fifo, "is a FIFO")] {
+        let out = kr(&env, &["user", "import", path.to_str().unwrap()], "").expect(2);
+        let line = one_line(&out);
+        assert!(line.contains(&format!("import file {}: {what}, not a regular file", path.display())), "{out:?}");
+    }
 
     let users = kr_json(&env, &["user", "list"], "", 0);
     let mut names: Vec<&str> = users
