@@ -352,9 +352,7 @@ fn bcrypt_family(hash: &str) -> Result<HashFamily, String> {
         .map_err(|_| "malformed bcrypt hash (60 characters `$2b$NN$` + 53 expected)".to_string())?;
     let cost = parts.get_cost();
     if cost < 4 {
-        return Err(format!(
-            "bcrypt cost {cost} is below bcrypt's minimum of 4"
-        ));
+        return Err(format!("bcrypt cost {cost} is below bcrypt's minimum of 4"));
     }
     if cost > BCRYPT_MAX_COST {
         return Err(format!(
@@ -523,7 +521,8 @@ mod tests {
     fn costs_beyond_what_a_login_affords_are_refused_naming_the_cap() {
         let salt = "c29tZXNhbHRzb21lc2FsdA";
         let out = "O7Dvn6Vn6bc3jdnbCs8Hq4DAIXyEn3nD8PqYaEDMF3A";
-        let argon = |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${out}");
+        let argon =
+            |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${out}");
         for ok in [argon(65536, 3, 4), argon(19456, 10, 1), argon(7168, 5, 1)] {
             assert_eq!(family(&ok), Ok(HashFamily::Argon2id), "{ok}");
         }
@@ -535,20 +534,29 @@ mod tests {
             (argon(65536, 4, 1), "m × t ≤ 196608"),
         ] {
             let err = check_importable(&bad).unwrap_err();
-            assert!(err.contains("more than a login can afford") && err.contains(cap), "{err}");
+            assert!(
+                err.contains("more than a login can afford") && err.contains(cap),
+                "{err}"
+            );
             assert!(!verify("anything", &bad));
         }
         let bc = bcrypt::hash("pw", 4).unwrap();
         let at = |cost: &str| format!("$2b${cost}{}", &bc[6..]);
         assert_eq!(family(&at("13")), Ok(HashFamily::Bcrypt));
         let err = check_importable(&at("14")).unwrap_err();
-        assert!(err.contains("bcrypt cost 14") && err.contains("at most 13"), "{err}");
+        assert!(
+            err.contains("bcrypt cost 14") && err.contains("at most 13"),
+            "{err}"
+        );
         let pb = |i: u32| {
             format!("$pbkdf2-sha256$i={i},l=32$MDEyMzQ1Njc4OWFiY2RlZg$O7Dvn6Vn6bc3jdnbCs8Hq4DAIXyEn3nD8PqYaEDMF3A")
         };
         assert_eq!(family(&pb(2_000_000)), Ok(HashFamily::Pbkdf2Sha256));
         let err = check_importable(&pb(2_000_001)).unwrap_err();
-        assert!(err.contains("2000001") && err.contains("at most 2000000"), "{err}");
+        assert!(
+            err.contains("2000001") && err.contains("at most 2000000"),
+            "{err}"
+        );
     }
 
     #[test]

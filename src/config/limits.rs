@@ -191,7 +191,9 @@ mod tests {
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
         std::fs::write(&file, "a: 1\n").unwrap();
         assert_eq!(read(&file).unwrap(), "a: 1\n");
-        let err = read(&dir.path().join("absent.yaml")).unwrap_err().to_string();
+        let err = read(&dir.path().join("absent.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not found"), "{err}");
     }
 }

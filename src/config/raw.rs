@@ -136,13 +136,19 @@ fn check_host_name(name: &str) -> Result<(), String> {
     for (i, label) in bare.split('.').enumerate() {
         let n = i + 1;
         if label.is_empty() {
-            return Err(format!("label {n} of the host name is empty (`..` or a leading dot)"));
+            return Err(format!(
+                "label {n} of the host name is empty (`..` or a leading dot)"
+            ));
         }
         if label.len() > 63 {
-            return Err(format!("label {n} of the host name is longer than 63 characters"));
+            return Err(format!(
+                "label {n} of the host name is longer than 63 characters"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label {n} of the host name starts or ends with '-'"));
+            return Err(format!(
+                "label {n} of the host name starts or ends with '-'"
+            ));
         }
         if !label
             .bytes()
@@ -724,6 +730,9 @@ mod tests {
             assert!(!err.contains("example"), "{err}");
         }
         let long = format!("https://{}.example", "a".repeat(64));
-        assert!(parse(&long).unwrap_err().to_string().contains("longer than 63"));
+        assert!(parse(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 63"));
     }
 }

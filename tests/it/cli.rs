@@ -994,7 +994,13 @@ fn user_import_reports_bad_rows_and_imports_good_ones() {
     for (path, what) in [(&zero, "is a device"), (&fifo, "is a FIFO")] {
         let out = kr(&env, &["user", "import", path.to_str().unwrap()], "").expect(2);
         let line = one_line(&out);
-        assert!(line.contains(&format!("import file {}: {what}, not a regular file", path.display())), "{out:?}");
+        assert!(
+            line.contains(&format!(
+                "import file {}: {what}, not a regular file",
+                path.display()
+            )),
+            "{out:?}"
+        );
     }
 
     let users = kr_json(&env, &["user", "list"], "", 0);
