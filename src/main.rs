@@ -7,6 +7,9 @@ use keycloak_resilient::logs::{self, Format, Style};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything creates a file: sled writes snapshots for as long as the process runs,
+    // and every one must be private (see `store::perms`).
+    keycloak_resilient::store::perms::narrow_process_umask();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => Format::Text,

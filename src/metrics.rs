@@ -2,7 +2,9 @@
 //!
 //! `metrics` prints it; `metrics --textfile PATH` writes it for node_exporter's textfile
 //! collector atomically (temp file in the same directory, then rename), so the collector never
-//! reads half a file.
+//! reads half a file. The file is 0644 whatever the umask: node_exporter (another user) must
+//! read it, and nobody but us may write it (a writable textfile lets anyone fake the
+//! monitoring).
 
 use crate::auth::Auth;
 use crate::keycloak::breaker::CircuitState;
@@ -295,7 +297,11 @@ fn call_durations(out: &mut String, store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` atomically: a temp file beside it, fsync, rename.
+/// The textfile's mode: readable by all, writable by its owner only.
+pub const TEXTFILE_MODE: u32 = 0o644;
+
+/// Writes `text` to `path` atomically: a temp file beside it, set to [`TEXTFILE_MODE`] on the
+/// open file (so the umask does not count), fsync, rename.
 pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     let dir = path
@@ -311,7 +317,14 @@ pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(TEXTFILE_MODE)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -320,4 +333,30 @@ pub fn write_textfile(path: &Path, text: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         anyhow::anyhow!("--textfile {}: {e}", path.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Issue 15 point 3: the textfile is 0644 even where a wide file (or a stale temp file)
+    /// was there before; its content is the text.
+    #[test]
+    fn the_textfile_is_0644_whatever_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kr.prom");
+        let stale = dir
+            .path()
+            .join(format!(".kr.prom.tmp.{}", std::process::id()));
+        for p in [&path, &stale] {
+            std::fs::write(p, "old").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        write_textfile(&path, "a 1\n").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 1\n");
+        assert!(!stale.exists());
+    }
 }

@@ -16,10 +16,14 @@
 //! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
 //! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
 //! | `meta` | name | every name listed in [`meta`]: breaker state, health probe, queue block, counters, schema version |
+//!
+//! The directory is its owner's alone: another user's is refused, and what is in it is kept
+//! 0600 / 0700 whatever the umask (see [`perms`]).
 
 pub mod codec;
 pub mod lock;
 pub mod meta;
+pub mod perms;
 pub mod seal;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -65,6 +69,18 @@ pub enum StoreError {
         holder: Option<lock::Holder>,
         /// How long we waited for it.
         waited: Duration,
+    },
+    /// The data directory, or a file in it, belongs to another user.
+    #[error("data directory {dir}: {path} is owned by uid {owner}, but this process runs as uid {euid}: refused (run it as uid {owner}, or give the directory to uid {euid} with chown -R)")]
+    Foreign {
+        /// The data directory.
+        dir: PathBuf,
+        /// The directory or the file in it owned by someone else.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
     },
     /// sled found the files damaged.
     #[error("data directory {path} is damaged ({cause}): restore it from a backup, or move it aside to start with an empty database (anything queued in it is then lost)")]
@@ -198,6 +214,7 @@ impl Store {
     /// [`Store::open`], waiting up to `wait` for the directory's lock.
     pub fn open_waiting(path: &Path, wait: Duration) -> Result<Store, StoreError> {
         create_private_dir(path)?;
+        check_owner(path)?;
         let dir_lock = lock::acquire(path, wait).map_err(|e| match e {
             lock::LockError::Busy { holder } => StoreError::Locked {
                 path: path.to_path_buf(),
@@ -222,11 +239,13 @@ impl Store {
         }
         let mut attempts = 0;
         let db = loop {
-            match sled::Config::new()
-                .path(path)
-                .cache_capacity(CACHE_BYTES)
-                .open()
-            {
+            let opened = perms::with_private_umask(|| {
+                sled::Config::new()
+                    .path(path)
+                    .cache_capacity(CACHE_BYTES)
+                    .open()
+            });
+            match opened {
                 Ok(db) => break db,
                 Err(sled::Error::Io(ref io))
                     if is_lock_error(io) && attempts < SLED_LOCK_ATTEMPTS =>
@@ -250,6 +269,7 @@ impl Store {
                 Err(other) => return Err(other.into()),
             }
         };
+        tighten(path)?;
         let (sealer, key_unverified) = open_sealer(path, &db)?;
         let mut store = Self::from_db(db, sealer, path.to_path_buf())?;
         store.dir_lock = Some(dir_lock);
@@ -444,6 +464,27 @@ fn is_lock_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
+/// [`perms::check_owner`] as a [`StoreError`].
+fn check_owner(path: &Path) -> Result<(), StoreError> {
+    perms::check_owner(path).map_err(|e| match e {
+        perms::CheckError::Foreign(f) => StoreError::Foreign {
+            dir: path.to_path_buf(),
+            path: f.path,
+            owner: f.owner,
+            euid: f.euid,
+        },
+        perms::CheckError::Io(cause) => StoreError::Dir {
+            path: path.to_path_buf(),
+            cause,
+        },
+    })
+}
+
+/// [`perms::tighten`] as a [`StoreError`] naming the path it could not change.
+fn tighten(path: &Path) -> Result<(), StoreError> {
+    perms::tighten(path).map_err(|(path, cause)| StoreError::Dir { path, cause })
+}
+
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
     let wrap = |cause| StoreError::Dir {
         path: path.to_path_buf(),
@@ -461,6 +502,8 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
     } else if !path.is_dir() {
         return Err(wrap(io::Error::other("exists and is not a directory")));
     } else {
+        // Someone else's directory is refused, not chmod-ed (see [`perms`]).
+        check_owner(path)?;
         // An existing directory may have been created by hand with a wide mode: the database
         // holds password hashes, so it is owner-only whatever made it.
         #[cfg(unix)]

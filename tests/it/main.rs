@@ -33,6 +33,9 @@ mod faults;
 /// The library end to end (`ResilientClient`, `Auth`) against the fake: the shared scenarios,
 /// and what only the fake can drive (5xx pages, 429, slowness, exact request counts).
 mod library;
+/// Issue 15 point 3: private files whatever the umask, a 0644 metrics textfile, another
+/// user's data directory refused.
+mod modes;
 /// One database, many callers: a running `start` serving one-shot commands and applications
 /// over its Unix socket.
 mod socket;
