@@ -602,8 +602,9 @@ impl Auth {
                     ..failed(FailReason::KeycloakUnavailable, None)
                 });
             }
+            // Said once per change by the client (`status` shows it meanwhile).
             Err(AuthError::Misconfigured(m)) => {
-                log::warn!("login {account}: local only, Keycloak misconfigured: {m}");
+                log::debug!("login {account}: local only, Keycloak misconfigured: {m}");
                 (AuthMode::Local, false, None)
             }
             // Not answers of a login (the account is already checked, no refresh is asked for).

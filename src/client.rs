@@ -27,6 +27,7 @@ use crate::keycloak::breaker::CircuitState;
 use crate::keycloak::guard::{Admission, CallError, CallKind, GuardedKeycloak, Ran};
 use crate::keycloak::{KcError, KeycloakClient, Rejection, TokenSet};
 use crate::replay::{self, Cycle, Retries, SyncReport};
+use crate::store::meta::MetaKey;
 use crate::store::{Store, StoreError};
 use crate::sync_queue::{QueueError, SyncData, SyncQueue};
 use crate::token_cache::{AuthToken, TokenCache, Verifier};
@@ -154,8 +155,21 @@ pub struct Status {
     pub failed_syncs: usize,
     /// Why the queue is blocked (admin credentials refused), if it is.
     pub queue_blocked: Option<String>,
+    /// The clients Keycloak refuses for our configuration, and why (never a secret): logins
+    /// fall back to cached or local while the login client is refused, the queue waits while
+    /// the admin client is. The mode keeps its three values.
+    pub misconfigured: Vec<Misconfigured>,
     /// Why Keycloak is unavailable, if it is.
     pub unavailable_reason: Option<String>,
+}
+
+/// A client Keycloak refuses for our configuration (see [`Status::misconfigured`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Misconfigured {
+    /// `login` (the password grant's client) or `admin` (the sync service account).
+    pub client: &'static str,
+    /// Keycloak's reason, as classified.
+    pub reason: String,
 }
 
 /// A login's Keycloak step, admitted by the breaker and the bulkhead, not yet made (see
@@ -441,13 +455,19 @@ impl ResilientClient {
                     if matches!(verifier, Verifier::Password(_))
                         && self.password_change_queued(account) =>
                 {
+                    self.note_login_client(None);
                     log::info!(
                         "token of {account} not cached: a queued password change replaces the password Keycloak accepted"
                     );
                     return Ok(self.inner.tokens.uncached(&tokens));
                 }
-                Ok(tokens) => return Ok(self.inner.tokens.put(account, &tokens, verifier)?),
+                Ok(tokens) => {
+                    self.note_login_client(None);
+                    return Ok(self.inner.tokens.put(account, &tokens, verifier)?);
+                }
                 Err(CallError::Keycloak(KcError::Rejected(r))) => {
+                    // An answer about the user: the client itself was accepted.
+                    self.note_login_client(None);
                     // The password changed centrally (or the account went away): the cached
                     // token must stop working offline too — unless a queued change of ours
                     // explains why Keycloak still has the old password.
@@ -458,7 +478,8 @@ impl ResilientClient {
                     return Err(AuthError::Rejected(r));
                 }
                 Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
-                    return Err(AuthError::Misconfigured(m))
+                    self.note_login_client(Some(&m));
+                    return Err(AuthError::Misconfigured(m));
                 }
                 Err(e) => e.to_string(),
             },
@@ -502,13 +523,18 @@ impl ResilientClient {
             .keycloak
             .call(|kc| kc.refresh(&pkg, &refresh_token))
         {
-            Ok(tokens) => self
-                .inner
-                .tokens
-                .replace_tokens(account, &tokens)?
-                .ok_or(AuthError::NoRefreshToken),
+            Ok(tokens) => {
+                self.note_login_client(None);
+                self.inner
+                    .tokens
+                    .replace_tokens(account, &tokens)?
+                    .ok_or(AuthError::NoRefreshToken)
+            }
             Err(CallError::Keycloak(KcError::Rejected(r))) => Err(AuthError::Rejected(r)),
-            Err(CallError::Keycloak(KcError::Misconfigured(m))) => Err(AuthError::Misconfigured(m)),
+            Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
+                self.note_login_client(Some(&m));
+                Err(AuthError::Misconfigured(m))
+            }
             Err(e) => Err(AuthError::Unavailable {
                 reason: e.to_string(),
             }),
@@ -616,6 +642,53 @@ impl ResilientClient {
         replay::queue_blocked(&self.inner.store)
     }
 
+    /// The clients Keycloak refuses now: the login client (from the last grant or refresh)
+    /// and the admin client (the queue's block).
+    pub fn misconfigured(&self) -> Vec<Misconfigured> {
+        let login = self
+            .inner
+            .store
+            .get_meta::<String>(MetaKey::LoginMisconfigured)
+            .unwrap_or_else(|e| {
+                log::error!("login client record unreadable: {e}");
+                None
+            });
+        let admin = self.queue_blocked();
+        [("login", login), ("admin", admin)]
+            .into_iter()
+            .filter_map(|(client, reason)| reason.map(|reason| Misconfigured { client, reason }))
+            .collect()
+    }
+
+    /// Records what the login client's last grant or refresh said about our configuration:
+    /// refused (`Some`, Keycloak's reason) or accepted (`None`). Said once per change of
+    /// state, not at every login.
+    fn note_login_client(&self, refused: Option<&str>) {
+        let store = &self.inner.store;
+        let before: Option<String> = store
+            .get_meta(MetaKey::LoginMisconfigured)
+            .unwrap_or_default();
+        if before.as_deref() == refused {
+            return;
+        }
+        let written = match refused {
+            Some(reason) => {
+                log::warn!(
+                    "Keycloak refuses the login client {}: {reason}; logins fall back to cached or local until it is fixed",
+                    self.inner.config.keycloak.client_id
+                );
+                store.put_meta(MetaKey::LoginMisconfigured, &reason.to_string())
+            }
+            None => {
+                log::info!("Keycloak accepts the login client again");
+                store.remove_meta(MetaKey::LoginMisconfigured)
+            }
+        };
+        if let Err(e) = written {
+            log::error!("could not record the login client's state: {e}");
+        }
+    }
+
     /// The circuit as a status display shows it, and the consecutive failure count.
     pub fn circuit(&self) -> (CircuitState, u32) {
         self.inner.keycloak.circuit()
@@ -649,6 +722,7 @@ impl ResilientClient {
                 offline_mode_allowed: r.allow_offline_mode,
             },
             failed_syncs: counts.failed,
+            misconfigured: self.misconfigured(),
             queue_blocked: self.queue_blocked(),
             unavailable_reason: (!available).then(|| self.unavailable_reason()),
         })

@@ -141,6 +141,17 @@ fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
         "When a sync cycle last settled every item it claimed with Keycloak's answer (0: never).",
         &[("", last.unwrap_or(0) as f64)],
     );
+    let refused = |client: &str| b(status.misconfigured.iter().any(|m| m.client == client));
+    metric(
+        out,
+        "keycloak_misconfigured",
+        "gauge",
+        "1 while Keycloak refuses a client for our configuration (secret, grants, realm): login or admin.",
+        &[
+            ("{client=\"login\"}", refused("login")),
+            ("{client=\"admin\"}", refused("admin")),
+        ],
+    );
     metric(
         out,
         "sync_blocked",

@@ -94,6 +94,13 @@ fn text(out: &mut dyn Write, server_url: &str, full: &Overview) -> std::io::Resu
     if let Some(b) = &s.queue_blocked {
         writeln!(out, "Queue BLOCKED:     {b}")?;
     }
+    for m in s.misconfigured.iter().filter(|m| m.client == "login") {
+        writeln!(
+            out,
+            "MISCONFIGURED:     login client refused by Keycloak ({}); logins fall back to cached or local",
+            m.reason
+        )?;
+    }
     writeln!(out, "Cached tokens:     {}", s.cached_tokens)?;
     if let Some(age) = full.oldest_cached_token_age_seconds {
         writeln!(out, "  oldest obtained: {age}s ago")?;

@@ -41,6 +41,10 @@ pub enum MetaKey {
     /// Present once the per-type counters of waiting items ([`sync_waiting_key`]) hold every
     /// item: a database from before them gets them built by one scan.
     SyncWaitingBuilt,
+    /// `String`: why Keycloak refused the login client (wrong secret, direct access grants
+    /// off, unknown realm); absent while the last grant went through (`status --json`
+    /// `misconfigured`, `keycloak_resilient_keycloak_misconfigured{client="login"}`).
+    LoginMisconfigured,
     /// `reconcile::ReconcileReport`: the last reconcile with Keycloak's user list, when it
     /// ran and what it found (`status`, `keycloak_resilient_reconcile_*`).
     LastReconcile,
@@ -59,6 +63,7 @@ impl MetaKey {
             MetaKey::RealmKeys => "realm_keys",
             MetaKey::LastSyncSuccess => "last_sync_success",
             MetaKey::LastReconcile => "last_reconcile",
+            MetaKey::LoginMisconfigured => "login_misconfigured",
             MetaKey::SyncWaitingBuilt => "sync_waiting/built",
             MetaKey::CallDurations => "keycloak_call_durations",
         }

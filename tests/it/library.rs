@@ -238,6 +238,64 @@ fn metrics_count_refused_calls_durations_and_the_last_good_sync() {
     );
 }
 
+/// Issue 16 point 2: a login client Keycloak refuses (rotated secret) is shown, not taken for
+/// a working Keycloak: logins fall back to local, `status` and the metric name the login
+/// client while it lasts, and both clear on the next grant that goes through.
+#[test]
+fn a_refused_login_client_is_shown_until_a_grant_goes_through() {
+    let (fake, user) = fake_with_user("misconf");
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let auth = Auth::new(env.client_with_clock(&manual_clock()));
+    let account = acct(&user, PACKAGE);
+    auth.users().add(&account, PASSWORD).unwrap();
+    let gauge = |auth: &Auth| -> String {
+        let text = keycloak_resilient::metrics::render(auth).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("keycloak_resilient_keycloak_misconfigured{client=\"login\"} ")
+            })
+            .unwrap_or_else(|| panic!("no login misconfigured gauge in {text}"))
+            .to_string()
+    };
+    let login_refused = |auth: &Auth| -> Vec<String> {
+        let status = auth.client().get_status().unwrap();
+        status
+            .misconfigured
+            .iter()
+            .filter(|m| m.client == "login")
+            .map(|m| m.reason.clone())
+            .collect()
+    };
+
+    let ok = auth.login(&account, PASSWORD).unwrap();
+    assert_eq!(ok.auth_mode, Some(AuthMode::Keycloak), "{ok:?}");
+    assert!(login_refused(&auth).is_empty());
+    assert_eq!(gauge(&auth), "0");
+
+    fake.set_client_secret("webapp", "rotated-secret");
+    for _ in 0..2 {
+        let r = auth.login(&account, PASSWORD).unwrap();
+        assert!(r.success, "{r:?}");
+        assert_eq!(r.auth_mode, Some(AuthMode::Local), "{r:?}");
+    }
+    let reasons = login_refused(&auth);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(!reasons[0].contains("rotated-secret"), "{reasons:?}");
+    assert!(
+        !reasons[0].contains(crate::common::LOGIN_CLIENT_SECRET),
+        "{reasons:?}"
+    );
+    assert_eq!(gauge(&auth), "1");
+    let status = auth.client().get_status().unwrap();
+    assert_eq!(status.mode, Mode::Normal, "the mode keeps its three values");
+
+    fake.set_client_secret("webapp", crate::common::LOGIN_CLIENT_SECRET);
+    let r = auth.login(&account, PASSWORD).unwrap();
+    assert_eq!(r.auth_mode, Some(AuthMode::Keycloak), "{r:?}");
+    assert!(login_refused(&auth).is_empty());
+    assert_eq!(gauge(&auth), "0");
+}
+
 #[test]
 fn replay_after_a_crash_mid_send_is_not_applied_twice() {
     let fake = fake();

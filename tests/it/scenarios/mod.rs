@@ -507,6 +507,15 @@ pub fn wrong_admin_secret_blocks_queue(server: &dyn Server) {
         assert_closed(&client, "refused admin credentials are Keycloak working");
         let status = client.get_status().expect("status");
         assert!(status.queue_blocked.is_some(), "status shows the block");
+        assert_eq!(
+            status
+                .misconfigured
+                .iter()
+                .map(|m| m.client)
+                .collect::<Vec<_>>(),
+            ["admin"],
+            "{status:?}"
+        );
         assert_eq!(status.pending_syncs, 1);
 
         // A second cycle stays blocked and still touches nothing.
