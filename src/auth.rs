@@ -864,11 +864,16 @@ impl Auth {
             Err(ApplyError::Call(CallError::Keycloak(KcError::Rejected(r))))
                 if !matches!(r, Rejection::Transient { .. }) =>
             {
-                claimed.fail(&r.to_string())?;
                 // Only a policy refusal says Keycloak keeps another password for the user; a
-                // user Keycloak does not know is local-only, and its new password stands.
+                // user Keycloak does not know is local-only, and its new password stands
+                // (and may reach Keycloak on an operator's `queue retry` once it has the user).
                 let central = c.config().consistency.passwords == Authority::Keycloak
                     && matches!(r, Rejection::PasswordPolicy(_));
+                if central {
+                    claimed.fail_for_good(&r.to_string())?;
+                } else {
+                    claimed.fail(&r.to_string())?;
+                }
                 let restored = match hashes {
                     Some((previous, new)) if central => self
                         .users

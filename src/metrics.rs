@@ -252,6 +252,16 @@ fn counters(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
             ("{event=\"provisioned\"}", central(Counter::Provisioned)?),
         ],
     );
+    metric(
+        out,
+        "queue_operator_total",
+        "counter",
+        "Sync items an operator acted on: sent again (queue retry) or removed (queue remove).",
+        &[
+            ("{action=\"retry\"}", central(Counter::QueueRetried)?),
+            ("{action=\"remove\"}", central(Counter::QueueRemoved)?),
+        ],
+    );
     reconcile(out, store)
 }
 

@@ -3,7 +3,8 @@
 //! Outcomes per item, following the classification in [`crate::keycloak`]:
 //! - applied → `completed`, secret wiped;
 //! - Keycloak refused for good (unknown user, password policy, other 4xx) → `failed` with
-//!   Keycloak's reason, secret wiped;
+//!   Keycloak's reason, its secret kept sealed until an operator retries (`queue retry`) or
+//!   removes it (`queue remove`, or the failed-item cleanup);
 //! - Keycloak refused for a passing reason (409, 423, …) → attempt counted, retried after an
 //!   exponential, jittered backoff; `failed` after [`MAX_ATTEMPTS`];
 //! - Keycloak unreachable (or circuit open) → the item and the rest of the batch go back to

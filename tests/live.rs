@@ -238,6 +238,7 @@ scenario!(
     password_change_queued_while_down_drains_when_back,
     superseded_password_change_never_overwrites_newer,
     password_policy_rejection_fails_item,
+    a_failed_change_is_retried_once_its_cause_is_fixed,
     wrong_admin_secret_blocks_queue,
     hang_is_bounded_and_breaker_stops_calls,
     login_modes_keycloak_cached_local,

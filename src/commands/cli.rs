@@ -168,8 +168,13 @@ pub enum Command {
     },
     /// List the sync queue, one page at a time (no secrets): pending items in queue order,
     /// then backing-off, in-flight and finished ones. Prints the counts per status and, when
-    /// there is more, the `--after` value of the next page (`next` with --json).
+    /// there is more, the `--after` value of the next page (`next` with --json). `queue show`,
+    /// `retry` and `remove` act on one item.
+    #[command(args_conflicts_with_subcommands = true)]
     Queue {
+        /// Act on one item instead of listing.
+        #[command(subcommand)]
+        action: Option<QueueCommand>,
         /// Items per page.
         #[arg(long, value_name = "N", default_value_t = QUEUE_LIMIT_DEFAULT, help = QUEUE_LIMIT.help("Items per page"))]
         limit: u32,
@@ -255,6 +260,40 @@ pub enum UserCommand {
     Import {
         /// The file to import.
         file: PathBuf,
+    },
+}
+
+/// `queue …`: what an operator does to an item once the cause of a failure is fixed.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show one item: everything `queue` lists and the reason it failed, never its data.
+    Show {
+        /// The SyncId (`queue` lists them).
+        id: String,
+    },
+    /// Send an item again at the next sync: a failed one goes back to pending (its secret
+    /// was kept sealed), one backing off becomes due now. Refused for an item in flight, one
+    /// already applied, or one older than a change of its user already applied (it would undo
+    /// that one).
+    Retry {
+        /// The SyncId.
+        #[arg(required_unless_present = "failed")]
+        id: Option<String>,
+        /// Every failed item instead (oldest first; narrowed by --type and --user).
+        #[arg(long, conflicts_with = "id")]
+        failed: bool,
+        /// With --failed: only items of this sync type.
+        #[arg(long = "type", value_name = "T", requires = "failed")]
+        sync_type: Option<String>,
+        /// With --failed: only items of this user (any package).
+        #[arg(long, value_name = "U", requires = "failed")]
+        user: Option<String>,
+    },
+    /// Remove an item for good (a pending change is then never sent; a failed one's secret
+    /// goes with it). Refused for an item in flight.
+    Remove {
+        /// The SyncId.
+        id: String,
     },
 }
 

@@ -3,7 +3,7 @@
 //! means the same wherever it runs. Done before the database is opened or the service asked,
 //! so that bad input changes nothing and waits for nothing.
 
-use super::cli::{Command, SessionCommand, UserArgs, UserCommand};
+use super::cli::{Command, QueueCommand, SessionCommand, UserArgs, UserCommand};
 use super::input::{self, InputError};
 use super::protocol::Request;
 use anyhow::Context;
@@ -48,7 +48,15 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
             sync_type,
             priority,
         } => queue_sync(who, sync_type, priority)?,
-        Command::Queue { limit, after } => {
+        Command::Queue {
+            action: Some(action),
+            ..
+        } => queue_action(action)?,
+        Command::Queue {
+            action: None,
+            limit,
+            after,
+        } => {
             // Checked here, so a typo is reported before anything is opened.
             if let Some(cursor) = &after {
                 cursor
@@ -90,6 +98,29 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
     };
     request.check()?;
     Ok(Some(request))
+}
+
+/// `queue show|retry|remove`.
+fn queue_action(action: QueueCommand) -> Result<Request, InputError> {
+    Ok(match action {
+        QueueCommand::Show { id } => Request::QueueShow {
+            sync_id: input::sync_id(&id)?,
+        },
+        QueueCommand::Retry {
+            id,
+            failed,
+            sync_type,
+            user,
+        } => Request::QueueRetry {
+            sync_id: id.as_deref().map(input::sync_id).transpose()?,
+            failed,
+            sync_type,
+            user,
+        },
+        QueueCommand::Remove { id } => Request::QueueRemove {
+            sync_id: input::sync_id(&id)?,
+        },
+    })
 }
 
 /// `user …`.

@@ -95,6 +95,19 @@ pub fn session_id(arg: &str) -> Result<uuid::Uuid, InputError> {
     uuid::Uuid::parse_str(arg).map_err(|_| InputError(format!("session id {arg:?} is not a UUID")))
 }
 
+/// A SyncId as `queue` prints it.
+///
+/// # Errors
+///
+/// [`InputError`] (exit 2) quoting the argument.
+pub fn sync_id(arg: &str) -> Result<uuid::Uuid, InputError> {
+    uuid::Uuid::parse_str(arg.trim()).map_err(|_| {
+        InputError(format!(
+            "sync id {arg:?} is not a UUID (`queue` lists them)"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

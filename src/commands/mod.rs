@@ -33,6 +33,7 @@ mod input;
 mod manual;
 mod metrics;
 pub mod protocol;
+mod queue_item;
 mod reconcile;
 mod render;
 mod server;
@@ -194,6 +195,9 @@ fn needs_existing_database(request: &Request) -> bool {
         Request::Status {}
         | Request::Reconcile {}
         | Request::Queue { .. }
+        | Request::QueueShow { .. }
+        | Request::QueueRetry { .. }
+        | Request::QueueRemove { .. }
         | Request::Metrics { .. }
         | Request::CachedToken { .. }
         | Request::SessionShow { .. }
@@ -321,6 +325,18 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::Queue { limit, after } => {
             sync::queue(client, limit as usize, after.as_deref(), json, io)
         }
+        Request::QueueShow { sync_id } => queue_item::show(client, sync_id, json, io),
+        Request::QueueRetry {
+            sync_id,
+            failed,
+            sync_type,
+            user,
+        } => {
+            let selection =
+                protocol::retry_selection(sync_id, failed, sync_type.as_deref(), user.as_deref())?;
+            queue_item::retry(client, selection, json, io)
+        }
+        Request::QueueRemove { sync_id } => queue_item::remove(client, sync_id, json, io),
         Request::Login { password, .. } => sessions::login(auth, account()?, &password, json, io),
         Request::Passwd {
             old_password,
@@ -399,7 +415,8 @@ pub fn answer(
     }
 }
 
-/// The exit code for an error: 2 when the user's input or config was wrong, 3 otherwise.
+/// The exit code for an error: 2 when the user's input or config was wrong, 1 for an action
+/// the queue refuses in the item's state, 3 otherwise.
 pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.is::<ConfigError>() || cause.is::<InputError>() {
@@ -412,11 +429,13 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
             }
         });
         if let Some(q) = queue_error {
-            if matches!(
-                q,
-                QueueError::UnknownType(_) | QueueError::BadData { .. } | QueueError::BadInput(_)
-            ) {
-                return EXIT_INPUT;
+            match q {
+                QueueError::UnknownType(_)
+                | QueueError::BadData { .. }
+                | QueueError::BadInput(_)
+                | QueueError::NotFound(_) => return EXIT_INPUT,
+                QueueError::Refused(_) => return EXIT_REFUSED,
+                _ => {}
             }
         }
         // A transparent wrapper hides its inner error from the chain: look inside.

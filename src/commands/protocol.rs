@@ -101,6 +101,32 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
     },
+    /// `queue show`: one item, everything but its data.
+    QueueShow {
+        /// The item.
+        sync_id: uuid::Uuid,
+    },
+    /// `queue retry`: one item (`sync_id`), or every failed one (`failed`, optionally only of
+    /// a type or a user).
+    QueueRetry {
+        /// The item.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync_id: Option<uuid::Uuid>,
+        /// Every failed item (that `type` and `user` select).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
+        /// With `failed`: only items of this sync type.
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        sync_type: Option<String>,
+        /// With `failed`: only items of this user (any package).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// `queue remove`: one item, for good.
+    QueueRemove {
+        /// The item.
+        sync_id: uuid::Uuid,
+    },
     /// `login`.
     Login {
         /// The username.
@@ -312,6 +338,46 @@ fn default_priority() -> u32 {
     PRIORITY_DEFAULT
 }
 
+/// What `queue retry` selects: one item by id, or the failed items of [`FailedFilter`]; either
+/// door's request checked the same way.
+///
+/// # Errors
+///
+/// [`InputError`] (exit 2): neither or both of an id and `--failed`, `--type`/`--user` without
+/// `--failed`, an unknown type, a user name the name rule refuses.
+pub fn retry_selection(
+    sync_id: Option<uuid::Uuid>,
+    failed: bool,
+    sync_type: Option<&str>,
+    user: Option<&str>,
+) -> Result<Result<uuid::Uuid, crate::sync_queue::FailedFilter>, InputError> {
+    match (sync_id, failed) {
+        (Some(_), true) => Err(InputError(
+            "queue retry: give a sync id or --failed, not both".into(),
+        )),
+        (None, false) => Err(InputError(
+            "queue retry: give a sync id, or --failed for every failed item".into(),
+        )),
+        (Some(id), false) if sync_type.is_none() && user.is_none() => Ok(Ok(id)),
+        (Some(_), false) => Err(InputError(
+            "queue retry: --type and --user select failed items: use them with --failed".into(),
+        )),
+        (None, true) => {
+            let sync_type = sync_type
+                .map(|t| t.parse::<crate::sync_queue::SyncType>())
+                .transpose()
+                .map_err(|e| InputError(format!("--type: {e}")))?;
+            if let Some(u) = user {
+                Account::new(u, "any").map_err(|e| InputError(e.message("--user", "--package")))?;
+            }
+            Ok(Err(crate::sync_queue::FailedFilter {
+                sync_type,
+                user: user.map(str::to_string),
+            }))
+        }
+    }
+}
+
 impl Request {
     /// Checks what can be checked without the database: every number against its range, and
     /// the user and package names against the name rule. Both doors call it — the command line
@@ -352,6 +418,15 @@ impl Request {
             }
             Request::Queue { limit, .. } => {
                 QUEUE_LIMIT.check(*limit)?;
+            }
+            Request::QueueRetry {
+                sync_id,
+                failed,
+                sync_type,
+                user,
+            } => {
+                retry_selection(*sync_id, *failed, sync_type.as_deref(), user.as_deref())
+                    .map(drop)?;
             }
             _ => {}
         }
@@ -419,6 +494,9 @@ impl Request {
             Request::Refresh { .. } => "refresh",
             Request::QueueSync { .. } => "queue-sync",
             Request::Queue { .. } => "queue",
+            Request::QueueShow { .. } => "queue-show",
+            Request::QueueRetry { .. } => "queue-retry",
+            Request::QueueRemove { .. } => "queue-remove",
             Request::Login { .. } => "login",
             Request::Passwd { .. } => "passwd",
             Request::UserAdd { .. } => "user-add",

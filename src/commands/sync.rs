@@ -146,7 +146,7 @@ impl From<QueueCounts> for CountsView {
 
 /// One item in `queue --json` (never its data: that may hold a secret).
 #[derive(Serialize)]
-struct ItemView<'a> {
+pub(super) struct ItemView<'a> {
     attempts: u32,
     last_error: Option<&'a str>,
     next_attempt_at: String,
@@ -231,7 +231,7 @@ pub(super) fn queue(
     Ok(EXIT_OK)
 }
 
-fn item_line(out: &mut dyn Write, i: &SyncItem) -> std::io::Result<()> {
+pub(super) fn item_line(out: &mut dyn Write, i: &SyncItem) -> std::io::Result<()> {
     let sent = i
         .applying
         .map(|a| {

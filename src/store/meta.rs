@@ -106,6 +106,12 @@ pub enum Counter {
     /// Local accounts created for users only Keycloak knew, at their first good login
     /// (`central_total{event="provisioned"}`).
     Provisioned,
+    /// Sync items an operator sent again (`queue retry`;
+    /// `keycloak_resilient_queue_operator_total{action="retry"}`).
+    QueueRetried,
+    /// Sync items an operator removed (`queue remove`;
+    /// `keycloak_resilient_queue_operator_total{action="remove"}`).
+    QueueRemoved,
 }
 
 impl Counter {
@@ -124,6 +130,8 @@ impl Counter {
             Counter::CentralDisables => "counter/central_disables",
             Counter::CentralEnables => "counter/central_enables",
             Counter::Provisioned => "counter/provisioned",
+            Counter::QueueRetried => "counter/queue_retried",
+            Counter::QueueRemoved => "counter/queue_removed",
         }
     }
 }

@@ -88,14 +88,26 @@ impl<'q> Claimed<'q> {
         self.settle(|q, id| q.complete(id))
     }
 
-    /// Keycloak refused the change for good: `failed` with `reason`, secret wiped, counted in
+    /// Keycloak refused the change for good: `failed` with `reason`, secret kept sealed for
+    /// an operator's retry ([`SyncQueue::retry_item`]), counted in
     /// [`crate::store::meta::Counter::SyncFailed`] in the same transaction.
     ///
     /// # Errors
     ///
     /// As [`Claimed::complete`].
     pub fn fail(self, reason: &str) -> Result<(), QueueError> {
-        self.settle(|q, id| q.fail(id, reason))
+        self.settle(|q, id| q.fail(id, reason, true))
+    }
+
+    /// As [`Claimed::fail`], the secret wiped: for a change that must never be sent later,
+    /// because its author was told at once that it was refused and it was undone here
+    /// (`passwd` refused by Keycloak's password policy).
+    ///
+    /// # Errors
+    ///
+    /// As [`Claimed::complete`].
+    pub fn fail_for_good(self, reason: &str) -> Result<(), QueueError> {
+        self.settle(|q, id| q.fail(id, reason, false))
     }
 
     /// Keycloak refused for a passing reason: the attempt counts; pending again after `delay`

@@ -275,7 +275,7 @@ mod tests {
         claim_ids(&q, 10);
         assert_eq!(q.counts().unwrap().processing, 3);
         q.complete(a).unwrap();
-        q.fail(b, "user not found").unwrap();
+        q.fail(b, "user not found", true).unwrap();
         q.retry(c, "HTTP 409", std::time::Duration::from_secs(1))
             .unwrap();
         enqueue(

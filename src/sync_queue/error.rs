@@ -24,6 +24,10 @@ pub enum QueueError {
     /// No such item.
     #[error("no sync item {0}")]
     NotFound(Uuid),
+    /// An operator's action the item's state does not allow (in flight, already applied,
+    /// older than a change already applied).
+    #[error("{0}")]
+    Refused(String),
     /// A stored item is unreadable.
     #[error("damaged sync item: {0}")]
     Corrupt(String),

@@ -58,7 +58,8 @@ pub struct SyncItem {
     pub package: String,
     /// What to do.
     pub sync_type: SyncType,
-    /// Sealed data; `None` once the item is finished.
+    /// Sealed data; `None` once the item is completed or superseded (a failed one keeps it for
+    /// an operator's retry).
     pub(super) sealed_data: Option<Vec<u8>>,
     /// When it was queued.
     pub queued_at: DateTime<Utc>,
@@ -93,6 +94,11 @@ impl SyncItem {
     /// record keeps the names as it was written, so it is keyed from them.
     pub fn account_key(&self) -> Vec<u8> {
         user_key(&self.username, &self.package)
+    }
+
+    /// Whether the item still holds its (sealed) data: what `queue retry` needs to send it.
+    pub fn has_data(&self) -> bool {
+        self.sealed_data.is_some()
     }
 }
 

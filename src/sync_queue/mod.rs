@@ -26,7 +26,8 @@
 //!
 //! Enqueue flushes before it returns (outside the queue lock). Sync data is validated against
 //! its type at enqueue and sealed at rest; once an item is finished (completed, superseded,
-//! failed) its data is wiped.
+//! superseded) its data is wiped; a failed item keeps it, sealed, for an operator's retry
+//! ([`SyncQueue::retry_item`]) until it is removed.
 
 mod claim;
 mod claimed;
@@ -37,6 +38,7 @@ mod index;
 mod item;
 mod local_change;
 mod oldest;
+mod operator;
 mod page;
 mod settle;
 #[cfg(test)]
@@ -51,6 +53,7 @@ pub use error::QueueError;
 pub use index::{delayed_key, order_key};
 pub use item::{Applying, SyncItem, SyncStatus};
 pub use local_change::{CachedTokenChange, LocalChange, RecordChange};
+pub use operator::{FailedFilter, RetriedFailed};
 pub use page::{Cursor, Page};
 
 use crate::account::Account;

@@ -20,11 +20,14 @@ impl SyncQueue {
     }
 
     /// Keycloak refused the change for good; [`Counter::SyncFailed`] counts it in the same
-    /// transaction. Only [`super::Claimed::fail`] calls it.
-    pub(super) fn fail(&self, id: Uuid, reason: &str) -> Result<(), QueueError> {
+    /// transaction. With `keep_data` the sealed data stays, for [`SyncQueue::retry_item`]. Only [`super::Claimed::fail`] calls it.
+    pub(super) fn fail(&self, id: Uuid, reason: &str, keep_data: bool) -> Result<(), QueueError> {
         self.transition(id, Some(Counter::SyncFailed), |item, now| {
             item.attempts = item.attempts.saturating_add(1);
-            finish(item, SyncStatus::Failed, now, Some(reason.to_string()))
+            // Kept (sealed) for an operator's retry once the cause is fixed.
+            let data = item.sealed_data.take().filter(|_| keep_data);
+            finish(item, SyncStatus::Failed, now, Some(reason.to_string()));
+            item.sealed_data = data;
         })
     }
 

@@ -242,7 +242,7 @@ fn unknown_types_and_bad_data_are_refused_at_enqueue() {
 }
 
 #[test]
-fn retry_backs_off_release_does_not_count_and_finish_wipes_secrets() {
+fn retry_backs_off_release_does_not_count_and_fail_keeps_the_secret_sealed() {
     let (q, clock) = setup();
     let id = enqueue(&q, &acct("u", "p"), "password_change", &pw("secret-pw"), 1).unwrap();
     let c = q.claim(1).unwrap();
@@ -257,17 +257,20 @@ fn retry_backs_off_release_does_not_count_and_finish_wipes_secrets() {
     assert!(claim_ids(&q, 1).is_empty(), "not due yet");
     clock.advance(Duration::seconds(61));
     assert_eq!(claim_ids(&q, 1).len(), 1);
-    q.fail(id, "password policy: too short").unwrap();
+    q.fail(id, "password policy: too short", true).unwrap();
     let item = q.get(id).unwrap().unwrap();
     assert_eq!(item.status, SyncStatus::Failed);
     assert_eq!(
         item.last_error.as_deref(),
         Some("password policy: too short")
     );
-    assert!(item.sealed_data.is_none());
+    assert!(item.sealed_data.is_some(), "kept for an operator's retry");
     assert_eq!(q.pending_count(), 0);
     let raw = q.store.sync_items.get(id.as_bytes()).unwrap().unwrap();
-    assert!(!raw.windows(9).any(|w| w == b"secret-pw"));
+    assert!(
+        !raw.windows(9).any(|w| w == b"secret-pw"),
+        "sealed, never clear"
+    );
 }
 
 #[test]
@@ -290,7 +293,7 @@ fn cleanup_removes_old_finished_items_but_keeps_failed() {
     let bad = enqueue(&q, &acct("b", "p"), "password_change", &pw("pw-bbbbbb"), 1).unwrap();
     claim_ids(&q, 5);
     q.complete(done).unwrap();
-    q.fail(bad, "user not found").unwrap();
+    q.fail(bad, "user not found", true).unwrap();
     clock.advance(Duration::days(8));
     assert_eq!(
         q.cleanup(std::time::Duration::from_secs(7 * 86400))
@@ -729,12 +732,12 @@ fn cleanup_failed_removes_only_failed_items_older_than_its_age() {
     let old_fail = enqueue(&q, &acct("a", "p"), "password_change", &pw("pw-aaaaaa"), 1).unwrap();
     let done = enqueue(&q, &acct("b", "p"), "password_change", &pw("pw-bbbbbb"), 1).unwrap();
     claim_ids(&q, 5);
-    q.fail(old_fail, "policy").unwrap();
+    q.fail(old_fail, "policy", true).unwrap();
     q.complete(done).unwrap();
     clock.advance(Duration::days(31));
     let new_fail = enqueue(&q, &acct("c", "p"), "password_change", &pw("pw-cccccc"), 1).unwrap();
     claim_ids(&q, 5);
-    q.fail(new_fail, "policy").unwrap();
+    q.fail(new_fail, "policy", true).unwrap();
     assert_eq!(
         q.cleanup_failed(std::time::Duration::from_secs(30 * 86400))
             .unwrap(),

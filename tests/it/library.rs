@@ -118,6 +118,11 @@ fn password_policy_rejection_fails_item() {
 }
 
 #[test]
+fn a_failed_change_is_retried_once_its_cause_is_fixed() {
+    scenarios::a_failed_change_is_retried_once_its_cause_is_fixed(&fake());
+}
+
+#[test]
 fn wrong_admin_secret_blocks_queue() {
     scenarios::wrong_admin_secret_blocks_queue(&fake());
 }

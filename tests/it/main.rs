@@ -36,6 +36,8 @@ mod library;
 /// Issue 15 point 3: private files whatever the umask, a 0644 metrics textfile, another
 /// user's data directory refused.
 mod modes;
+/// Issue 16 point 1: `queue show`, `retry`, `remove`, one-shot and over the socket.
+mod queue_ops;
 /// One database, many callers: a running `start` serving one-shot commands and applications
 /// over its Unix socket.
 mod socket;

@@ -154,6 +154,25 @@ def test_queue_sync_queue_and_sync_now(client: Client, keycloak: FakeKeycloak) -
     assert bad.value.exit_code == 2
 
 
+def test_a_failed_item_is_shown_retried_and_removed(client: Client, keycloak: FakeKeycloak) -> None:
+    sync_id = client.queue_sync(
+        user="carol-later", package=PACKAGE, sync_type="password_change", data={"new_password": NEW_PW}
+    )
+    assert client.sync_now().failed == 1, "the user is not in Keycloak yet"
+    shown = client.queue_show(sync_id=sync_id)
+    assert (shown.status, shown.data_kept) == ("failed", True)
+    keycloak.add_user("carol-later", "Created-Pw-0")
+    assert client.queue_retry(failed=True, user="carol-later") == [sync_id]
+    assert client.sync_now().completed == 1
+    assert keycloak.password_of("carol-later") == NEW_PW
+    with pytest.raises(Refused) as refused:
+        client.queue_retry(sync_id=sync_id)
+    assert "already applied" in str(refused.value)
+    client.queue_remove(sync_id=sync_id)
+    with pytest.raises(BadRequest):
+        client.queue_show(sync_id=sync_id)
+
+
 def test_reconcile_disables_what_keycloak_disabled(client: Client, keycloak: FakeKeycloak) -> None:
     first = client.reconcile()
     assert first.stopped is None and first.checked >= 1 and first.disabled == 0

@@ -423,8 +423,8 @@ pub fn superseded_password_change_never_overwrites_newer(server: &dyn Server) {
 // ---------------------------------------------------------------------------------------------
 // 6
 
-/// A password Keycloak's policy refuses fails the item for good, with Keycloak's reason, and the
-/// secret is wiped.
+/// A password Keycloak's policy refuses fails the item for good, with Keycloak's reason; the
+/// secret stays sealed for an operator's retry, and goes with `queue remove`.
 pub fn password_policy_rejection_fails_item(server: &dyn Server) {
     let env = TestEnv::new(&server.url(), &Tuning::default());
     let client = env.client_with_clock(&manual_clock());
@@ -452,7 +452,7 @@ pub fn password_policy_rejection_fails_item(server: &dyn Server) {
         reason.to_lowercase().contains("minimum length"),
         "Keycloak's reason is kept: {reason:?}"
     );
-    assert!(secret_wiped(&failed), "no secret left in a failed item");
+    assert!(!secret_wiped(&failed), "kept, sealed, for a retry");
     assert!(failed.processed_at.is_some());
     assert_eq!(client.queue().pending_count(), 0);
     assert_eq!(client.queue().counts().unwrap().failed, 1);
@@ -461,6 +461,90 @@ pub fn password_policy_rejection_fails_item(server: &dyn Server) {
         server.login_works(&user, original),
         "Keycloak kept the old password"
     );
+    // Retried while the policy still refuses it: failed again, one more attempt on record.
+    client.queue().retry_item(id).unwrap();
+    let report = client.process_sync_queue(100).expect("process the retry");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(item(&client, id).attempts, 2);
+    let removed = client.queue().remove(id).unwrap();
+    assert_eq!(removed.status, SyncStatus::Failed);
+    assert!(
+        client.queue().get(id).unwrap().is_none(),
+        "gone, secret and all"
+    );
+    assert_eq!(client.queue().counts().unwrap().total(), 0);
+}
+
+/// Issue 16 point 1: a change Keycloak refused because the user was not there yet reaches it
+/// once the user exists, on an operator's `queue retry`, without anybody typing the password
+/// again; an older failed change behind a newer applied one is refused, as it would undo it.
+pub fn a_failed_change_is_retried_once_its_cause_is_fixed(server: &dyn Server) {
+    let env = TestEnv::new(&server.url(), &Tuning::default());
+    let client = env.client_with_clock(&manual_clock());
+    let user = unique_user("retry");
+    let first = "Retried-Password-1";
+    let id = client
+        .queue_sync(
+            &user,
+            PACKAGE,
+            "password_change",
+            &json!({ "new_password": first }),
+            1,
+        )
+        .unwrap();
+    let report = client.process_sync_queue(100).expect("process");
+    assert_eq!(
+        report.failed, 1,
+        "the user is not in Keycloak yet: {report:?}"
+    );
+    assert_eq!(item(&client, id).status, SyncStatus::Failed);
+
+    // The cause fixed: the user now exists (with another password).
+    server.create_user(&user, "Created-Password-0", true);
+    client.queue().retry_item(id).unwrap();
+    assert_eq!(item(&client, id).status, SyncStatus::Pending);
+    let report = client.process_sync_queue(100).expect("process the retry");
+    assert_eq!(report.completed, 1, "{report:?}");
+    let done = item(&client, id);
+    assert_eq!(done.status, SyncStatus::Completed);
+    assert!(secret_wiped(&done), "applied: the secret goes");
+    assert!(
+        server.login_works(&user, first),
+        "the retried password is Keycloak's"
+    );
+
+    // Nothing to retry once applied; an older failed change would undo the newer one.
+    assert!(client.queue().retry_item(id).is_err());
+    let later = unique_user("retry-order");
+    let old = client
+        .queue_sync(
+            &later,
+            PACKAGE,
+            "password_change",
+            &json!({ "new_password": "Old-Password-1" }),
+            1,
+        )
+        .unwrap();
+    client.process_sync_queue(100).unwrap();
+    assert_eq!(item(&client, old).status, SyncStatus::Failed);
+    server.create_user(&later, "Created-Password-0", true);
+    let newer = client
+        .queue_sync(
+            &later,
+            PACKAGE,
+            "password_change",
+            &json!({ "new_password": "New-Password-2" }),
+            1,
+        )
+        .unwrap();
+    client.process_sync_queue(100).unwrap();
+    assert_eq!(item(&client, newer).status, SyncStatus::Completed);
+    let err = client
+        .queue()
+        .retry_item(old)
+        .expect_err("would undo the newer change");
+    assert!(err.to_string().contains(&newer.to_string()), "{err}");
+    assert!(server.login_works(&later, "New-Password-2"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -840,7 +924,10 @@ pub fn passwd_online_synchronized_and_policy_rejection(server: &dyn Server) {
     if let Some(id) = refused.sync_id {
         let recorded = item(auth.client(), id);
         assert_eq!(recorded.status, SyncStatus::Failed);
-        assert!(secret_wiped(&recorded));
+        assert!(
+            secret_wiped(&recorded),
+            "told at once and undone here: never to be sent later"
+        );
     }
     assert_eq!(
         auth.client().queue().pending_count(),

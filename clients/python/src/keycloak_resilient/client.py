@@ -31,6 +31,7 @@ from .results import (
     LocalUser,
     LoginResult,
     PasswdResult,
+    QueueItem,
     QueuePage,
     ReconcileReport,
     Session,
@@ -188,6 +189,37 @@ class Client:
         """``queue``: one page of the sync queue (``limit`` items, default 100, after the
         ``next`` of the previous page)."""
         return QueuePage.from_json(self.call("queue", limit=limit, after=after))
+
+    def queue_show(self, *, sync_id: str) -> QueueItem:
+        """``queue show``: one item, everything but its data; raises
+        :class:`~keycloak_resilient.BadRequest` for an unknown id."""
+        return QueueItem.from_json(self.call("queue-show", sync_id=str(sync_id)))
+
+    def queue_retry(
+        self,
+        *,
+        sync_id: Optional[str] = None,
+        failed: bool = False,
+        sync_type: Optional[str] = None,
+        user: Optional[str] = None,
+    ) -> List[str]:
+        """``queue retry``: sends one item again (``sync_id``), or every failed one
+        (``failed=True``, narrowed by ``sync_type`` and ``user``), at the next sync. Returns
+        the ids sent again; raises :class:`~keycloak_resilient.Refused` when the one item
+        named cannot be (in flight, applied, older than a change already applied)."""
+        result = self.call(
+            "queue-retry",
+            sync_id=None if sync_id is None else str(sync_id),
+            failed=failed or None,
+            type=sync_type,
+            user=user,
+        )
+        return [str(i) for i in result["sync_ids"]]
+
+    def queue_remove(self, *, sync_id: str) -> None:
+        """``queue remove``: takes an item out for good (a failed one's secret with it);
+        raises :class:`~keycloak_resilient.Refused` for an item in flight."""
+        self.call("queue-remove", sync_id=str(sync_id))
 
     def sync_now(self, *, batch_size: Optional[int] = None, timeout: Optional[float] = None) -> SyncReport:
         """``sync-now``: one sync cycle of at most ``batch_size`` items (default: the service's

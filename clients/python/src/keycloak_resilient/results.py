@@ -258,6 +258,8 @@ class QueueItem:
     last_error: Optional[str] = None
     #: When it was sent with its outcome unknown (a crash), if it was.
     sent_at: Optional[str] = None
+    #: ``queue-show`` only: whether the item still holds its sealed data (a retry needs it).
+    data_kept: Optional[bool] = None
 
     @classmethod
     def from_json(cls, data: Any) -> "QueueItem":
