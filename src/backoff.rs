@@ -20,7 +20,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             base: Duration::from_secs(30),
-            max: Duration::from_secs(3600),
+            max: crate::sync_queue::MAX_RETRY_DELAY,
         }
     }
 }

@@ -99,6 +99,21 @@ impl LockoutState {
         None
     }
 
+    /// Applies the clock rule ([`crate::clock`]): failures happened at most `now`, a lock ends
+    /// at most one lockout duration from `now`. An account locked while the clock was a month
+    /// fast is then locked for one lockout duration from the correction, not the month.
+    /// Returns whether anything changed (the caller writes it back).
+    pub fn settle_clock(&mut self, now: DateTime<Utc>, policy: &LockoutPolicy) -> bool {
+        let before = self.clone();
+        for f in &mut self.failures {
+            *f = crate::clock::happened(*f, now);
+        }
+        self.locked_until = self
+            .locked_until
+            .map(|until| crate::clock::deadline(until, now, policy.lockout()));
+        *self != before
+    }
+
     /// Records a successful login: forgets all failures and any lock.
     pub fn record_success(&mut self) {
         self.failures.clear();
@@ -125,6 +140,28 @@ mod tests {
             window: Duration::from_secs(10 * 60),
             lockout: Duration::from_secs(30 * 60),
         }
+    }
+
+    /// Issue 15 point 2: locked while the clock was 30 days fast, then corrected.
+    #[test]
+    fn a_lock_made_under_a_fast_clock_lasts_one_lockout_after_the_correction() {
+        let p = policy();
+        let mut s = LockoutState::default();
+        let fast = t0() + chrono::Duration::days(30);
+        for _ in 0..p.max_failures {
+            s.record_failure(fast, &p);
+        }
+        assert!(
+            s.is_locked(t0() + mins(60)).is_some(),
+            "without the rule: a month"
+        );
+        assert!(s.settle_clock(t0(), &p));
+        assert!(!s.settle_clock(t0(), &p), "once");
+        let until = s
+            .is_locked(t0())
+            .expect("still locked right after the correction");
+        assert_eq!(until, t0() + p.lockout());
+        assert_eq!(s.is_locked(until), None);
     }
 
     #[test]

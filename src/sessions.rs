@@ -6,7 +6,7 @@
 //! by cleanup.
 
 use crate::account::Account;
-use crate::clock::SharedClock;
+use crate::clock::{deadline, happened, SharedClock};
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -92,10 +92,34 @@ impl Sessions {
         Ok(session)
     }
 
-    /// The session, unless unknown or expired.
+    /// The session, unless unknown or expired. A session made while the clock was ahead is
+    /// brought back to the clock rule ([`crate::clock`]) and written so: it ends at most one
+    /// TTL from the correction.
     pub fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        let s: Option<Session> = store::get(&self.store.sessions, TREE, id.as_bytes())?;
-        Ok(s.filter(|s| s.expires_at > self.clock.now()))
+        let now = self.clock.now();
+        let Some(s) = store::get::<Session>(&self.store.sessions, TREE, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let (s, settled) = self.settled(s, now);
+        if settled {
+            log::warn!("session {id} was made while the clock was ahead: it now ends at most one TTL from now");
+            store::put(&self.store.sessions, TREE, id.as_bytes(), &s)?;
+        }
+        Ok((s.expires_at > now).then_some(s))
+    }
+
+    /// `s` under the clock rule at `now`, and whether that changed it.
+    fn settled(&self, mut s: Session, now: DateTime<Utc>) -> (Session, bool) {
+        let before = (s.created_at, s.expires_at);
+        s.created_at = happened(s.created_at, now);
+        s.expires_at = deadline(s.expires_at, now, self.ttl);
+        let changed = (s.created_at, s.expires_at) != before;
+        (s, changed)
+    }
+
+    /// Whether `s` is still live at `now`, under the clock rule.
+    fn is_live(&self, s: Session, now: DateTime<Utc>) -> bool {
+        self.settled(s, now).0.expires_at > now
     }
 
     /// Ends a session; false when there was none.
@@ -130,6 +154,7 @@ impl Sessions {
         for item in self.store.sessions.iter() {
             let (_, bytes) = item?;
             let s: Session = store::decode(TREE, &bytes)?;
+            let (s, _) = self.settled(s, now);
             if s.expires_at > now {
                 live.push(s);
             }
@@ -143,7 +168,7 @@ impl Sessions {
         let mut n = 0;
         for item in self.store.sessions.iter() {
             let (_, bytes) = item?;
-            if store::decode::<Session>(TREE, &bytes)?.expires_at > now {
+            if self.is_live(store::decode::<Session>(TREE, &bytes)?, now) {
                 n += 1;
             }
         }
@@ -156,10 +181,13 @@ impl Sessions {
         let mut n = 0;
         for item in self.store.sessions.iter() {
             let (key, bytes) = item?;
-            let expired =
-                store::decode::<Session>(TREE, &bytes).map_or(true, |s| s.expires_at <= now);
-            if expired && self.store.sessions.remove(key)?.is_some() {
+            let session = store::decode::<Session>(TREE, &bytes).ok();
+            let expired = session.clone().is_none_or(|s| !self.is_live(s, now));
+            if expired && self.store.sessions.remove(&key)?.is_some() {
                 n += 1;
+            } else if let Some((s, true)) = session.map(|s| self.settled(s, now)) {
+                // Made under a fast clock: written back, so that it ends one TTL from now.
+                store::put(&self.store.sessions, TREE, &key, &s)?;
             }
         }
         Ok(n)
@@ -172,6 +200,36 @@ mod tests {
     use crate::account::acct;
     use crate::clock::ManualClock;
     use chrono::TimeZone;
+
+    /// Issue 15 point 2: a session made while the clock was 30 days fast ends one TTL after
+    /// the correction, not 30 days and a TTL later; cleanup settles those it does not remove.
+    #[test]
+    fn a_session_made_under_a_fast_clock_ends_one_ttl_after_the_correction() {
+        let right = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let clock = ManualClock::new(right + Duration::days(30));
+        let s = Sessions::new(
+            Arc::new(Store::temporary().unwrap()),
+            Arc::new(clock.clone()),
+            std::time::Duration::from_secs(60),
+        );
+        let a = s.create(&acct("alice", "web"), AuthMode::Local).unwrap();
+        let b = s.create(&acct("bob", "web"), AuthMode::Local).unwrap();
+        clock.set(right);
+        let got = s
+            .get(a.id)
+            .unwrap()
+            .expect("still live just after the correction");
+        assert_eq!(
+            (got.created_at, got.expires_at),
+            (right, right + Duration::seconds(60))
+        );
+        assert_eq!(s.cleanup().unwrap(), 0, "bob's is settled, not removed");
+        clock.advance(Duration::seconds(61));
+        assert!(s.get(a.id).unwrap().is_none());
+        assert_eq!(s.active_count().unwrap(), 0);
+        assert_eq!(s.cleanup().unwrap(), 2);
+        assert!(s.get(b.id).unwrap().is_none());
+    }
 
     #[test]
     fn sessions_expire_and_can_be_ended() {

@@ -13,7 +13,7 @@
 //! refresh that read the entry, or the old password's hash, just before it.
 
 use crate::account::Account;
-use crate::clock::SharedClock;
+use crate::clock::{happened, SharedClock};
 use crate::keycloak::TokenSet;
 use crate::local_users;
 use crate::password;
@@ -237,6 +237,8 @@ impl TokenCache {
             if !self.in_grace(entry) || verified.is_some_and(|v| v != entry.verifier) {
                 return false;
             }
+            // The clock rule: cached "in the future" (the clock was ahead) counts from now.
+            entry.cached_at = happened(entry.cached_at, now);
             entry.last_used = Some(now);
             entry.use_count = entry.use_count.saturating_add(1);
             true
@@ -415,10 +417,19 @@ impl TokenCache {
             .ok()
             .and_then(|age| self.clock.now().checked_sub_signed(age))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let now = self.clock.now();
         let mut removed = 0;
         for item in self.store.token_cache.iter() {
             let (key, bytes) = item?;
             let drop = match store::decode::<CachedToken>(TREE, &bytes) {
+                Ok(entry) if entry.cached_at > now => {
+                    // Cached while the clock was ahead: from now on it counts from now.
+                    self.update(&key, |e| {
+                        e.cached_at = happened(e.cached_at, now);
+                        true
+                    })?;
+                    false
+                }
                 Ok(entry) => entry.cached_at < cutoff,
                 Err(e) => {
                     log::warn!("token cache: removing unreadable entry: {e}");
@@ -432,11 +443,15 @@ impl TokenCache {
         Ok(removed)
     }
 
+    /// Inside the grace period at the clock's now, under the clock rule ([`crate::clock`]):
+    /// a token cached while the clock was ahead counts as cached now, so it is usable for
+    /// one grace period from the correction (written so when it is handed out or cleaned up),
+    /// never for the skew plus the grace.
     fn in_grace(&self, entry: &CachedToken) -> bool {
-        entry
-            .cached_at
+        let now = self.clock.now();
+        happened(entry.cached_at, now)
             .checked_add_signed(self.grace)
-            .is_none_or(|end| self.clock.now() < end)
+            .is_none_or(|end| now < end)
     }
 }
 
@@ -547,6 +562,39 @@ pub(crate) mod tests {
         clock.advance(Duration::hours(24));
         assert!(cache
             .authenticate(&acct("alice", "web"), "pw-1", None)
+            .unwrap()
+            .is_none());
+    }
+
+    /// Issue 15 point 2: cached while the clock was 30 days fast, then corrected: usable
+    /// for one grace period from the correction, not the skew plus the grace.
+    #[test]
+    fn a_token_cached_under_a_fast_clock_counts_from_the_correction() {
+        let (cache, clock) = setup();
+        let right = clock.now();
+        clock.advance(Duration::days(30));
+        for user in ["alice", "bob"] {
+            let verifier = Verifier::Password("pw-1");
+            cache
+                .put(&acct(user, "web"), &tokens("tok"), verifier)
+                .unwrap();
+        }
+        clock.set(right);
+        let got = cache
+            .get(&acct("alice", "web"))
+            .unwrap()
+            .expect("usable now");
+        assert_eq!(got.cached_at, Some(right), "counted from the correction");
+        assert_eq!(
+            cache.cleanup(std::time::Duration::from_secs(3600)).unwrap(),
+            0
+        );
+        let bob = cache.entry(&acct("bob", "web")).unwrap().unwrap();
+        assert_eq!(bob.cached_at, right, "cleanup settles what it keeps");
+        clock.advance(Duration::hours(24));
+        assert!(cache.get(&acct("alice", "web")).unwrap().is_none());
+        assert!(cache
+            .authenticate(&acct("bob", "web"), "pw-1", None)
             .unwrap()
             .is_none());
     }

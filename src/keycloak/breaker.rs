@@ -8,6 +8,7 @@
 //! The whole state is a small serde value so that one-shot invocations (cron's `sync-now`) load
 //! it, honour an open circuit, and store it back.
 
+use crate::clock::happened;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +189,17 @@ impl Breaker {
             .trial_started_at
             .is_some_and(|t| now < t + self.cooldown)
     }
+
+    /// Applies the clock rule ([`crate::clock`]) to the stored times: when the circuit opened
+    /// and when the trial started are at most `now`. A circuit opened while the clock was a
+    /// month fast then waits one cooldown from the correction, not the month. Returns whether
+    /// anything changed (the caller persists it, so the cooldown runs from this moment).
+    pub fn settle_clock(&mut self, now: DateTime<Utc>) -> bool {
+        let before = self.state.clone();
+        self.state.opened_at = self.state.opened_at.map(|t| happened(t, now));
+        self.state.trial_started_at = self.state.trial_started_at.map(|t| happened(t, now));
+        self.state != before
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +217,35 @@ mod tests {
             std::time::Duration::from_secs(60),
             BreakerState::default(),
         )
+    }
+
+    /// Issue 15 point 2: opened under a clock 30 days fast, then corrected (or set back a
+    /// day): open for one cooldown from the correction, then the trial.
+    #[test]
+    fn a_circuit_opened_under_a_fast_clock_waits_one_cooldown_after_the_correction() {
+        for skew in [Duration::days(30), Duration::days(1)] {
+            let mut b = breaker(1);
+            b.on_failure(t0() + skew);
+            assert_eq!(b.state().state, CircuitState::Open);
+            let now = t0();
+            assert!(
+                b.settle_clock(now),
+                "the future opening is brought back to now"
+            );
+            assert!(!b.settle_clock(now), "once");
+            assert!(!b.would_permit(now + Duration::seconds(59)));
+            assert_eq!(b.permit(now + Duration::seconds(60)), Permit::Trial);
+            // A trial started in the future is over one cooldown after the correction too.
+            let mut b = breaker(1);
+            b.on_failure(t0());
+            assert_eq!(b.permit(t0() + skew + Duration::seconds(60)), Permit::Trial);
+            b.settle_clock(now);
+            assert!(
+                !b.would_permit(now + Duration::seconds(59)),
+                "trial in flight"
+            );
+            assert!(b.would_permit(now + Duration::seconds(60)), "trial expired");
+        }
     }
 
     #[test]

@@ -274,8 +274,15 @@ impl GuardedKeycloak {
         self.background_trials.load(Ordering::SeqCst)
     }
 
+    /// The breaker, its stored times settled against the clock first (see
+    /// [`Breaker::settle_clock`]).
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if b.settle_clock(self.clock.now()) {
+            log::warn!("the circuit breaker's times were ahead of the clock (the clock was stepped back): its cooldown now runs from the present");
+            self.persist_breaker(b.state());
+        }
+        b
     }
 
     fn persist_breaker(&self, state: &BreakerState) {

@@ -530,7 +530,8 @@ impl LocalUsers {
         // One account at a time: `status` must not hold every account to find the few locked.
         let mut locked = Vec::new();
         for user in self.each() {
-            let u = user?;
+            let mut u = user?;
+            u.lockout.settle_clock(now, &self.policy);
             if let Some(until) = u.lockout.is_locked(now) {
                 locked.push((u.username, u.package, until));
             }
@@ -570,7 +571,13 @@ impl LocalUsers {
         // user gets (and a locked account's failures are not counted again).
         // A stale password (Keycloak refused it: changed centrally) counts as a wrong one.
         let right = password::verify(password, &found.hash) && !found.password_stale;
-        if let Some(until) = found.lockout.is_locked(now) {
+        let mut lockout = found.lockout.clone();
+        if lockout.settle_clock(now, &self.policy) {
+            log::warn!("local user {account}: its failed-login record was ahead of the clock; brought back to now");
+            let policy = self.policy;
+            self.update(&account.key(), |u| u.lockout.settle_clock(now, &policy))?;
+        }
+        if let Some(until) = lockout.is_locked(now) {
             return Ok(if right {
                 Verification::Locked { until }
             } else {

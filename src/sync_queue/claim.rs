@@ -6,6 +6,16 @@ use super::{Claimed, QueueError, SyncItem, SyncQueue, SyncStatus};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
+/// The first `sync_delayed` key whose due time is further ahead than any backoff from `now`
+/// could have set ([`super::MAX_RETRY_DELAY`]): set while the clock was ahead.
+pub(super) fn skewed_from(now: DateTime<Utc>) -> [u8; 16] {
+    let cap = chrono::Duration::from_std(super::MAX_RETRY_DELAY).unwrap_or(chrono::Duration::MAX);
+    let beyond = now
+        .checked_add_signed(cap)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    delayed_key(beyond, u64::MAX)
+}
+
 impl SyncQueue {
     /// Claims up to `batch` pending items in queue order and marks them `processing`.
     ///
@@ -94,10 +104,14 @@ impl SyncQueue {
         Ok(claimed)
     }
 
-    /// Moves every backing-off item due by `now` from `sync_delayed` to `sync_order`.
+    /// Moves every backing-off item due by `now` from `sync_delayed` to `sync_order`, and,
+    /// by the clock rule ([`crate::clock`]), every one due later than the longest backoff
+    /// from now ([`super::MAX_RETRY_DELAY`]): its due time was set while the clock was ahead.
     /// Caller holds the lock.
     pub(super) fn promote_due(&self, now: DateTime<Utc>) -> Result<(), QueueError> {
-        for entry in self.store.sync_delayed.range(..=delayed_key(now, u64::MAX)) {
+        let due = self.store.sync_delayed.range(..=delayed_key(now, u64::MAX));
+        let skewed = self.store.sync_delayed.range(skewed_from(now)..);
+        for entry in due.chain(skewed) {
             let (key, raw_id) = entry?;
             let Some(id) = id_of(&raw_id) else {
                 log::error!("sync_delayed entry with a malformed sync id: removed");

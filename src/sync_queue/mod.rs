@@ -72,6 +72,9 @@ use uuid::Uuid;
 pub const PRIORITY_HIGHEST: u32 = 1;
 /// Priority when none is given.
 pub const PRIORITY_DEFAULT: u32 = 5;
+/// The longest a backing-off item waits ([`crate::backoff::Backoff`]'s cap). A due time
+/// further ahead was set while the clock was ahead: a claim takes it as due.
+pub const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[cfg(test)]
 thread_local! {
@@ -376,12 +379,17 @@ impl SyncQueue {
         if !self.store.sync_order.is_empty() {
             return Ok(true);
         }
-        let due_by = delayed_key(self.clock.now(), u64::MAX);
-        Ok(self
-            .store
-            .sync_delayed
+        let now = self.clock.now();
+        let due_by = delayed_key(now, u64::MAX);
+        let delayed = &self.store.sync_delayed;
+        let first_due = delayed
             .first()?
-            .is_some_and(|(key, _)| key.as_ref() <= &due_by[..]))
+            .is_some_and(|(key, _)| key.as_ref() <= &due_by[..]);
+        // By the clock rule, a due time beyond the longest backoff counts as due (see claim).
+        let last_skewed = delayed
+            .last()?
+            .is_some_and(|(key, _)| key.as_ref() > &claim::skewed_from(now)[..]);
+        Ok(first_due || last_skewed)
     }
 
     /// Removes completed and superseded items finished more than `max_age` ago. Failed items

@@ -42,7 +42,8 @@ impl SyncQueue {
         delay: std::time::Duration,
     ) -> Result<(), QueueError> {
         self.transition(id, None, |item, now| {
-            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let delay = chrono::Duration::from_std(delay.min(super::MAX_RETRY_DELAY))
+                .unwrap_or(chrono::Duration::MAX);
             item.attempts = item.attempts.saturating_add(1);
             item.status = SyncStatus::Pending;
             item.last_error = Some(reason.to_string());

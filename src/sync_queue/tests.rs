@@ -241,6 +241,33 @@ fn unknown_types_and_bad_data_are_refused_at_enqueue() {
     assert_eq!(q.pending_count(), 0);
 }
 
+/// Issue 15 point 2: an item backing off under a clock 30 days fast is not held for the
+/// month once the clock is corrected: a due time beyond the longest backoff is due now.
+#[test]
+fn a_backoff_set_under_a_fast_clock_is_due_after_the_correction() {
+    let (q, clock) = setup();
+    let right = crate::clock::Clock::now(&clock);
+    let id = enqueue(&q, &acct("u", "p"), "password_change", &pw("skewed-pw"), 1).unwrap();
+    clock.advance(Duration::days(30));
+    claim_ids(&q, 1);
+    q.retry(id, "HTTP 409", std::time::Duration::from_secs(60))
+        .unwrap();
+    clock.set(right);
+    assert_eq!(
+        claim_ids(&q, 1),
+        vec![id],
+        "due at once after the correction"
+    );
+    // An ordinary backoff still waits, and no delay exceeds the cap.
+    let other = enqueue(&q, &acct("v", "p"), "password_change", &pw("other-pw"), 1).unwrap();
+    claim_ids(&q, 2);
+    q.retry(other, "HTTP 409", std::time::Duration::from_secs(86_400))
+        .unwrap();
+    assert!(claim_ids(&q, 1).is_empty(), "backing off");
+    let item = q.get(other).unwrap().unwrap();
+    assert_eq!(item.next_attempt_at, right + Duration::hours(1), "capped");
+}
+
 #[test]
 fn retry_backs_off_release_does_not_count_and_fail_keeps_the_secret_sealed() {
     let (q, clock) = setup();

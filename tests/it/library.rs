@@ -243,6 +243,64 @@ fn metrics_count_refused_calls_durations_and_the_last_good_sync() {
     );
 }
 
+/// Issue 15 point 2: a circuit opened while the clock was 30 days fast does not stay open
+/// for 30 days once the clock is corrected: one cooldown later the queue drains again, in a
+/// new process (a new client over the same data directory) as in the same one.
+#[test]
+fn a_circuit_opened_under_a_fast_clock_reopens_the_way_one_cooldown_after_the_correction() {
+    let (fake, user) = fake_with_user("skew");
+    let tuning = Tuning {
+        failure_threshold: 1,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    // Two processes in turn over the env's data directory, on the test's clock.
+    let on_disk = |clock: &keycloak_resilient::clock::ManualClock| {
+        let config = env.config();
+        let store = keycloak_resilient::store::Store::open(&config.storage_path).unwrap();
+        ResilientClient::with_parts(
+            config,
+            std::sync::Arc::new(store),
+            std::sync::Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let clock = manual_clock();
+    let right = keycloak_resilient::clock::Clock::now(&clock);
+    clock.advance(chrono::Duration::days(30));
+    {
+        let client = on_disk(&clock);
+        client
+            .queue_sync(
+                &user,
+                PACKAGE,
+                "password_change",
+                &json!({"new_password": "Skewed-Pw-1"}),
+                1,
+            )
+            .unwrap();
+        fake.set_behavior(Behavior::Status(503));
+        client.process_sync_queue(10).unwrap();
+        assert_eq!(client.circuit().0, CircuitState::Open);
+    }
+    fake.set_behavior(Behavior::Normal);
+    clock.set(right);
+    let client = on_disk(&clock);
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!(
+        report.processed, 0,
+        "open for one cooldown after the correction: {report:?}"
+    );
+    past_cooldown(&clock, &tuning);
+    assert!(
+        client.is_available(),
+        "the trial goes one cooldown after the correction"
+    );
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(fake.password_of(&user).as_deref(), Some("Skewed-Pw-1"));
+}
+
 /// Issue 16 point 2: a login client Keycloak refuses (rotated secret) is shown, not taken for
 /// a working Keycloak: logins fall back to local, `status` and the metric name the login
 /// client while it lasts, and both clear on the next grant that goes through.
