@@ -13,6 +13,7 @@
 
 use crate::auth::Auth;
 use crate::client::ResilientClient;
+use crate::store::space::{self, Disk, DiskWatch};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -29,14 +30,25 @@ pub const CLEANUP_FAILED_DAYS: u64 = 30;
 /// How often the loops look at the stop flag.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Runs until `stop` becomes true. Writes the banner and one line per event to `out`.
-/// `socket` is shown in the banner when one-shot commands are served beside the loop.
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `stop` became true.
+    Stopped,
+    /// The database met a full disk and space is back: the caller closes it and opens it
+    /// again ([`crate::store::space`]), then runs the loop anew.
+    Reopen,
+}
+
+/// Runs until `stop` becomes true, or until the database must be reopened after a full disk.
+/// Writes the banner and one line per event to `out`. `socket` is shown in the banner when
+/// one-shot commands are served beside the loop.
 pub fn run(
     client: &ResilientClient,
     stop: Arc<AtomicBool>,
     socket: Option<&std::path::Path>,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let cfg = client.config().clone();
     let status = client.get_status()?;
     writeln!(
@@ -119,6 +131,14 @@ pub fn run(
         log::error!("health thread panicked");
     }
     client.keycloak().set_background_trials(false);
+    if let Ok(Ended::Reopen) = result {
+        // This database cannot write any more (that is why it is reopened): nothing to flush.
+        say(
+            out,
+            format_args!("reopening the database: space is free again"),
+        );
+        return result;
+    }
     client.store().flush()?;
     say(out, format_args!("stopped"));
     result
@@ -137,9 +157,11 @@ fn main_loop(
     stop: &Arc<AtomicBool>,
     came_back: &mpsc::Receiver<()>,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let cfg = client.config();
     let auth = Auth::new(client.clone());
+    let mut disk = DiskWatch::default();
+    let store = client.store();
     let mut next_sync = Instant::now();
     let mut next_cleanup = Instant::now() + cfg.service.cleanup_interval;
     let reconcile_every = cfg.consistency.reconcile_interval;
@@ -148,6 +170,19 @@ fn main_loop(
     let mut keys = crate::verify::upkeep::KeysUpkeep::default();
     let mut refresh_ahead = crate::refresh_ahead::RefreshAhead::default();
     while !stop.load(Ordering::SeqCst) {
+        match disk.tick(
+            Instant::now(),
+            || store.flush_hits_full_disk(),
+            || space::takes_writes(store.path()),
+        ) {
+            Disk::Fine => {}
+            // Nothing that writes can work: requests still get their one-line error.
+            Disk::Stuck => {
+                std::thread::sleep(TICK);
+                continue;
+            }
+            Disk::Reopen => return Ok(Ended::Reopen),
+        }
         let mut due = Instant::now() >= next_sync;
         if came_back.try_recv().is_ok() {
             say(out, format_args!("Keycloak is back: syncing now"));
@@ -228,7 +263,7 @@ fn main_loop(
         }
         std::thread::sleep(TICK);
     }
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 fn cleanup(client: &ResilientClient, auth: &Auth) -> anyhow::Result<(usize, usize, usize)> {

@@ -53,6 +53,7 @@ pub struct Server {
 
 /// The socket settings checked against this machine (the group looked up, the op names
 /// checked): a mistake is a config error before the service opens anything.
+#[derive(Clone)]
 pub struct Settings {
     access: Access,
     gid: Option<u32>,

@@ -57,7 +57,9 @@ struct StartedView<'a> {
     version: &'a str,
 }
 
-/// Runs the service until stopped; the database is flushed before it returns.
+/// Runs the service until stopped; the database is flushed before it returns. After a full
+/// disk it closes the database and opens it again once space is free
+/// ([`crate::store::space`]): the socket goes away for that moment and comes back.
 pub(super) fn start(
     config: Config,
     lock_timeout: Duration,
@@ -66,11 +68,44 @@ pub(super) fn start(
 ) -> anyhow::Result<u8> {
     // A wrong socket group or op name is a config error, found before anything is opened.
     let settings = super::server::check_settings(&config)?;
-    let auth = Arc::new(super::open_auth(config, lock_timeout)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+    // The signal ends the round running when it comes (its flag is in `current`), and every
+    // later one before it starts (`signalled`).
+    let signalled = Arc::new(AtomicBool::new(false));
+    let current = Arc::new(std::sync::Mutex::new(Arc::new(AtomicBool::new(false))));
+    {
+        let (signalled, current) = (signalled.clone(), current.clone());
+        ctrlc::set_handler(move || {
+            signalled.store(true, Ordering::SeqCst);
+            let round = current.lock().unwrap_or_else(|e| e.into_inner());
+            round.store(true, Ordering::SeqCst);
+        })
         .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    loop {
+        let stop = Arc::new(AtomicBool::new(false));
+        *current.lock().unwrap_or_else(|e| e.into_inner()) = stop.clone();
+        if signalled.load(Ordering::SeqCst) {
+            return Ok(EXIT_OK);
+        }
+        // With --json a reopened database says `started` again, after `message` "reopening…".
+        let ended = round(&config, settings.clone(), lock_timeout, json, stop, out)?;
+        if ended == crate::service::Ended::Stopped {
+            return Ok(EXIT_OK);
+        }
+    }
+}
+
+/// One life of the database: opened, served and looped over until stopped or until it must
+/// be reopened.
+fn round(
+    config: &Config,
+    settings: super::server::Settings,
+    lock_timeout: Duration,
+    json: bool,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> anyhow::Result<crate::service::Ended> {
+    let auth = Arc::new(super::open_auth(config.clone(), lock_timeout)?);
     // Without its socket the service still keeps logins and sync going; one-shot commands
     // then wait for the lock and say who holds it.
     let server = match super::server::Server::start(auth.clone(), stop.clone(), settings) {
@@ -92,10 +127,12 @@ pub(super) fn start(
     if let Some(server) = server {
         server.shutdown();
     }
-    // Requests answered during the drain wrote after the loop's last flush.
-    auth.client().store().flush()?;
-    result?;
-    Ok(EXIT_OK)
+    let ended = result?;
+    if ended == crate::service::Ended::Stopped {
+        // Requests answered during the drain wrote after the loop's last flush.
+        auth.client().store().flush()?;
+    }
+    Ok(ended)
 }
 
 /// Writes the `started` event.

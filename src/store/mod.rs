@@ -25,6 +25,7 @@ pub mod lock;
 pub mod meta;
 pub mod perms;
 pub mod seal;
+pub mod space;
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs;
@@ -362,6 +363,16 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Whether a flush now fails because the disk is full (see [`space`]): then sled fails
+    /// every later write too, until the database is opened again.
+    pub fn flush_hits_full_disk(&self) -> bool {
+        match self.db.flush() {
+            Err(sled::Error::Io(e)) => space::is_full(&e),
+            Err(sled::Error::ReportableBug(text)) => text.contains("No space left"),
+            _ => false,
+        }
     }
 
     /// A fresh, strictly increasing id (unique within this database).

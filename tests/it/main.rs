@@ -30,6 +30,8 @@ mod fake;
 /// that is not there; hang and slow): bounded calls, the bulkhead, the trial as a probe, and
 /// one-shot logins that hold no lock across a Keycloak call (issue 14).
 mod faults;
+/// Issue 15 point 4: a full disk (a real small tmpfs, as root) heals without a restart.
+mod full_disk;
 /// The library end to end (`ResilientClient`, `Auth`) against the fake: the shared scenarios,
 /// and what only the fake can drive (5xx pages, 429, slowness, exact request counts).
 mod library;
