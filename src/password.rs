@@ -21,7 +21,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::PasswordVerifier;
 use argon2::Argon2;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Longest password accepted anywhere (login, passwd, user add, queued changes), in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -142,34 +142,81 @@ pub fn hash(password: &str) -> Result<String, HashError> {
     Ok(phc.to_string())
 }
 
-/// Largest argon2 memory (in 1 KiB blocks) kept for reuse by a thread: the default cost's. A
-/// costlier imported hash gets a one-off buffer.
+/// Largest argon2 memory (in 1 KiB blocks) kept for reuse: the default cost's. A costlier
+/// imported hash gets a one-off buffer.
 const REUSED_BLOCKS: usize = 19 * 1024;
 
-thread_local! {
-    /// argon2's working memory, kept per thread. argon2 would otherwise allocate (64-byte
-    /// aligned, zeroed) 19 MiB per hash or verify; glibc does not hand such aligned blocks back
-    /// reliably, and a process that verifies passwords grew by hundreds of MiB (measured with
-    /// benches/hot_paths.rs). Reusing one buffer keeps it at 19 MiB per thread.
-    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+/// argon2's working memory, a fixed number of buffers shared by every thread: one per core
+/// (at most [`MAX_BUFFERS`]). argon2 would otherwise allocate (64-byte aligned, zeroed) 19 MiB
+/// per hash or verify, which glibc does not hand back reliably; kept per thread instead, the
+/// service's worker pool (cores plus the Keycloak calls allowed to wait) held 19 MiB in each
+/// worker, 240 MiB in all. With the buffers here the memory is at most one buffer per core,
+/// however many threads verify: a thread finding them all in use waits for one, which costs
+/// nothing, since the cores are busy hashing anyway (benches/socket_memory.rs).
+struct Buffers {
+    free: Mutex<(Vec<Vec<argon2::Block>>, usize)>,
+    returned: Condvar,
+    max: usize,
 }
 
-/// Runs `f` on `n` zeroed argon2 blocks, from the thread's reusable buffer when `n` is small.
+/// The most buffers, however many cores.
+const MAX_BUFFERS: usize = 16;
+
+fn buffers() -> &'static Buffers {
+    static BUFFERS: OnceLock<Buffers> = OnceLock::new();
+    BUFFERS.get_or_init(|| Buffers {
+        free: Mutex::new((Vec::new(), 0)),
+        returned: Condvar::new(),
+        max: std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_BUFFERS),
+    })
+}
+
+/// A buffer taken from [`Buffers`]; given back when dropped (a panic in argon2 included).
+struct Lent(Option<Vec<argon2::Block>>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.0.take() {
+            let pool = buffers();
+            pool.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .push(buffer);
+            pool.returned.notify_one();
+        }
+    }
+}
+
+fn lend() -> Lent {
+    let pool = buffers();
+    let mut state = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(buffer) = state.0.pop() {
+            return Lent(Some(buffer));
+        }
+        if state.1 < pool.max {
+            state.1 += 1;
+            return Lent(Some(Vec::new()));
+        }
+        state = pool.returned.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Runs `f` on `n` argon2 blocks, from the shared buffers when `n` is the default cost or less.
 fn with_blocks<R>(n: usize, f: impl FnOnce(&mut [argon2::Block]) -> R) -> R {
     if n > REUSED_BLOCKS {
         let mut one_off = vec![argon2::Block::new(); n];
         return f(&mut one_off);
     }
-    BLOCKS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut blocks) => {
-            if blocks.len() < n {
-                blocks.resize(n, argon2::Block::new());
-            }
-            f(&mut blocks[..n])
-        }
-        // Re-entered on this thread (not expected): fall back to a one-off buffer.
-        Err(_) => f(&mut vec![argon2::Block::new(); n]),
-    })
+    let mut lent = lend();
+    let blocks = lent.0.get_or_insert_with(Vec::new);
+    if blocks.len() < n {
+        blocks.resize(n, argon2::Block::new());
+    }
+    f(&mut blocks[..n])
 }
 
 /// Verifies an argon2 PHC string with the reusable working memory.
@@ -367,6 +414,30 @@ fn bcrypt_family(hash: &str) -> Result<HashFamily, String> {
 mod tests {
     use super::*;
     use argon2::password_hash::PasswordHasher;
+
+    /// Issue 15 point 1: however many threads verify at once, argon2's memory is one buffer
+    /// per core at most, reused (a thread-local buffer cost 19 MiB per worker thread).
+    #[test]
+    fn concurrent_verifies_share_at_most_one_buffer_per_core() {
+        let phc = hash("Shared-Buffer-Pw-1").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let phc = phc.clone();
+                std::thread::spawn(move || verify("Shared-Buffer-Pw-1", &phc))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let pool = buffers();
+        // Other tests of this binary hash too, so only the bound is checked, not who holds one.
+        let created = pool.free.lock().unwrap().1;
+        assert!(
+            created <= pool.max,
+            "{created} buffers for {} cores",
+            pool.max
+        );
+    }
 
     #[test]
     fn our_argon2_path_agrees_with_the_crate_both_ways() {

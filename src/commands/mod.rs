@@ -38,6 +38,7 @@ mod reconcile;
 mod render;
 mod server;
 mod sessions;
+mod signals;
 mod slots;
 mod start;
 mod status;
@@ -58,6 +59,7 @@ use anyhow::Context;
 use cli::{Cli, Command};
 use protocol::{Answer, Envelope, Format, Request};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,16 +89,45 @@ pub struct Io<'a> {
     pub stopping: &'a dyn Fn() -> bool,
 }
 
+/// Where the configuration comes from: `--config`, with `--data-dir` and `--socket` applied
+/// over it. Kept by `start`, which loads it again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    file: PathBuf,
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    /// The source the command line names.
+    pub fn of(cli: &Cli) -> ConfigSource {
+        ConfigSource {
+            file: cli.config.clone(),
+            data_dir: cli.data_dir.clone(),
+            socket: cli.socket.clone().filter(|s| !s.as_os_str().is_empty()),
+        }
+    }
+
+    /// Reads the file (and the secrets the environment points at) and applies the overrides.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file or the key.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(&self.file)?;
+        if let Some(dir) = &self.data_dir {
+            config.storage_path = dir.clone();
+        }
+        if let Some(socket) = &self.socket {
+            config.service.socket.path = Some(socket.clone());
+        }
+        Ok(config)
+    }
+}
+
 /// Loads the config named by `--config`, with `--data-dir` and `--socket` applied.
 pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    let mut config = Config::load(&cli.config)?;
-    if let Some(dir) = &cli.data_dir {
-        config.storage_path = dir.clone();
-    }
-    if let Some(socket) = cli.socket.as_ref().filter(|s| !s.as_os_str().is_empty()) {
-        config.service.socket.path = Some(socket.clone());
-    }
-    Ok(config)
+    ConfigSource::of(cli).load()
 }
 
 /// Opens the database (waiting up to `lock_timeout` for its lock) and builds the engine with
@@ -124,7 +155,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         Command::Man => return manual::man(out),
         _ => {}
     }
-    let config = load_config(&cli)?;
+    let source = ConfigSource::of(&cli);
+    let config = source.load()?;
     let json = cli.json;
     let lock_timeout = Duration::from_secs_f64(cli.lock_timeout);
     let request = match cli.command {
@@ -134,7 +166,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         Command::Start => {
             crate::store::lock::set_holder_label("start");
-            return start::start(config, lock_timeout, json, out);
+            return start::start(config, source, lock_timeout, json, out);
         }
         other => match gather::gather(other)? {
             Some(request) => request,

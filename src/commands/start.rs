@@ -1,5 +1,5 @@
 //! `start`: the service. Owns the database, serves one-shot commands on the control socket,
-//! runs the sync loop until SIGINT/SIGTERM.
+//! runs the sync loop until SIGINT/SIGTERM; SIGHUP reloads the configuration.
 //!
 //! With `--json` its stdout is a stream of JSON lines, one object per event ([`EventView`]):
 //! `started` (what the text banner says, as fields), one `message` per event line of the
@@ -9,7 +9,6 @@ use super::render::{print_json_line, rfc3339};
 use super::EXIT_OK;
 use crate::client::Mode;
 use crate::config::Config;
-use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -60,39 +59,32 @@ struct StartedView<'a> {
 /// Runs the service until stopped; the database is flushed before it returns. After a full
 /// disk it closes the database and opens it again once space is free
 /// ([`crate::store::space`]): the socket goes away for that moment and comes back.
+///
+/// SIGHUP reads the configuration again from `source`; a good one replaces the running one
+/// the same way, a bad one is logged and the running one kept ([`super::signals`]).
 pub(super) fn start(
     config: Config,
+    source: super::ConfigSource,
     lock_timeout: Duration,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     // A wrong socket group or op name is a config error, found before anything is opened.
-    let settings = super::server::check_settings(&config)?;
-    // The signal ends the round running when it comes (its flag is in `current`), and every
-    // later one before it starts (`signalled`).
-    let signalled = Arc::new(AtomicBool::new(false));
-    let current = Arc::new(std::sync::Mutex::new(Arc::new(AtomicBool::new(false))));
-    {
-        let (signalled, current) = (signalled.clone(), current.clone());
-        ctrlc::set_handler(move || {
-            signalled.store(true, Ordering::SeqCst);
-            let round = current.lock().unwrap_or_else(|e| e.into_inner());
-            round.store(true, Ordering::SeqCst);
-        })
-        .context("installing the SIGINT/SIGTERM handler")?;
-    }
-    loop {
-        let stop = Arc::new(AtomicBool::new(false));
-        *current.lock().unwrap_or_else(|e| e.into_inner()) = stop.clone();
-        if signalled.load(Ordering::SeqCst) {
-            return Ok(EXIT_OK);
-        }
-        // With --json a reopened database says `started` again, after `message` "reopening…".
+    let mut settings = super::server::check_settings(&config)?;
+    let mut config = config;
+    let signals = super::signals::Signals::install(source)?;
+    // With --json a new round says `started` again.
+    while let Some(stop) = signals.next_round() {
         let ended = round(&config, settings.clone(), lock_timeout, json, stop, out)?;
+        if let Some((reloaded, checked)) = signals.take_reloaded() {
+            (config, settings) = (reloaded, checked);
+            continue;
+        }
         if ended == crate::service::Ended::Stopped {
-            return Ok(EXIT_OK);
+            break;
         }
     }
+    Ok(EXIT_OK)
 }
 
 /// One life of the database: opened, served and looped over until stopped or until it must

@@ -40,6 +40,8 @@ mod library;
 mod modes;
 /// Issue 16 point 1: `queue show`, `retry`, `remove`, one-shot and over the socket.
 mod queue_ops;
+/// Issue 16 point 2: SIGHUP reloads the configuration and secrets; a bad one is refused.
+mod reload;
 /// One database, many callers: a running `start` serving one-shot commands and applications
 /// over its Unix socket.
 mod socket;
