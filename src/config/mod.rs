@@ -151,8 +151,19 @@ pub struct KeycloakConfig {
     /// The bound of a health probe someone waits for: `status`, and the half-open trial a
     /// one-shot login runs when no service's health thread does.
     pub trial_timeout: Duration,
+    /// `keycloak.tls.ca_file`: a private CA trusted besides the system's roots.
+    pub tls_ca: Option<TlsCa>,
     /// Per-package realm/client overrides.
     pub packages: BTreeMap<String, PackageConfig>,
+}
+
+/// A certificate authority read from `keycloak.tls.ca_file` (PEM, one or more certificates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCa {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// The PEM text, checked to hold at least one certificate.
+    pub pem: Vec<u8>,
 }
 
 /// Where one package's users live; defaults to the top-level realm and client.

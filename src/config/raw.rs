@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod authority;
+mod tls;
 mod verify;
 
 /// The file's layout, as written; only serde checks here.
@@ -50,6 +51,8 @@ struct RawKeycloak {
     slow_call_seconds: Option<i64>,
     #[serde(default)]
     trial_timeout_ms: Option<i64>,
+    #[serde(default)]
+    tls: tls::RawTls,
     #[serde(default)]
     packages: Option<BTreeMap<String, RawPackage>>,
     #[serde(default)]
@@ -237,6 +240,7 @@ impl RawKeycloak {
             k.trial_timeout_ms,
         );
         let limits = v.call_limits(raw_limits, timeout)?;
+        let tls_ca = k.tls.build(v)?;
         let default = PackageConfig {
             realm,
             client_id,
@@ -255,6 +259,7 @@ impl RawKeycloak {
             max_concurrent_calls: limits.max_concurrent_calls,
             slow_call: limits.slow_call,
             trial_timeout: limits.trial_timeout,
+            tls_ca,
             packages,
         };
         let consistency = authority::RawConsistency {

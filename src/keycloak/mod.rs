@@ -222,11 +222,19 @@ impl KeycloakClient {
             reqwest::header::ACCEPT,
             reqwest::header::HeaderValue::from_static("application/json"),
         );
-        let http = Client::builder()
+        let mut builder = Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .default_headers(headers)
-            .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.tls_ca {
+            // Checked when the config was loaded; trusted besides the system's roots.
+            let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
+                KcError::Misconfigured(format!("keycloak.tls.ca_file {}: {e}", ca.path.display()))
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| KcError::Misconfigured(format!("HTTP client: {e}")))?;
         Ok(KeycloakClient {
@@ -627,7 +635,20 @@ fn transport(e: reqwest::Error) -> KcError {
         "request failed"
     };
     // reqwest's message carries the URL (no secrets: they travel in bodies and headers).
-    KcError::Unavailable(format!("{what}: {}", error_text(&e)))
+    let text = error_text(&e);
+    if is_certificate_error(&text) {
+        // Our trust settings, not Keycloak being away: never opens the breaker.
+        return KcError::Misconfigured(format!(
+            "TLS: {text}; if Keycloak's certificate comes from a private CA, set keycloak.tls.ca_file to it"
+        ));
+    }
+    KcError::Unavailable(format!("{what}: {text}"))
+}
+
+/// Whether a transport error's text is rustls refusing the server's certificate (an unknown
+/// issuer, a wrong name, expired): a configuration problem. Pure.
+fn is_certificate_error(text: &str) -> bool {
+    text.contains("invalid peer certificate") || text.contains("certificate verify failed")
 }
 
 /// reqwest's error with its causes on one line (URLs only: secrets travel in bodies and headers).

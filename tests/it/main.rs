@@ -45,6 +45,8 @@ mod reload;
 /// One database, many callers: a running `start` serving one-shot commands and applications
 /// over its Unix socket.
 mod socket;
+/// Issue 16 point 6: a private CA for Keycloak's TLS (`keycloak.tls.ca_file`), made in the test.
+mod tls;
 /// Issue 18: `verify-token` from the kept realm keys, the outage grace, cached tokens
 /// refreshed ahead of expiry.
 mod verify;
