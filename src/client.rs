@@ -421,6 +421,7 @@ impl ResilientClient {
                 });
             }
         }
+        kc.count_if_circuit_refused();
         Err(self.unavailable_reason())
     }
 

@@ -486,6 +486,15 @@ impl GuardedKeycloak {
         closed && self.known_availability().unwrap_or(true)
     }
 
+    /// A login that does not ask Keycloak because the circuit is not closed: counted as a call
+    /// the circuit refused (`keycloak_calls_rejected_total`), as [`GuardedKeycloak::admit`]
+    /// counts one it refuses.
+    pub fn count_if_circuit_refused(&self) {
+        if self.breaker().state().state != CircuitState::Closed {
+            self.count_rejected();
+        }
+    }
+
     /// Whether the half-open trial is due: the circuit is open past its cooldown (or a trial
     /// lost in a crash has expired) and nobody is making it.
     pub fn trial_due(&self) -> bool {

@@ -198,6 +198,10 @@ fn metrics_count_refused_calls_durations_and_the_last_good_sync() {
         value(&text, "keycloak_call_duration_seconds_count") >= 2.0,
         "{text}"
     );
+    assert!(
+        value(&text, "keycloak_calls_rejected_total") >= 1.0,
+        "the third login was refused by the open circuit: {text}"
+    );
     assert_eq!(
         value(&text, "sync_last_success_timestamp_seconds"),
         0.0,
