@@ -227,7 +227,11 @@ impl KeycloakClient {
             .connect_timeout(config.connect_timeout)
             .default_headers(headers)
             .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.tls_ca {
+        if config.server_url.starts_with("http://") {
+            // No TLS toward this Keycloak: no trust store to load (the system's would cost a
+            // one-shot command the reading of every CA file on the machine).
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        } else if let Some(ca) = &config.tls_ca {
             // Checked when the config was loaded; trusted besides the system's roots.
             let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
                 KcError::Misconfigured(format!("keycloak.tls.ca_file {}: {e}", ca.path.display()))
