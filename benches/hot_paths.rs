@@ -12,8 +12,8 @@
 //!   items: ≈ 1.0 (per-status counters; pages read only what they show).
 //!
 //! The last line is the process's RSS after all of it (some 200 argon2 runs, 10 000 queued
-//! items): argon2's working memory is reused per thread, so it stays in the tens of MiB (it was
-//! over 1 GiB when every run allocated its own 19 MiB).
+//! items): argon2's working memory is a fixed set of buffers, one per core, so it stays in the
+//! tens of MiB (it was over 1 GiB when every run allocated its own 19 MiB).
 
 use keycloak_resilient::clock::{SharedClock, SystemClock};
 use keycloak_resilient::local_users::{LocalUsers, Verification};
