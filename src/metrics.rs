@@ -97,6 +97,35 @@ fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
         &["normal", "degraded", "offline"],
         status.mode.as_str(),
     );
+    queue_gauges(out, client, &status)?;
+    let refused = |client: &str| b(status.misconfigured.iter().any(|m| m.client == client));
+    metric(
+        out,
+        "keycloak_misconfigured",
+        "gauge",
+        "1 while Keycloak refuses a client for our configuration (secret, grants, realm): login or admin.",
+        &[
+            ("{client=\"login\"}", refused("login")),
+            ("{client=\"admin\"}", refused("admin")),
+        ],
+    );
+    metric(
+        out,
+        "cached_tokens",
+        "gauge",
+        "Cached tokens inside the grace period.",
+        &[("", status.cached_tokens as f64)],
+    );
+    Ok(())
+}
+
+/// The sync queue: items by status and type, the oldest one's age, the last good cycle, the
+/// block.
+fn queue_gauges(
+    out: &mut String,
+    client: &crate::client::ResilientClient,
+    status: &crate::client::Status,
+) -> anyhow::Result<()> {
     // One gauge family by status: `sync_failed` (a gauge) beside `sync_failed_total` (a
     // counter) would be one family to Prometheus' parser, and OpenMetrics refuses it.
     metric(
@@ -141,30 +170,12 @@ fn keycloak_gauges(out: &mut String, auth: &Auth) -> anyhow::Result<()> {
         "When a sync cycle last settled every item it claimed with Keycloak's answer (0: never).",
         &[("", last.unwrap_or(0) as f64)],
     );
-    let refused = |client: &str| b(status.misconfigured.iter().any(|m| m.client == client));
-    metric(
-        out,
-        "keycloak_misconfigured",
-        "gauge",
-        "1 while Keycloak refuses a client for our configuration (secret, grants, realm): login or admin.",
-        &[
-            ("{client=\"login\"}", refused("login")),
-            ("{client=\"admin\"}", refused("admin")),
-        ],
-    );
     metric(
         out,
         "sync_blocked",
         "gauge",
         "1 when the queue is blocked (admin credentials refused).",
-        &[("", b(status.queue_blocked.is_some()))],
-    );
-    metric(
-        out,
-        "cached_tokens",
-        "gauge",
-        "Cached tokens inside the grace period.",
-        &[("", status.cached_tokens as f64)],
+        &[("", bool_value(status.queue_blocked.is_some()))],
     );
     Ok(())
 }

@@ -190,36 +190,7 @@ fn main_loop(
         }
         if due {
             next_sync = Instant::now() + cfg.service.sync_interval;
-            let stop_flag = stop.clone();
-            // A failed cycle (a storage error) is logged and tried again next interval: the
-            // service keeps logins and the health probe going.
-            match client.process_sync_queue_until(cfg.service.batch_size, &move || {
-                stop_flag.load(Ordering::SeqCst)
-            }) {
-                Ok(r) if r.processed > 0 || r.released > 0 => say(
-                    out,
-                    format_args!(
-                        "sync: {} processed ({} completed, {} failed, {} retried){}",
-                        r.processed,
-                        r.completed,
-                        r.failed,
-                        r.retried,
-                        r.stopped
-                            .map(|s| format!("; stopped: {s}"))
-                            .unwrap_or_default()
-                    ),
-                ),
-                Ok(_) => {}
-                Err(e) => log::error!("sync cycle failed: {e}"),
-            }
-            if let Some(path) = &cfg.service.metrics_textfile {
-                match crate::metrics::render(&auth)
-                    .and_then(|text| crate::metrics::write_textfile(path, &text))
-                {
-                    Ok(()) => {}
-                    Err(e) => log::error!("metrics textfile: {e:#}"),
-                }
-            }
+            sync_cycle(&auth, stop, out);
         }
         if Instant::now() >= next_cleanup {
             next_cleanup = Instant::now() + cfg.service.cleanup_interval;
@@ -264,6 +235,41 @@ fn main_loop(
         std::thread::sleep(TICK);
     }
     Ok(Ended::Stopped)
+}
+
+/// One sync cycle, then the metrics textfile. A failed cycle (a storage error) is logged and
+/// tried again next interval: the service keeps logins and the health probe going.
+fn sync_cycle(auth: &Auth, stop: &Arc<AtomicBool>, out: &mut dyn Write) {
+    let client = auth.client();
+    let cfg = client.config();
+    let stop_flag = stop.clone();
+    match client.process_sync_queue_until(cfg.service.batch_size, &move || {
+        stop_flag.load(Ordering::SeqCst)
+    }) {
+        Ok(r) if r.processed > 0 || r.released > 0 => say(
+            out,
+            format_args!(
+                "sync: {} processed ({} completed, {} failed, {} retried){}",
+                r.processed,
+                r.completed,
+                r.failed,
+                r.retried,
+                r.stopped
+                    .map(|s| format!("; stopped: {s}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => log::error!("sync cycle failed: {e}"),
+    }
+    if let Some(path) = &cfg.service.metrics_textfile {
+        match crate::metrics::render(auth)
+            .and_then(|text| crate::metrics::write_textfile(path, &text))
+        {
+            Ok(()) => {}
+            Err(e) => log::error!("metrics textfile: {e:#}"),
+        }
+    }
 }
 
 fn cleanup(client: &ResilientClient, auth: &Auth) -> anyhow::Result<(usize, usize, usize)> {
