@@ -14,7 +14,6 @@ use crate::auth::Auth;
 use crate::client::AuthError;
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How often the service looks for tokens due when nothing was refreshed.
@@ -42,14 +41,8 @@ pub fn due(
     now: DateTime<Utc>,
     before: DateTime<Utc>,
 ) -> Result<Vec<Account>, StoreError> {
-    let mut accounts = BTreeMap::new();
-    for s in auth.sessions().live()? {
-        if let Ok(account) = Account::new(&s.username, &s.package) {
-            accounts.insert(account.key(), account);
-        }
-    }
     let mut due = Vec::new();
-    for account in accounts.into_values() {
+    for account in auth.sessions().live_accounts()? {
         let Some(entry) = auth.client().tokens().entry(&account)? else {
             continue;
         };
@@ -72,6 +65,11 @@ pub fn run(auth: &Auth, ahead: Duration, max: usize) -> Result<RefreshReport, St
     let now = client.clock().now();
     let before = now + chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::MAX);
     let mut report = RefreshReport::default();
+    // Nothing to refresh with: the sessions are not even looked at.
+    if !client.keycloak().should_try_keycloak() {
+        report.stopped = Some(client.unavailable_reason());
+        return Ok(report);
+    }
     for account in due(auth, now, before)?.into_iter().take(max) {
         if !client.keycloak().should_try_keycloak() {
             report.stopped = Some(client.unavailable_reason());

@@ -146,20 +146,24 @@ impl Sessions {
         Ok(n)
     }
 
-    /// The sessions not yet expired (`start` refreshes their users' cached tokens ahead of
-    /// expiry).
-    pub fn live(&self) -> Result<Vec<Session>, StoreError> {
+    /// The accounts with a session not yet expired, each once, in key order (`start` refreshes
+    /// their cached tokens ahead of expiry). One pass that keeps accounts, not sessions: a
+    /// user with a hundred thousand sessions costs one entry, not a hundred thousand.
+    pub fn live_accounts(&self) -> Result<Vec<Account>, StoreError> {
         let now = self.clock.now();
-        let mut live = Vec::new();
+        let mut accounts = std::collections::BTreeMap::new();
         for item in self.store.sessions.iter() {
             let (_, bytes) = item?;
             let s: Session = store::decode(TREE, &bytes)?;
-            let (s, _) = self.settled(s, now);
-            if s.expires_at > now {
-                live.push(s);
+            let key = crate::account::user_key(&s.username, &s.package);
+            if accounts.contains_key(&key) || !self.is_live(s.clone(), now) {
+                continue;
+            }
+            if let Ok(account) = Account::new(&s.username, &s.package) {
+                accounts.insert(key, account);
             }
         }
-        Ok(live)
+        Ok(accounts.into_values().collect())
     }
 
     /// Sessions not yet expired.
@@ -231,6 +235,31 @@ mod tests {
         assert!(s.get(b.id).unwrap().is_none());
     }
 
+    /// Issue 15 point 1: the accounts behind many sessions are listed once each, without
+    /// holding the sessions (the service looks every 5 s; 100 000 sessions of one user used to
+    /// be read into memory each time).
+    #[test]
+    fn live_accounts_lists_each_account_once() {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        let s = Sessions::new(
+            Arc::new(Store::temporary().unwrap()),
+            Arc::new(clock.clone()),
+            std::time::Duration::from_secs(60),
+        );
+        for _ in 0..50 {
+            s.create(&acct("alice", "web"), AuthMode::Local).unwrap();
+        }
+        s.create(&acct("ALICE", "web"), AuthMode::Local).unwrap();
+        s.create(&acct("bob", "web"), AuthMode::Local).unwrap();
+        let users: Vec<String> = s
+            .live_accounts()
+            .unwrap()
+            .iter()
+            .map(|a| a.user().to_lowercase())
+            .collect();
+        assert_eq!(users, ["alice", "bob"]);
+    }
+
     #[test]
     fn sessions_expire_and_can_be_ended() {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
@@ -243,7 +272,7 @@ mod tests {
         let b = s.create(&acct("bob", "web"), AuthMode::Local).unwrap();
         assert_eq!(s.get(a.id).unwrap().unwrap().auth_mode, AuthMode::Cached);
         assert_eq!(s.active_count().unwrap(), 2);
-        assert_eq!(s.live().unwrap().len(), 2);
+        assert_eq!(s.live_accounts().unwrap().len(), 2);
         assert!(s.remove(b.id).unwrap());
         assert!(!s.remove(b.id).unwrap());
         let c = s.create(&acct("Carol", "web"), AuthMode::Local).unwrap();
@@ -254,7 +283,7 @@ mod tests {
         clock.advance(Duration::seconds(61));
         assert!(s.get(a.id).unwrap().is_none());
         assert_eq!(s.active_count().unwrap(), 0);
-        assert!(s.live().unwrap().is_empty());
+        assert!(s.live_accounts().unwrap().is_empty());
         assert_eq!(s.cleanup().unwrap(), 2);
     }
 }

@@ -58,10 +58,10 @@ fn assert_refused(r: &LoginResult, reason: FailReason, what: &str) {
     assert_eq!(r.reason, Some(reason), "{what}: {r:?}");
 }
 
-/// The user's live sessions.
+/// Whether the user has a live session (1) or none (0).
 fn sessions_of(auth: &Auth, user: &str) -> usize {
-    let live = auth.sessions().live().expect("sessions");
-    live.iter().filter(|s| s.username == user).count()
+    let live = auth.sessions().live_accounts().expect("sessions");
+    live.iter().filter(|a| a.user() == user).count()
 }
 
 fn counter(p: &Pair, c: Counter) -> u64 {
