@@ -24,6 +24,7 @@
 //! family's file.
 
 mod access;
+mod backup;
 mod cleanup;
 pub mod cli;
 mod diagnostics;
@@ -135,6 +136,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
             crate::store::lock::set_holder_label("start");
             return start::start(config, lock_timeout, json, out);
         }
+        Command::Restore { file } => {
+            crate::store::lock::set_holder_label("restore");
+            return backup::restore(&config, &file, lock_timeout, json, out);
+        }
         other => match gather::gather(other)? {
             Some(request) => request,
             // gather answers None only for the two handled above.
@@ -195,6 +200,7 @@ fn needs_existing_database(request: &Request) -> bool {
         | Request::Reconcile {}
         | Request::Queue { .. }
         | Request::Metrics { .. }
+        | Request::Backup { .. }
         | Request::CachedToken { .. }
         | Request::SessionShow { .. }
         | Request::UserList {}
@@ -353,6 +359,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
         Request::Metrics { textfile } => metrics::metrics(auth, textfile.as_deref(), io),
         Request::VerifyToken { token } => verify::verify_token(auth, &token, json, io),
+        Request::Backup { file } => backup::backup(auth, &file, json, io),
     }
 }
 

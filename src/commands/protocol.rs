@@ -192,6 +192,11 @@ pub enum Request {
         /// The access token (a JWT).
         token: String,
     },
+    /// `backup`: the service writes the file itself (an absolute path).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+    },
     /// `metrics` (with `textfile`, an absolute path, written by the service).
     Metrics {
         /// Write here instead of answering with the text.
@@ -431,6 +436,7 @@ impl Request {
             Request::SessionShow { .. } => "session-show",
             Request::Logout { .. } => "logout",
             Request::Metrics { .. } => "metrics",
+            Request::Backup { .. } => "backup",
             Request::VerifyToken { .. } => "verify-token",
         }
     }
