@@ -178,8 +178,9 @@ fn a_damaged_database_says_so_plainly() {
     }
     let db = env.data_dir().join("db");
     let mut bytes = fs::read(&db).unwrap();
-    let mid = bytes.len() / 2;
-    for b in &mut bytes[mid - 64..mid + 64] {
+    // Every byte: where sled keeps a record in its (mostly preallocated) segments depends on
+    // its version, and a flip in an empty part is never read.
+    for b in &mut bytes {
         *b ^= 0xA5;
     }
     fs::write(&db, &bytes).unwrap();
