@@ -13,7 +13,7 @@
 //! | [`protocol`] | requests and answers; every default and range, for both doors |
 //! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
 //! | `render.rs` | what the views share: JSON printing, the time format |
-//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
+//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` `backup.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
 //! | `manual.rs` | `completions` and `man`, generated from the clap definition |
 //! | `server.rs`, `slots.rs`, `forward.rs` | the socket: binding it and its workers; its connections; its client |
