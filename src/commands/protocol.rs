@@ -358,6 +358,13 @@ impl Request {
             Request::Queue { limit, .. } => {
                 QUEUE_LIMIT.check(*limit)?;
             }
+            // The service would resolve a relative path against its own working directory.
+            Request::Backup { file } if !file.is_absolute() => {
+                return Err(InputError(format!(
+                    "backup file {}: must be an absolute path",
+                    file.display()
+                )));
+            }
             _ => {}
         }
         Ok(())
@@ -659,6 +666,15 @@ mod tests {
             let e = req.check().unwrap_err().to_string();
             assert!(e.starts_with(flag), "{e}");
         }
+    }
+
+    #[test]
+    fn a_backup_file_must_be_absolute() {
+        let e = Envelope::parse(r#"{"op":"backup","file":"b.krbak"}"#).unwrap();
+        let err = e.request.check().unwrap_err().to_string();
+        assert!(err.contains("must be an absolute path"), "{err}");
+        let e = Envelope::parse(r#"{"op":"backup","file":"/tmp/b.krbak"}"#).unwrap();
+        assert!(e.request.check().is_ok());
     }
 
     #[test]

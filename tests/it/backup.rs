@@ -194,3 +194,20 @@ fn a_damaged_database_says_so_plainly() {
     assert!(msg.contains("restore FILE"), "{msg}");
     assert!(!msg.contains("Corruption") && !msg.contains("at:"), "{msg}");
 }
+
+/// A flipped byte in sled's `conf`: the same one line, and none of sled's own log lines.
+#[test]
+fn a_damaged_conf_file_says_so_in_one_line() {
+    let env = offline_env();
+    add_user(&env, "alice", PW);
+    let conf = env.data_dir().join("conf");
+    let mut bytes = fs::read(&conf).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&conf, &bytes).unwrap();
+    let out = kr(&env, &["user", "list"], "").expect(3);
+    let msg = one_line(&out);
+    assert!(msg.contains("is damaged"), "{msg}");
+    assert!(msg.contains("restore FILE"), "{msg}");
+    assert!(!msg.contains("sled"), "{msg}");
+}
