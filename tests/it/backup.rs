@@ -3,7 +3,7 @@
 // port unless a test needs the service.
 
 use crate::common::cli::*;
-use crate::common::fake_keycloak::FakeKeycloak;
+use crate::common::fake_keycloak::{Behavior, FakeKeycloak};
 use crate::common::{TestEnv, Tuning};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -210,4 +210,35 @@ fn a_damaged_conf_file_says_so_in_one_line() {
     assert!(msg.contains("is damaged"), "{msg}");
     assert!(msg.contains("restore FILE"), "{msg}");
     assert!(!msg.contains("sled"), "{msg}");
+}
+
+/// The queued change's sealed password still opens after a restore: replayed, Keycloak gets
+/// it.
+#[test]
+fn a_queued_password_change_replays_after_a_restore() {
+    let fake = FakeKeycloak::start();
+    fake.add_user("alice", PW, true);
+    let t = Tuning {
+        failure_threshold: 50,
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &t);
+    add_user(&env, "alice", PW);
+    fake.set_behavior(Behavior::Refuse);
+    let passwd = kr(
+        &env,
+        &args(&["--json", "passwd"], "alice"),
+        &format!("{PW}\n{NEW_PW}\n"),
+    )
+    .expect(0);
+    assert_eq!(passwd.json()["mode"], "queued", "{passwd:?}");
+    let file = backup_file(&env);
+    kr(&env, &["backup", &file], "").expect(0);
+    kr(&env, &args(&["user", "remove"], "alice"), "").expect(0);
+    kr(&env, &["restore", &file], "").expect(0);
+    fake.set_behavior(Behavior::Normal);
+    kr(&env, &["sync-now"], "").expect(0);
+    assert_eq!(fake.password_of("alice").as_deref(), Some(NEW_PW));
+    let items = queue(&env);
+    assert_eq!(items[0]["status"], "completed", "{items:?}");
 }
