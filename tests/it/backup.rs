@@ -176,6 +176,8 @@ fn a_damaged_database_says_so_plainly() {
     for i in 0..20 {
         add_user(&env, &format!("user{i}"), PW);
     }
+    let file = backup_file(&env);
+    kr(&env, &["backup", &file], "").expect(0);
     let db = env.data_dir().join("db");
     let mut bytes = fs::read(&db).unwrap();
     // Every byte: where sled keeps a record in its (mostly preallocated) segments depends on
@@ -193,6 +195,11 @@ fn a_damaged_database_says_so_plainly() {
     );
     assert!(msg.contains("restore FILE"), "{msg}");
     assert!(!msg.contains("Corruption") && !msg.contains("at:"), "{msg}");
+    // The way back: the backup restores over the damaged database, which is kept aside.
+    let out = kr(&env, &["restore", &file], "").expect(0);
+    assert!(out.stdout.contains("before-restore-"), "{out:?}");
+    let users = kr_json(&env, &["user", "list"], "", 0);
+    assert!(users.to_string().contains("user19"), "{users}");
 }
 
 /// A flipped byte in sled's `conf`: the same one line, and none of sled's own log lines.
