@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`account`] | [`Account`]: a user in a package, the name rule applied once |
 //! | [`config`] | `config.yaml` → validated [`Config`]; presets; secrets from env |
-//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest; [`store::meta`] names every meta key and counter |
+//! | [`store`] | the sled database: trees, record codec, sealing of secrets at rest, backups ([`store::backup`]); [`store::meta`] names every meta key and counter |
 //! | [`clock`] | time as a value, so tests can move it |
 //! | [`backoff`] | retry delays (pure) |
 //! | [`password`] | password hashes (argon2id; pbkdf2 and bcrypt accepted on import) |

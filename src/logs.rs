@@ -163,9 +163,13 @@ pub fn init(default_level: &str) {
 }
 
 /// Sets up logging on stderr in `style`: RUST_LOG, or `default_level` when it is not set.
+/// Without RUST_LOG, sled's own lines are left out: what they say (a failed CRC of `conf`, a
+/// missing setting) comes with our one-line error naming the directory and what to do;
+/// `RUST_LOG=sled=warn` shows them.
 pub fn init_with(default_level: &str, style: Style) {
+    let default_filter = format!("{default_level},sled=off");
     let inner =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
             .format(move |buf, record| {
                 let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 let message = record.args().to_string();

@@ -37,6 +37,7 @@ pub const KNOWN_OPS: &[&str] = &[
     "metrics",
     "verify-token",
     "reconcile",
+    "backup",
 ];
 
 /// The split between the service's user (and root) and everybody else.

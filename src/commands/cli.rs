@@ -209,6 +209,21 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         textfile: Option<PathBuf>,
     },
+    /// Copy the database into FILE, consistently, while the service runs (through its socket)
+    /// or not: every tree, sealed secrets still sealed, never the key (back up secret.key
+    /// apart, once). FILE is replaced atomically if it exists (mode 0600), so cron can write
+    /// dated names and rotate them.
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+    },
+    /// Put a backup back: only with the service stopped, and only into a data directory
+    /// holding the secret.key the backup was made with. The database there is kept in
+    /// data/before-restore-<time>/; a damaged or truncated backup is refused, changing nothing.
+    Restore {
+        /// The backup file to restore.
+        file: PathBuf,
+    },
     /// Print a shell completion script, generated from these definitions (needs no config).
     Completions {
         /// The shell.

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 /// they come back as `None`.
 pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
     let request = match command {
-        Command::Test | Command::Start | Command::Completions { .. } | Command::Man => {
-            return Ok(None)
-        }
+        Command::Test
+        | Command::Start
+        | Command::Restore { .. }
+        | Command::Completions { .. }
+        | Command::Man => return Ok(None),
         Command::Status => Request::Status {},
         Command::SyncNow { batch_size } => Request::SyncNow { batch_size },
         Command::Cleanup {
@@ -92,6 +94,10 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
             textfile: textfile.as_deref().map(absolute).transpose()?,
         },
         Command::Reconcile => Request::Reconcile {},
+        // Made absolute here: the service resolves nothing against its own directory.
+        Command::Backup { file } => Request::Backup {
+            file: absolute(&file)?,
+        },
         Command::VerifyToken => Request::VerifyToken {
             token: super::verify::token_from_stdin()?,
         },

@@ -13,7 +13,7 @@
 //! | [`protocol`] | requests and answers; every default and range, for both doors |
 //! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
 //! | `render.rs` | what the views share: JSON printing, the time format |
-//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` | one verb family each: handler and typed `--json` view |
+//! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` `backup.rs` | one verb family each: handler and typed `--json` view |
 //! | `server.rs`, `forward.rs` | the socket's server and client |
 //! | `manual.rs` | `completions` and `man`, generated from the clap definition |
 //! | `server.rs`, `slots.rs`, `forward.rs` | the socket: binding it and its workers; its connections; its client |
@@ -24,6 +24,7 @@
 //! family's file.
 
 mod access;
+mod backup;
 mod cleanup;
 pub mod cli;
 mod diagnostics;
@@ -168,6 +169,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
             crate::store::lock::set_holder_label("start");
             return start::start(config, source, lock_timeout, json, out);
         }
+        Command::Restore { file } => {
+            crate::store::lock::set_holder_label("restore");
+            return backup::restore(&config, &file, lock_timeout, json, out);
+        }
         other => match gather::gather(other)? {
             Some(request) => request,
             // gather answers None only for the two handled above.
@@ -231,6 +236,7 @@ fn needs_existing_database(request: &Request) -> bool {
         | Request::QueueRetry { .. }
         | Request::QueueRemove { .. }
         | Request::Metrics { .. }
+        | Request::Backup { .. }
         | Request::CachedToken { .. }
         | Request::SessionShow { .. }
         | Request::UserList {}
@@ -401,6 +407,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
         Request::Logout { session_id } => sessions::logout(auth, session_id, json, io),
         Request::Metrics { textfile } => metrics::metrics(auth, textfile.as_deref(), io),
         Request::VerifyToken { token } => verify::verify_token(auth, &token, json, io),
+        Request::Backup { file } => backup::backup(auth, &file, json, io),
     }
 }
 

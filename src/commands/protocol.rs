@@ -218,6 +218,11 @@ pub enum Request {
         /// The access token (a JWT).
         token: String,
     },
+    /// `backup`: the service writes the file itself (an absolute path).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+    },
     /// `metrics` (with `textfile`, an absolute path, written by the service).
     Metrics {
         /// Write here instead of answering with the text.
@@ -428,6 +433,13 @@ impl Request {
                 retry_selection(*sync_id, *failed, sync_type.as_deref(), user.as_deref())
                     .map(drop)?;
             }
+            // The service would resolve a relative path against its own working directory.
+            Request::Backup { file } if !file.is_absolute() => {
+                return Err(InputError(format!(
+                    "backup file {}: must be an absolute path",
+                    file.display()
+                )));
+            }
             _ => {}
         }
         Ok(())
@@ -509,6 +521,7 @@ impl Request {
             Request::SessionShow { .. } => "session-show",
             Request::Logout { .. } => "logout",
             Request::Metrics { .. } => "metrics",
+            Request::Backup { .. } => "backup",
             Request::VerifyToken { .. } => "verify-token",
         }
     }
@@ -731,6 +744,15 @@ mod tests {
             let e = req.check().unwrap_err().to_string();
             assert!(e.starts_with(flag), "{e}");
         }
+    }
+
+    #[test]
+    fn a_backup_file_must_be_absolute() {
+        let e = Envelope::parse(r#"{"op":"backup","file":"b.krbak"}"#).unwrap();
+        let err = e.request.check().unwrap_err().to_string();
+        assert!(err.contains("must be an absolute path"), "{err}");
+        let e = Envelope::parse(r#"{"op":"backup","file":"/tmp/b.krbak"}"#).unwrap();
+        assert!(e.request.check().is_ok());
     }
 
     #[test]

@@ -61,6 +61,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// Encodes `value` with no version byte in front: for a container that carries its own
+/// version (the backup file, see [`super::backup`]).
+pub fn encode_bare<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serialize(value).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes bytes written by [`encode_bare`], allocating at most their own length: a damaged
+/// length prefix is refused instead of asking for gigabytes.
+pub fn decode_bare<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@
 //! The directory is its owner's alone: another user's is refused, and what is in it is kept
 //! 0600 / 0700 whatever the umask (see [`perms`]).
 
+pub mod backup;
 pub mod codec;
 pub mod lock;
 pub mod meta;
@@ -83,13 +84,21 @@ pub enum StoreError {
         /// This process's effective uid.
         euid: u32,
     },
-    /// sled found the files damaged.
-    #[error("data directory {path} is damaged ({cause}): restore it from a backup, or move it aside to start with an empty database (anything queued in it is then lost)")]
+    /// sled found the files damaged. The message stays plain: sled's own description (a file
+    /// offset, an internal error name) helps nobody decide what to do, so it goes to the log
+    /// at debug level only.
+    #[error("data directory {path} is damaged: its database files cannot be read; stop the service if it runs, then `restore FILE` from a backup (see `restore --help`), or move the directory aside to start with an empty database (anything queued in it is then lost)")]
     Damaged {
         /// The path concerned.
         path: PathBuf,
-        /// The underlying error.
-        cause: sled::Error,
+    },
+    /// A `restore` was stopped halfway through swapping the database in.
+    #[error("data directory {path}: a restore was interrupted; run `restore FILE` again to finish it (the database from before it is kept in {aside})")]
+    RestoreInterrupted {
+        /// The data directory.
+        path: PathBuf,
+        /// Where the database from before the restore was moved.
+        aside: PathBuf,
     },
     /// The directory could not be created or opened.
     #[error("data directory {path}: {cause}")]
@@ -227,6 +236,18 @@ impl Store {
                 cause,
             },
         })?;
+        Self::open_locked(path, dir_lock)
+    }
+
+    /// Opens the database directory `path` whose lock the caller already holds (`restore`
+    /// keeps it from the swap to the check that the result opens).
+    pub(crate) fn open_locked(path: &Path, dir_lock: lock::DirLock) -> Result<Store, StoreError> {
+        if let Some(aside) = backup::interrupted_restore(path) {
+            return Err(StoreError::RestoreInterrupted {
+                path: path.to_path_buf(),
+                aside,
+            });
+        }
         for stale in
             lock::remove_stale_snapshots(path, &dir_lock).map_err(|cause| StoreError::Dir {
                 path: path.to_path_buf(),
@@ -258,21 +279,17 @@ impl Store {
                     return Err(StoreError::Locked {
                         path: path.to_path_buf(),
                         holder: None,
-                        waited: wait,
+                        waited: Duration::from_millis(50 * u64::from(SLED_LOCK_ATTEMPTS)),
                     })
                 }
-                Err(cause @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
-                    return Err(StoreError::Damaged {
-                        path: path.to_path_buf(),
-                        cause,
-                    })
-                }
-                Err(other) => return Err(other.into()),
+                Err(other) => return Err(damaged_or(path, other)),
             }
         };
         tighten(path)?;
-        let (sealer, key_unverified) = open_sealer(path, &db)?;
-        let mut store = Self::from_db(db, sealer, path.to_path_buf())?;
+        let (sealer, key_unverified) =
+            open_sealer(path, &db).map_err(|e| damaged_store_error(path, e))?;
+        let mut store = Self::from_db(db, sealer, path.to_path_buf())
+            .map_err(|e| damaged_store_error(path, e))?;
         store.dir_lock = Some(dir_lock);
         store.key_unverified = key_unverified;
         Ok(store)
@@ -469,6 +486,37 @@ fn open_sealer(path: &Path, db: &sled::Db) -> Result<(Sealer, bool), StoreError>
         }
     }
     Ok((sealer, false))
+}
+
+/// sled's error at open as ours: damage (sled's `Corruption`, an unsupported file, or the
+/// I/O error its reader gives for a short or garbled file) becomes [`StoreError::Damaged`]
+/// naming the directory, with sled's own words in the log only.
+fn damaged_or(path: &Path, e: sled::Error) -> StoreError {
+    let damaged = match &e {
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => true,
+        sled::Error::Io(io) => {
+            io.kind() == io::ErrorKind::UnexpectedEof
+                || io.kind() == io::ErrorKind::InvalidData
+                || io.to_string().contains("corrupt")
+        }
+        _ => false,
+    };
+    if damaged {
+        log::debug!("data directory {}: sled says {e:?}", path.display());
+        StoreError::Damaged {
+            path: path.to_path_buf(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+/// [`damaged_or`] for an error met just after the open (reading the trees' first records).
+fn damaged_store_error(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Sled(inner) => damaged_or(path, inner),
+        other => other,
+    }
 }
 
 fn is_lock_error(e: &io::Error) -> bool {

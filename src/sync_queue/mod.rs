@@ -129,6 +129,14 @@ impl SyncQueue {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` while no write of the queue can start in this process: what `f` reads of the
+    /// queue's trees (items, indexes, counters in `meta`) agrees with itself. For `backup`;
+    /// `f` must not write the queue (it would wait for itself).
+    pub fn while_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.guard();
+        f()
+    }
+
     /// Flushes to disk; called without the queue lock, so that claims and completions of a
     /// running cycle do not wait on the disk behind an enqueue.
     fn flush(&self) -> Result<(), QueueError> {

@@ -11,6 +11,8 @@ mod common;
 /// real Keycloak. A scenario that cannot hold on both does not belong here.
 mod scenarios;
 
+/// Issue 15 point 7: `backup` and `restore`, and a damaged database's plain message.
+mod backup;
 /// The real binary, one-shot: exit codes, stdout/stderr text, `--json` shapes, `start` as a
 /// child stopped by SIGTERM or SIGKILL.
 mod cli;
