@@ -5,12 +5,11 @@
 //!
 //! `cargo test --test it full_disk::`
 
-use crate::common::cli::{fake_and_env, kr_json, Service};
+use crate::common::cli::{fake_and_env, kr_json, try_call, Service};
 use crate::common::fake_keycloak::Behavior;
-use crate::common::{TestEnv, Tuning, PACKAGE};
+use crate::common::{Tuning, PACKAGE};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -42,16 +41,6 @@ impl Drop for Mounted {
             .arg(&self.0)
             .status();
     }
-}
-
-/// One request to the service; `None` when it cannot be reached (reopening).
-fn call(env: &TestEnv, request: &Value) -> Option<Value> {
-    let mut conn = UnixStream::connect(env.data_dir().join("control.sock")).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    conn.write_all(format!("{request}\n").as_bytes()).ok()?;
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
 }
 
 fn queue_sync(i: usize) -> Value {
@@ -89,7 +78,7 @@ fn writes_work_again_by_themselves_once_space_is_freed() {
     let filler = fill(&env.data_dir());
     let failure = loop {
         assert!(i < 5000, "the full disk never showed");
-        let a = call(&env, &queue_sync(i)).expect("the service answers while the disk is full");
+        let a = try_call(&env, &queue_sync(i)).expect("the service answers while the disk is full");
         i += 1;
         if a["exit"] == json!(0) {
             acknowledged.push(a["result"]["sync_id"].as_str().unwrap().to_string());
@@ -109,7 +98,7 @@ fn writes_work_again_by_themselves_once_space_is_freed() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "writes never worked again");
-        match call(&env, &queue_sync(i)) {
+        match try_call(&env, &queue_sync(i)) {
             Some(a) if a["exit"] == json!(0) => {
                 acknowledged.push(a["result"]["sync_id"].as_str().unwrap().to_string());
                 break;

@@ -4,24 +4,12 @@
 //!
 //! `cargo test --test it reload::`
 
-use crate::common::cli::{fake_and_env, Service};
+use crate::common::cli::{fake_and_env, try_call, Service};
 use crate::common::{unique_user, TestEnv, Tuning, LOGIN_CLIENT_SECRET, PACKAGE};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Reload-Password-1";
-
-/// One request to the service; `None` while it cannot be reached (between two rounds).
-fn call(env: &TestEnv, request: &Value) -> Option<Value> {
-    let mut conn = UnixStream::connect(env.data_dir().join("control.sock")).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    conn.write_all(format!("{request}\n").as_bytes()).ok()?;
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
-}
 
 fn sighup(svc: &Service) {
     let ok = std::process::Command::new("kill")
@@ -53,7 +41,7 @@ fn a_rotated_client_secret_is_taken_on_sighup_and_a_bad_config_is_refused() {
     .expect(0);
     let login = json!({"op": "login", "user": user, "package": PACKAGE, "password": PASSWORD});
     let mode = |env: &TestEnv| -> Option<String> {
-        call(env, &login).and_then(|a| a["result"]["auth_mode"].as_str().map(str::to_string))
+        try_call(env, &login).and_then(|a| a["result"]["auth_mode"].as_str().map(str::to_string))
     };
     let mut svc = Service::start(&env);
     svc.wait_for("stop with Ctrl-C or SIGTERM", Duration::from_secs(20));

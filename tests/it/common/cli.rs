@@ -129,6 +129,19 @@ pub fn one_line(out: &Out) -> &str {
     s
 }
 
+/// One request line to the service at `env`'s control socket; `None` while it cannot be
+/// reached (not started yet, or between two rounds: a reload, a reopen).
+pub fn try_call(env: &TestEnv, request: &Value) -> Option<Value> {
+    use std::io::Write;
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(env.data_dir().join("control.sock")).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    conn.write_all(format!("{request}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
 /// A running `keycloak-resilient start`.
 pub struct Service {
     pub child: Child,
