@@ -135,8 +135,16 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 /// the local-authentication layer on top.
 fn open_auth(config: Config, lock_timeout: Duration) -> anyhow::Result<Auth> {
     let path = config.storage_path.clone();
-    let store = Store::open_waiting(&path, lock_timeout)
-        .with_context(|| format!("opening data directory {}", path.display()))?;
+    // Most of the store's errors name the directory already (locked, damaged): said once.
+    let store = Store::open_waiting(&path, lock_timeout).map_err(|e| {
+        let named = e.to_string().contains(&path.display().to_string());
+        let e = anyhow::Error::new(e);
+        if named {
+            e
+        } else {
+            e.context(format!("opening data directory {}", path.display()))
+        }
+    })?;
     from_store(config, store)
 }
 

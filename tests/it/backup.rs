@@ -194,6 +194,11 @@ fn a_damaged_database_says_so_plainly() {
         "{msg}"
     );
     assert!(msg.contains("restore FILE"), "{msg}");
+    assert_eq!(
+        msg.matches(dir.as_str()).count(),
+        1,
+        "the directory named once: {msg}"
+    );
     assert!(!msg.contains("Corruption") && !msg.contains("at:"), "{msg}");
     // The way back: the backup restores over the damaged database, which is kept aside.
     let out = kr(&env, &["restore", &file], "").expect(0);
