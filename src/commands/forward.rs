@@ -104,10 +104,7 @@ pub fn open_or_connect(
                     ErrorKind::NotFound | ErrorKind::ConnectionRefused => String::new(),
                     _ => format!(" (and the control socket {}: {refused})", socket.display()),
                 };
-                return Err(anyhow::Error::new(e).context(format!(
-                    "opening data directory {}{socket_too}",
-                    path.display()
-                )));
+                return Err(super::opening_failed(e, &path, &socket_too));
             }
         }
     }

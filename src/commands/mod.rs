@@ -135,17 +135,25 @@ pub fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 /// the local-authentication layer on top.
 fn open_auth(config: Config, lock_timeout: Duration) -> anyhow::Result<Auth> {
     let path = config.storage_path.clone();
-    // Most of the store's errors name the directory already (locked, damaged): said once.
-    let store = Store::open_waiting(&path, lock_timeout).map_err(|e| {
-        let named = e.to_string().contains(&path.display().to_string());
-        let e = anyhow::Error::new(e);
-        if named {
-            e
-        } else {
-            e.context(format!("opening data directory {}", path.display()))
-        }
-    })?;
+    let store =
+        Store::open_waiting(&path, lock_timeout).map_err(|e| opening_failed(e, &path, ""))?;
     from_store(config, store)
+}
+
+/// A failed open as one line: "opening data directory X: …" (and `also`), unless the error
+/// names the directory itself (damaged, locked) and there is nothing to add: said once.
+fn opening_failed(
+    e: crate::store::StoreError,
+    path: &std::path::Path,
+    also: &str,
+) -> anyhow::Error {
+    let named = e.to_string().contains(&path.display().to_string());
+    let e = anyhow::Error::new(e);
+    if named && also.is_empty() {
+        e
+    } else {
+        e.context(format!("opening data directory {}{also}", path.display()))
+    }
 }
 
 fn from_store(config: Config, store: Store) -> anyhow::Result<Auth> {
