@@ -49,7 +49,50 @@ pub fn run(
     socket: Option<&std::path::Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<Ended> {
-    let cfg = client.config().clone();
+    banner(client, socket, out)?;
+
+    // The health thread makes the half-open trial from now on: no login pays for it.
+    client.keycloak().set_background_trials(true);
+    let (came_back_tx, came_back) = mpsc::channel::<()>();
+    let health = {
+        let client = client.clone();
+        let stop = stop.clone();
+        let every = client
+            .config()
+            .resilience
+            .health_check_cache
+            .max(Duration::from_secs(1));
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || health_loop(&client, &stop, every, came_back_tx))?
+    };
+
+    let result = main_loop(client, &stop, &came_back, out);
+    stop.store(true, Ordering::SeqCst);
+    if health.join().is_err() {
+        log::error!("health thread panicked");
+    }
+    client.keycloak().set_background_trials(false);
+    if let Ok(Ended::Reopen) = result {
+        // This database cannot write any more (that is why it is reopened): nothing to flush.
+        say(
+            out,
+            format_args!("reopening the database: space is free again"),
+        );
+        return result;
+    }
+    client.store().flush()?;
+    say(out, format_args!("stopped"));
+    result
+}
+
+/// The text banner: what runs, where, and the state it starts in.
+fn banner(
+    client: &ResilientClient,
+    socket: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let cfg = client.config();
     let status = client.get_status()?;
     writeln!(
         out,
@@ -109,39 +152,7 @@ pub fn run(
     }
     writeln!(out, "  stop with Ctrl-C or SIGTERM")?;
     out.flush()?;
-
-    // The health thread makes the half-open trial from now on: no login pays for it.
-    client.keycloak().set_background_trials(true);
-    let (came_back_tx, came_back) = mpsc::channel::<()>();
-    let health = {
-        let client = client.clone();
-        let stop = stop.clone();
-        let every = cfg
-            .resilience
-            .health_check_cache
-            .max(Duration::from_secs(1));
-        std::thread::Builder::new()
-            .name("health".into())
-            .spawn(move || health_loop(&client, &stop, every, came_back_tx))?
-    };
-
-    let result = main_loop(client, &stop, &came_back, out);
-    stop.store(true, Ordering::SeqCst);
-    if health.join().is_err() {
-        log::error!("health thread panicked");
-    }
-    client.keycloak().set_background_trials(false);
-    if let Ok(Ended::Reopen) = result {
-        // This database cannot write any more (that is why it is reopened): nothing to flush.
-        say(
-            out,
-            format_args!("reopening the database: space is free again"),
-        );
-        return result;
-    }
-    client.store().flush()?;
-    say(out, format_args!("stopped"));
-    result
+    Ok(())
 }
 
 /// Writes one event line. stdout going away (a closed pipe, a full disk behind a redirect) must

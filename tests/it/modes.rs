@@ -17,16 +17,8 @@ fn under_umask_000(env: &TestEnv, args: &[&str], stdin: &str) -> Out {
         .arg(BIN)
         .arg("--config")
         .arg(env.config_path())
-        .args(args)
-        .env_remove("KEYCLOAK_CLIENT_SECRET")
-        .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
-        .env_remove("KEYCLOAK_CLIENT_SECRET_FILE")
-        .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET_FILE")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("KEYCLOAK_RESILIENT_SOCKET")
-        .env_remove("RUST_LOG")
-        .write_stdin(stdin.to_string());
+        .args(args);
+    crate::common::clean_env(&mut c).write_stdin(stdin.to_string());
     run(c)
 }
 

@@ -113,17 +113,28 @@ impl TestEnv {
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("keycloak-resilient").expect("binary");
         c.arg("--config").arg(self.config_path());
-        c.env_remove("KEYCLOAK_CLIENT_SECRET")
-            .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET")
-            .env_remove("KEYCLOAK_CLIENT_SECRET_FILE")
-            .env_remove("KEYCLOAK_ADMIN_CLIENT_SECRET_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("KEYCLOAK_RESILIENT_SOCKET")
-            .env_remove("RUST_LOG");
+        clean_env(&mut c);
         c.write_stdin("");
         c
     }
+}
+
+/// Leaves out of `c`'s environment what would change the binary's behaviour under test: the
+/// secrets' variables, systemd's, the socket override, the log level.
+pub fn clean_env(c: &mut Command) -> &mut Command {
+    for var in [
+        "KEYCLOAK_CLIENT_SECRET",
+        "KEYCLOAK_ADMIN_CLIENT_SECRET",
+        "KEYCLOAK_CLIENT_SECRET_FILE",
+        "KEYCLOAK_ADMIN_CLIENT_SECRET_FILE",
+        "CREDENTIALS_DIRECTORY",
+        "JOURNAL_STREAM",
+        "KEYCLOAK_RESILIENT_SOCKET",
+        "RUST_LOG",
+    ] {
+        c.env_remove(var);
+    }
+    c
 }
 
 /// Path of the repo's file `rel`.
