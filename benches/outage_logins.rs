@@ -4,8 +4,8 @@
 //! "Local": Keycloak refused the connection once, the circuit opened with a cooldown longer
 //! than the run — every login is local auth alone. "Outage": Keycloak *hangs* (connections
 //! accepted, never answered) and the cooldown is 1 s, so the half-open trial falls due again
-//! and again during the run: one-shot, a login makes it bounded by `trial_timeout_ms` (200 ms
-//! here); with `start` running, its health thread makes it and no login waits.
+//! and again during the run: one-shot, the login that finds it due starts a background `probe`
+//! and goes on locally; with `start` running, its health thread makes it. No login waits.
 //!
 //! `cargo bench --bench outage_logins` prints one table; absolute times vary with the machine's
 //! load, the ratios are the point.

@@ -120,6 +120,9 @@ pub enum Command {
     Status,
     /// Validate the config, probe Keycloak, check the login client and the admin service account.
     Test,
+    /// Ask Keycloak now through the circuit breaker (the half-open trial when it is due) and
+    /// record the answer; a one-shot login starts one in the background when the trial is due.
+    Probe,
     /// Run one sync cycle now (for cron).
     SyncNow {
         /// Items to process at most (default: service.batch_size).

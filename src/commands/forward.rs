@@ -14,7 +14,7 @@ use super::from_store;
 use super::protocol::{Answer, Envelope, Request};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::{lock, Store, StoreError};
 use anyhow::{anyhow, Context};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -28,8 +28,6 @@ pub enum Target {
     Service(UnixStream),
 }
 
-/// How often to look again while the database is locked.
-const POLL: Duration = Duration::from_millis(25);
 /// How long to wait for the service's answer to most requests: bounded, so that a stuck (not
 /// dead: a dead one closes the socket) service frees its caller.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -71,6 +69,8 @@ pub fn open_or_connect(
     let path = config.storage_path.clone();
     let socket = config.socket_path();
     let deadline = Instant::now() + lock_timeout;
+    // How long to pause before looking again while the database is locked.
+    let mut pause = lock::POLL_FIRST;
     loop {
         let refused = match UnixStream::connect(&socket) {
             Ok(conn) => return Ok(Target::Service(conn)),
@@ -95,7 +95,8 @@ pub fn open_or_connect(
                         _ => anyhow!(locked),
                     });
                 }
-                std::thread::sleep(POLL);
+                std::thread::sleep(pause);
+                pause = lock::next_poll(pause);
             }
             Err(e) => {
                 // No socket, or nobody on it: the usual "no service"; anything else (no

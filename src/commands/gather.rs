@@ -10,11 +10,12 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// Turns `command` into a checked request ([`Request::check`], as the service checks it).
-/// `test`, `start`, `completions` and `man` are not requests: the caller runs them before, so
+/// `test`, `probe`, `start`, `restore`, `completions` and `man` are not requests: the caller runs them before, so
 /// they come back as `None`.
 pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
     let request = match command {
         Command::Test
+        | Command::Probe
         | Command::Start
         | Command::Restore { .. }
         | Command::Completions { .. }

@@ -14,8 +14,8 @@
 //! | `gather.rs`, `input.rs` | command-line arguments and stdin → a request |
 //! | `render.rs` | what the views share: JSON printing, the time format |
 //! | `status.rs` `diagnostics.rs` `sync.rs` `cleanup.rs` `tokens.rs` `verify.rs` `users.rs` `sessions.rs` `metrics.rs` `start.rs` `backup.rs` | one verb family each: handler and typed `--json` view |
-//! | `server.rs`, `forward.rs` | the socket's server and client |
 //! | `manual.rs` | `completions` and `man`, generated from the clap definition |
+//! | `one_shot.rs` | a command run on the database it opened: `login` and `reconcile` let go of it for their Keycloak calls, the others serve the socket meanwhile; `probe` |
 //! | `server.rs`, `slots.rs`, `forward.rs` | the socket: binding it and its workers; its connections; its client |
 //! | `access.rs` | which ops a socket caller may run, from its peer credentials |
 //!
@@ -33,6 +33,7 @@ mod gather;
 mod input;
 mod manual;
 mod metrics;
+mod one_shot;
 pub mod protocol;
 mod queue_item;
 mod reconcile;
@@ -100,6 +101,18 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
+    /// The command-line options that name this source, for a command started from this one.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--config".into(), self.file.clone().into_os_string()];
+        if let Some(dir) = &self.data_dir {
+            args.extend(["--data-dir".into(), dir.clone().into_os_string()]);
+        }
+        if let Some(socket) = &self.socket {
+            args.extend(["--socket".into(), socket.clone().into_os_string()]);
+        }
+        args
+    }
+
     /// The source the command line names.
     pub fn of(cli: &Cli) -> ConfigSource {
         ConfigSource {
@@ -189,6 +202,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
             crate::store::lock::set_holder_label("restore");
             return backup::restore(&config, &file, lock_timeout, json, out);
         }
+        Command::Probe => {
+            crate::store::lock::set_holder_label("probe");
+            return one_shot::probe(config, lock_timeout, json, out);
+        }
         other => match gather::gather(other)? {
             Some(request) => request,
             // gather answers None only for the two handled above.
@@ -209,13 +226,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
                     err,
                     stopping: &|| false,
                 };
-                if let Request::Login { .. } = &envelope.request {
-                    return login_one_shot(envelope.request, auth, lock_timeout, json, &mut io);
-                }
-                if let Request::Reconcile {} = &envelope.request {
-                    return reconcile::reconcile_one_shot(auth, lock_timeout, json, &mut io);
-                }
-                return execute(envelope.request, &auth, json, &mut io);
+                return one_shot::run(envelope.request, auth, &source, lock_timeout, json, &mut io);
             }
             forward::Target::Service(conn) => {
                 let timeout = forward::answer_timeout(&envelope.request, &config);
@@ -291,44 +302,6 @@ fn refuse_without_database(request: &Request, config: &Config) -> anyhow::Result
         dir.display(),
         config.source.display()
     ))
-}
-
-/// A one-shot `login`: local auth with the database open; then, when Keycloak is to be asked,
-/// the database is closed (its lock released) for the call, and re-opened briefly to record
-/// the outcome and create the session. Other one-shot commands never wait behind a Keycloak
-/// call this way, however long it takes.
-fn login_one_shot(
-    request: Request,
-    auth: Auth,
-    lock_timeout: Duration,
-    json: bool,
-    io: &mut Io,
-) -> anyhow::Result<u8> {
-    if !matches!(request, Request::Login { .. }) {
-        return execute(request, &auth, json, io);
-    }
-    request.check_ranges()?;
-    let account = request.account()?;
-    let Request::Login {
-        package, password, ..
-    } = request
-    else {
-        return execute(request, &auth, json, io);
-    };
-    let account = account.ok_or_else(|| anyhow::anyhow!("login request without an account"))?;
-    let config = auth.client().config().clone();
-    config.check_package(&package).map_err(InputError)?;
-    let pending = match auth.login_begin(&account, &password)? {
-        crate::auth::LoginBegun::Done(result) => return sessions::show_login(&result, json, io),
-        crate::auth::LoginBegun::Keycloak(pending) => pending,
-    };
-    auth.client().store().flush()?;
-    drop(auth);
-    let http = crate::keycloak::KeycloakClient::new(&config.keycloak)?;
-    let ran = pending.run(&http, &config, &password);
-    let auth = open_auth(config, lock_timeout)?;
-    let result = auth.login_finish(ran, &password)?;
-    sessions::show_login(&result, json, io)
 }
 
 /// Runs a request against an open engine, writing what the command line would print. The

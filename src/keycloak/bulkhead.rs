@@ -127,6 +127,33 @@ impl Bulkhead {
     }
 }
 
+/// The background probe's turn: an advisory lock on `keycloak-calls/probe`. A one-shot login
+/// that finds the half-open trial due starts a `probe` process instead of making the trial
+/// itself; the lock keeps it to one such probe per data directory, however many logins found
+/// the trial due side by side.
+#[derive(Debug)]
+pub struct ProbeTurn {
+    _file: File,
+}
+
+impl ProbeTurn {
+    /// Takes the turn without waiting; `Ok(None)` while another process holds it.
+    ///
+    /// # Errors
+    ///
+    /// The folder or the file cannot be made or opened.
+    pub fn try_take(data_dir: &Path) -> std::io::Result<Option<ProbeTurn>> {
+        let dir = data_dir.join(SLOT_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let file = open_private(&dir.join("probe"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ProbeTurn { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
 fn open_private(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
@@ -160,5 +187,14 @@ mod tests {
         assert!(m.try_enter().is_none());
         drop(held);
         assert!(m.try_enter().is_some());
+    }
+
+    #[test]
+    fn one_probe_turn_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let turn = ProbeTurn::try_take(dir.path()).unwrap().expect("free");
+        assert!(ProbeTurn::try_take(dir.path()).unwrap().is_none());
+        drop(turn);
+        assert!(ProbeTurn::try_take(dir.path()).unwrap().is_some());
     }
 }

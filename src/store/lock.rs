@@ -17,8 +17,17 @@ use std::time::{Duration, Instant};
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "lock";
-/// How long to sleep between attempts while another process holds the lock.
-const POLL: Duration = Duration::from_millis(20);
+/// How long to sleep between attempts while another process holds the lock: from the first
+/// pause, doubled each time up to the longest. Most holders are one-shot commands that let go
+/// within milliseconds; a fixed 20 ms pause added up to 20 ms to a login that found one.
+pub const POLL_FIRST: Duration = Duration::from_millis(1);
+/// See [`POLL_FIRST`].
+pub const POLL_LONGEST: Duration = Duration::from_millis(20);
+
+/// The pause after `pause` (see [`POLL_FIRST`]).
+pub fn next_poll(pause: Duration) -> Duration {
+    (pause * 2).min(POLL_LONGEST)
+}
 
 static LABEL: OnceLock<String> = OnceLock::new();
 
@@ -86,10 +95,14 @@ pub fn acquire(dir: &Path, wait: Duration) -> Result<DirLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let mut file = open_private(&path).map_err(LockError::Io)?;
     let deadline = Instant::now() + wait;
+    let mut pause = POLL_FIRST;
     loop {
         match file.try_lock() {
             Ok(()) => break,
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = next_poll(pause);
+            }
             Err(TryLockError::WouldBlock) => {
                 return Err(LockError::Busy {
                     holder: read_holder(&mut file),

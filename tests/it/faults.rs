@@ -458,6 +458,139 @@ fn fifty_one_shot_logins_against_a_hanging_keycloak_all_succeed() {
     );
 }
 
+/// A one-shot command hanging in its Keycloak call (20 s timeout, the bulkhead's one slot its
+/// own) serves the control socket meanwhile: ten one-shot logins started then, willing to wait
+/// only 5 s for the lock, are all answered while it still hangs. Without it they waited for the
+/// lock and gave up (exit 3, "data directory is in use").
+fn logins_are_served_while_a_one_shot_command_hangs(args: &[&str], stdin: &str) {
+    let fake = FakeKeycloak::start();
+    let (env, _) = env_with(&fake.url(), 20, 3, "  max_concurrent_calls: 1\n");
+    add_user(&env, "busy", PW);
+    add_user(&env, "other", PW);
+    add_user(&env, "third", PW);
+    kr(
+        &env,
+        &crate::common::cli::args(&["queue-sync", "--type", "password_change"], "third"),
+        r#"{"new_password": "Fault-Password-2"}"#,
+    )
+    .expect(0);
+    fake.set_behavior(Behavior::Hang);
+    let before = fake.request_count();
+    let mut hanging = std::process::Command::new(env!("CARGO_BIN_EXE_keycloak-resilient"))
+        .arg("--config")
+        .arg(env.config_path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = hanging.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    assert!(
+        wait_until(Duration::from_secs(30), || fake.request_count() > before),
+        "{args:?} never called Keycloak"
+    );
+    let outs: Vec<_> = thread::scope(|scope| {
+        let logins: Vec<_> = (0..10)
+            .map(|_| {
+                scope.spawn(|| {
+                    let args = ["--lock-timeout", "5", "--json", "login"];
+                    kr(
+                        &env,
+                        &crate::common::cli::args(&args, "busy"),
+                        &format!("{PW}\n"),
+                    )
+                })
+            })
+            .collect();
+        logins.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let still_hanging = hanging.try_wait().unwrap().is_none();
+    fake.set_behavior(Behavior::Normal);
+    let _ = hanging.kill();
+    let _ = hanging.wait();
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.json()["auth_mode"], "local", "{out:?}");
+    }
+    assert!(
+        still_hanging,
+        "the logins were answered only once {args:?} had ended"
+    );
+}
+
+#[test]
+fn a_hanging_one_shot_sync_now_serves_the_logins_meanwhile() {
+    logins_are_served_while_a_one_shot_command_hangs(&["sync-now"], "");
+}
+
+#[test]
+fn a_hanging_one_shot_passwd_serves_the_logins_meanwhile() {
+    let args = ["passwd", "--user", "other", "--package", PACKAGE];
+    logins_are_served_while_a_one_shot_command_hangs(&args, &format!("{PW}\nFault-Password-3\n"));
+}
+
+/// A one-shot login that finds the half-open trial due answers from the local store at once
+/// and leaves the trial to a background `probe`: every login returns well before the trial's
+/// bound (5 s; the login that made the trial used to wait it out), and none sends a request.
+/// Once Keycloak answers again, a probe's trial closes the circuit and logins go through it.
+#[test]
+fn a_one_shot_login_leaves_a_due_trial_to_a_background_probe() {
+    let fake = FakeKeycloak::start();
+    let tuning = Tuning {
+        timeout_seconds: 20,
+        failure_threshold: 1,
+        cooldown_seconds: 1,
+        keycloak_extra: "  trial_timeout_ms: 5000\n".into(),
+        ..Tuning::default()
+    };
+    let env = TestEnv::new(&fake.url(), &tuning);
+    fake.add_user("bg", PW, true);
+    add_user(&env, "bg", PW);
+    fake.set_behavior(Behavior::Refuse);
+    assert_eq!(login(&env, "bg", PW, 0)["auth_mode"], "local");
+    fake.set_behavior(Behavior::Hang);
+    let hung = fake.request_count();
+    let probed = || {
+        fake.requests()[hung..]
+            .iter()
+            .any(|r| r.contains("/.well-known/openid-configuration"))
+    };
+    // Logins go local while the circuit cools down; one after it starts the probe.
+    let probe_seen = wait_until(Duration::from_secs(30), || {
+        let (tx, rx) = mpsc::channel();
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = tx.send(login(&env, "bg", PW, 0));
+            });
+            let r = rx
+                .recv_timeout(Duration::from_millis(4500))
+                .expect("a login waited for Keycloak's trial");
+            assert_eq!(r["auth_mode"], "local", "{r}");
+        });
+        probed()
+    });
+    assert!(probe_seen, "no probe asked Keycloak");
+    let sent = fake.requests()[hung..].to_vec();
+    assert!(
+        sent.iter().all(|r| !r.contains("/token")),
+        "a login asked Keycloak: {sent:?}"
+    );
+    fake.set_behavior(Behavior::Normal);
+    let closed = wait_until(Duration::from_secs(60), || {
+        login(&env, "bg", PW, 0)["auth_mode"] == "keycloak"
+    });
+    assert!(
+        closed,
+        "no probe closed the circuit: {}",
+        kr(&env, &["status"], "").stdout
+    );
+    let probe = kr(&env, &["probe"], "").expect(0);
+    assert_eq!(probe.stdout.trim(), "Keycloak: available (circuit closed)");
+}
+
 // --- point 6: a route that is not there is not a missing user ---------------------------------
 
 fn admin_api(credentials: Fault) -> FaultServer {
