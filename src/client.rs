@@ -234,6 +234,22 @@ impl LoginStep {
     }
 }
 
+/// One change for [`ResilientClient::queue_sync_many`]: the arguments of
+/// [`ResilientClient::queue_sync`]. No `Debug`: the data may hold a password.
+#[derive(Clone)]
+pub struct QueuedChange {
+    /// Whose change.
+    pub username: String,
+    /// Their package.
+    pub package: String,
+    /// `password_change`, `user_create`, …
+    pub sync_type: String,
+    /// The change's data, as for `queue-sync`.
+    pub sync_data: serde_json::Value,
+    /// 1 runs first.
+    pub priority: u32,
+}
+
 /// The resilient client. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct ResilientClient {
@@ -600,6 +616,28 @@ impl ResilientClient {
         let data = SyncData::parse(sync_type, sync_data)?;
         let enqueued = self.inner.queue.enqueue(account, data, priority, None)?;
         Ok(enqueued.id)
+    }
+
+    /// [`ResilientClient::queue_sync`] of many changes, made durable together by one flush
+    /// (see [`SyncQueue::enqueue_many`]): their SyncIds in order. Every change is checked —
+    /// names, package, type, data, priority — before any is written.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResilientClient::queue_sync`], for the first change refused (nothing written).
+    pub fn queue_sync_many(&self, changes: &[QueuedChange]) -> Result<Vec<Uuid>, QueueError> {
+        let mut checked = Vec::with_capacity(changes.len());
+        for c in changes {
+            let account = Account::new(&c.username, &c.package)
+                .map_err(|e| QueueError::BadInput(e.message("user", "package")))?;
+            self.inner
+                .config
+                .check_package(account.package())
+                .map_err(QueueError::BadInput)?;
+            let data = SyncData::parse(&c.sync_type, &c.sync_data)?;
+            checked.push((account, data, c.priority));
+        }
+        self.inner.queue.enqueue_many(checked)
     }
 
     /// Replays up to `batch_size` queued changes; see [`crate::replay`].

@@ -78,7 +78,7 @@ pub mod verify;
 
 pub use account::{Account, NameError};
 pub use auth::{Auth, LoginResult, PasswdMode, PasswdResult};
-pub use client::{AuthError, Mode, ResilientClient, Status};
+pub use client::{AuthError, Mode, QueuedChange, ResilientClient, Status};
 pub use config::Config;
 pub use sync_queue::SyncQueue;
 pub use token_cache::AuthToken;

@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::keycloak::guard::{CallError, GuardedKeycloak};
 use crate::keycloak::{KcError, KeycloakClient, Rejection};
+use crate::local_users;
 use crate::store::meta::MetaKey;
 use crate::store::Store;
 use crate::sync_queue::{Claimed, QueueError, SyncData, SyncQueue};
@@ -221,7 +222,7 @@ fn replay_claimed<'q>(
             report.stopped = Some("shutting down".into());
             return Ok(Some((item, None)));
         }
-        let outcome = match apply(cycle.keycloak, cycle.config, &item) {
+        let outcome = match apply(cycle.keycloak, cycle.config, cycle.store, &item) {
             Ok(applied) => Ok(applied),
             Err(ApplyError::Call(e)) => Err(e),
             Err(ApplyError::Queue(e)) => return Err(e),
@@ -338,18 +339,13 @@ impl From<CallError> for ApplyError {
 pub(crate) fn apply(
     keycloak: &GuardedKeycloak,
     config: &Config,
+    store: &Store,
     item: &Claimed<'_>,
 ) -> Result<Applied, ApplyError> {
     let realm = config.package(&item.item().package).realm;
     match item.data() {
         SyncData::PasswordChange(pc) => {
-            let user = keycloak
-                .call(|kc| forgetting_on_refusal(kc, kc.find_user(&realm, &item.item().username)))?
-                .ok_or(CallError::Keycloak(KcError::Rejected(
-                    Rejection::UserNotFound,
-                )))?;
-            let created = keycloak
-                .call(|kc| forgetting_on_refusal(kc, kc.password_created(&realm, &user.id)))?;
+            let (user, created) = password_created(keycloak, &realm, store, item)?;
             if let Some(earlier) = &item.item().applying {
                 if earlier.applied(created) {
                     return Ok(Applied::Already);
@@ -357,7 +353,7 @@ pub(crate) fn apply(
             }
             item.mark_sending(created).map_err(ApplyError::Queue)?;
             let sent = keycloak.call(|kc| {
-                forgetting_on_refusal(kc, kc.reset_password(&realm, &user.id, pc.password()))
+                forgetting_on_refusal(kc, kc.reset_password(&realm, &user, pc.password()))
             });
             match sent {
                 Ok(()) => Ok(Applied::Now),
@@ -403,6 +399,49 @@ pub(crate) fn apply(
             }
         }
     }
+}
+
+/// The Keycloak id of the item's user and the `createdDate` of their password credential. A
+/// user linked here (a Keycloak id in the local record: a login through Keycloak, `reconcile`)
+/// is asked for by that id, one request; otherwise, or when Keycloak no longer knows the id
+/// (the user was deleted and made again), the user is looked up by name first.
+fn password_created(
+    keycloak: &GuardedKeycloak,
+    realm: &str,
+    store: &Store,
+    item: &Claimed<'_>,
+) -> Result<(String, Option<i64>), ApplyError> {
+    let username = &item.item().username;
+    let linked = crate::account::Account::new(username, &item.item().package)
+        .ok()
+        .and_then(|account| match local_users::linked_id(store, &account) {
+            Ok(id) => id,
+            Err(e) => {
+                log::warn!(
+                    "sync item {}: local record not read ({e}); looking the user up in Keycloak",
+                    item.id()
+                );
+                None
+            }
+        });
+    let read =
+        |id: &str| keycloak.call(|kc| forgetting_on_refusal(kc, kc.password_created(realm, id)));
+    if let Some(id) = linked {
+        match read(&id) {
+            Err(CallError::Keycloak(KcError::Rejected(Rejection::UserNotFound))) => log::info!(
+                "sync item {}: Keycloak no longer knows the id {username} is linked to; looking the user up by name",
+                item.id()
+            ),
+            other => return Ok((id, other?)),
+        }
+    }
+    let user = keycloak
+        .call(|kc| forgetting_on_refusal(kc, kc.find_user(realm, username)))?
+        .ok_or(CallError::Keycloak(KcError::Rejected(
+            Rejection::UserNotFound,
+        )))?;
+    let created = read(&user.id)?;
+    Ok((user.id, created))
 }
 
 /// Passes `result` on; when Keycloak refused our admin client (the queue is about to be

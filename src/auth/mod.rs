@@ -750,7 +750,7 @@ impl Auth {
     ) -> Result<PasswdResult, QueueError> {
         let id = claimed.id();
         let c = &self.client;
-        match replay::apply(c.keycloak(), c.config(), &claimed) {
+        match replay::apply(c.keycloak(), c.config(), c.store(), &claimed) {
             Ok(_) => {
                 claimed.complete()?;
                 Ok(PasswdResult {

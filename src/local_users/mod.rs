@@ -463,15 +463,7 @@ impl LocalUsers {
     /// # Errors
     /// A store error, including a record that does not decode.
     pub fn get(&self, account: &Account) -> Result<Option<LocalUser>, UserError> {
-        match self
-            .store
-            .local_users
-            .get(account.key())
-            .map_err(StoreError::from)?
-        {
-            Some(bytes) => Ok(Some(record::decode(&bytes)?)),
-            None => Ok(None),
-        }
+        read(&self.store, account)
     }
 
     /// Every account of this username, in any package (the username's case does not matter):
@@ -747,6 +739,27 @@ fn upgraded_hash(account: &Account, password: &str, old: &str) -> Option<String>
 /// A password, by the one rule of [`password::check_password`].
 fn check_password(field: &str, value: &str) -> Result<(), UserError> {
     password::check_password(field, value).map_err(UserError::BadInput)
+}
+
+/// The account's record, if there is one.
+fn read(store: &Store, account: &Account) -> Result<Option<LocalUser>, UserError> {
+    match store
+        .local_users
+        .get(account.key())
+        .map_err(StoreError::from)?
+    {
+        Some(bytes) => Ok(Some(record::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The Keycloak id `account` is linked to, if it is: the drain sends a linked user's change
+/// by id, without asking Keycloak for the user by name first.
+///
+/// # Errors
+/// A store error, including a record that does not decode.
+pub fn linked_id(store: &Store, account: &Account) -> Result<Option<String>, UserError> {
+    Ok(read(store, account)?.and_then(|u| u.keycloak_id))
 }
 
 #[cfg(test)]

@@ -17,11 +17,15 @@
 //! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
 //! | `meta` | name | every name listed in [`meta`]: breaker state, health probe, queue block, counters, schema version |
 //!
+//! A write is durable once [`Store::flush`] returned: sled's flush and an `fdatasync` of `db`,
+//! shared by concurrent writers ([`commit`]).
+//!
 //! The directory is its owner's alone: another user's is refused, and what is in it is kept
 //! 0600 / 0700 whatever the umask (see [`perms`]).
 
 pub mod backup;
 pub mod codec;
+pub mod commit;
 pub mod lock;
 pub mod meta;
 pub mod perms;
@@ -196,6 +200,11 @@ pub struct Store {
     pub(crate) sessions: sled::Tree,
     pub(crate) auth_events: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// sled's `db` file, for the `fdatasync` that makes a flush durable ([`commit`]); `None`
+    /// for a temporary database.
+    db_file: Option<std::fs::File>,
+    /// Concurrent flushes share one commit.
+    commits: commit::GroupCommit,
     /// The key has no check value yet in this (older) database: see [`Store::confirm_key`].
     key_unverified: bool,
     /// Held for as long as the store lives; dropped after the database (declared last).
@@ -259,6 +268,7 @@ impl Store {
                 stale.display()
             );
         }
+        let new = !exists(path);
         let mut attempts = 0;
         let db = loop {
             let opened = perms::with_private_umask(|| {
@@ -286,11 +296,23 @@ impl Store {
             }
         };
         tighten(path)?;
+        let dir_error = |cause| StoreError::Dir {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let db_file = std::fs::File::open(path.join("db")).map_err(dir_error)?;
+        if new {
+            // The new files' names are on disk too, not only their contents.
+            std::fs::File::open(path)
+                .and_then(|dir| dir.sync_all())
+                .map_err(dir_error)?;
+        }
         let (sealer, key_unverified) =
             open_sealer(path, &db).map_err(|e| damaged_store_error(path, e))?;
         let mut store = Self::from_db(db, sealer, path.to_path_buf())
             .map_err(|e| damaged_store_error(path, e))?;
         store.dir_lock = Some(dir_lock);
+        store.db_file = Some(db_file);
         store.key_unverified = key_unverified;
         Ok(store)
     }
@@ -323,6 +345,8 @@ impl Store {
             sealer,
             path,
             key_unverified: false,
+            db_file: None,
+            commits: commit::GroupCommit::default(),
             dir_lock: None,
         };
         match store.get_meta::<u32>(MetaKey::LayoutVersion)? {
@@ -376,10 +400,20 @@ impl Store {
         self.key_unverified
     }
 
-    /// Flushes every pending write to disk; call before acknowledging anything that must last.
+    /// Makes every write done so far durable — on disk after a power loss too (see
+    /// [`commit`]); call before acknowledging anything that must last. Concurrent callers
+    /// share one commit.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.commits.commit(|| {
+            self.db.flush()?;
+            if let Some(file) = &self.db_file {
+                file.sync_data().map_err(|cause| StoreError::Dir {
+                    path: self.path.join("db"),
+                    cause,
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// Whether a flush now fails because the disk is full (see [`space`]): then sled fails

@@ -166,11 +166,45 @@ impl SyncQueue {
         priority: u32,
         local: Option<&LocalChange<'_>>,
     ) -> Result<Enqueued<'_>, QueueError> {
-        if priority == 0 {
-            return Err(QueueError::BadInput(
-                "priority must be 1 or more (1 runs first)".into(),
-            ));
+        check_priority(priority)?;
+        let enqueued = self.write_new(account, data, priority, local)?;
+        self.flush()?;
+        Ok(enqueued)
+    }
+
+    /// [`SyncQueue::enqueue`] of many changes, made durable by one flush: their SyncIds in
+    /// order once all are on disk. Each is written in its own transaction, in order, as if
+    /// enqueued one after another (a later password change of a user supersedes an earlier
+    /// one); every priority is checked before anything is written. A crash before the flush
+    /// may keep a first part of them, none acknowledged: sending the batch again is safe for
+    /// every change type (a password change supersedes its twin, the others are idempotent).
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncQueue::enqueue`]: a priority 0 refuses the batch with nothing written.
+    pub fn enqueue_many(
+        &self,
+        changes: Vec<(Account, SyncData, u32)>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        for (_, _, priority) in &changes {
+            check_priority(*priority)?;
         }
+        let mut ids = Vec::with_capacity(changes.len());
+        for (account, data, priority) in changes {
+            ids.push(self.write_new(&account, data, priority, None)?.id);
+        }
+        self.flush()?;
+        Ok(ids)
+    }
+
+    /// Writes a new item (not yet flushed): see [`SyncQueue::enqueue`].
+    fn write_new(
+        &self,
+        account: &Account,
+        data: SyncData,
+        priority: u32,
+        local: Option<&LocalChange<'_>>,
+    ) -> Result<Enqueued<'_>, QueueError> {
         let sealed = self
             .store
             .sealer()
@@ -217,7 +251,6 @@ impl SyncQueue {
                 claimed: claim.then(|| Claimed::new(self, item, data)),
             }
         };
-        self.flush()?;
         Ok(enqueued)
     }
 
@@ -509,4 +542,14 @@ impl SyncQueue {
         new.applying = None;
         self.write(&[(Some(old), new)])
     }
+}
+
+/// A priority is 1 or more.
+fn check_priority(priority: u32) -> Result<(), QueueError> {
+    if priority == 0 {
+        return Err(QueueError::BadInput(
+            "priority must be 1 or more (1 runs first)".into(),
+        ));
+    }
+    Ok(())
 }

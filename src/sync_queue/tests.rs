@@ -960,3 +960,42 @@ fn one_users_changes_go_in_the_order_they_were_made() {
     let err = SyncData::parse("user_create", &json!({"email": "a@b"})).unwrap_err();
     assert!(err.to_string().contains("password"), "{err}");
 }
+
+#[test]
+fn a_batch_is_enqueued_in_order_as_one_after_another() {
+    let (q, _) = setup();
+    let change = |user: &str, p: &str| {
+        let data = SyncData::parse("password_change", &pw(p)).unwrap();
+        (acct(user, "web"), data, 1)
+    };
+    let ids = q
+        .enqueue_many(vec![
+            change("alice", "first-password"),
+            change("bob", "bob-password"),
+            change("alice", "second-password"),
+        ])
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    let status = |id| q.get(id).unwrap().unwrap().status;
+    assert_eq!(status(ids[0]), SyncStatus::Superseded, "the later one wins");
+    assert_eq!(status(ids[1]), SyncStatus::Pending);
+    assert_eq!(status(ids[2]), SyncStatus::Pending);
+    let claimed = q.claim(10).unwrap();
+    let got: Vec<&str> = claimed.iter().map(password_of).collect();
+    assert_eq!(got, vec!["bob-password", "second-password"]);
+}
+
+#[test]
+fn a_batch_with_a_bad_priority_writes_nothing() {
+    let (q, _) = setup();
+    let data = |p: &str| SyncData::parse("password_change", &pw(p)).unwrap();
+    let refused = q.enqueue_many(vec![
+        (acct("alice", "web"), data("one-password"), 1),
+        (acct("bob", "web"), data("two-password"), 0),
+    ]);
+    assert!(
+        matches!(refused, Err(QueueError::BadInput(_))),
+        "{refused:?}"
+    );
+    assert!(q.list().unwrap().is_empty());
+}

@@ -1460,3 +1460,43 @@ fn local_authority_keeps_keycloaks_decisions_out_of_the_local_store() {
         .unwrap()
         .is_none());
 }
+
+/// A user linked here (their Keycloak id in the local record) has a queued password change
+/// sent by that id: the credentials read and the reset, no search by name. Deleted and made
+/// again in Keycloak (a new id), the next change finds them by name and is applied.
+#[test]
+fn a_linked_users_change_is_sent_by_id_and_a_gone_id_is_looked_up_by_name() {
+    let fake = fake();
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    fake.add_user("linda", "Linked-Password-1", true);
+    let auth = Auth::new(env.client());
+    let account = acct("linda", PACKAGE);
+    auth.users().add(&account, "Linked-Password-1").unwrap();
+    auth.users()
+        .link(&account, &fake.user_id("linda").unwrap())
+        .unwrap();
+    let queue = |password: &str| {
+        let data = json!({ "new_password": password });
+        auth.client()
+            .queue_sync("linda", PACKAGE, "password_change", &data, 1)
+            .unwrap();
+        let before = fake.request_count();
+        let report = auth.client().process_sync_queue(10).unwrap();
+        assert_eq!(report.completed, 1, "{report:?}");
+        assert_eq!(fake.password_of("linda").as_deref(), Some(password));
+        fake.requests()[before..].to_vec()
+    };
+    let sent = queue("Linked-Password-2");
+    let searched = |sent: &[String]| {
+        sent.iter()
+            .any(|r| r.starts_with("GET") && r.ends_with("/users"))
+    };
+    assert!(
+        !searched(&sent),
+        "a linked user is not searched for: {sent:?}"
+    );
+    assert!(fake.remove_user("linda"));
+    fake.add_user("linda", "Linked-Password-1", true);
+    let sent = queue("Linked-Password-3");
+    assert!(searched(&sent), "a gone id is looked up by name: {sent:?}");
+}
