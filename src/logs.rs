@@ -191,6 +191,17 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     (result, lines.unwrap_or_default())
 }
 
+/// Adds `lines` — what [`capture`] collected on a thread working for this one (a sync cycle's
+/// send workers) — to this thread's capture, if it is capturing: the caller's stderr gets
+/// them as if this thread had logged them.
+pub fn add_captured(lines: &str) {
+    CAPTURED.with(|c| {
+        if let Some(buf) = c.borrow_mut().as_mut() {
+            buf.push_str(lines);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,10 +60,6 @@ pub struct SyncReport {
     pub stopped: Option<String>,
 }
 
-/// Where the walk through the claimed items ended early: the first item not dealt with, and
-/// the reason to record on the items put back.
-type EarlyEnd<'q> = Option<(Claimed<'q>, Option<&'static str>)>;
-
 /// What a sync cycle works with — the pieces it needs, not the client that owns them.
 #[derive(Clone, Copy)]
 pub struct Cycle<'a> {
@@ -146,27 +142,25 @@ pub fn run(
         return Ok(report);
     }
     // In rounds: a claim takes one item per user (a user's changes go in order), so a user's
-    // next change becomes claimable once the one before it is settled.
+    // next change becomes claimable once the one before it is settled; within a round every
+    // item is another user's, and they are sent side by side.
     let mut left = batch;
     while left > 0 {
-        let mut claimed = queue.claim(left)?.into_iter();
+        let claimed = queue.claim(left)?;
         let taken = claimed.len();
         if taken == 0 {
             break;
         }
-        let outcome = replay_claimed(cycle, &mut claimed, &mut report, stop);
-        match outcome {
-            Ok(None) => {}
-            Ok(Some((first, reason))) => {
-                release_all(std::iter::once(first).chain(claimed), reason, &mut report)?;
-                break;
-            }
-            Err(e) => {
-                log::error!("sync cycle interrupted: {e}; putting its claimed items back");
-                // Best effort, as for the item in hand, which its drop already put back.
-                let _ = release_all(claimed, None, &mut report);
-                return Err(e);
-            }
+        let round = replay_round(cycle, claimed, &mut report, stop);
+        if let Some(e) = round.error {
+            log::error!("sync cycle interrupted: {e}; putting its claimed items back");
+            // Best effort, as for the item in hand, which its drop already put back.
+            let _ = release_all(round.unsent.into_iter(), None, &mut report);
+            return Err(e);
+        }
+        if let Some(reason) = round.ended {
+            release_all(round.unsent.into_iter(), reason, &mut report)?;
+            break;
         }
         left -= taken;
         if stop() {
@@ -209,42 +203,154 @@ fn check_block(cycle: &Cycle<'_>) -> Result<Option<String>, QueueError> {
     }
 }
 
-/// Replays the claimed items in order, settling each, until one of them ends the cycle early:
-/// that one is handed back unsettled, with the reason to record on the items put back.
-fn replay_claimed<'q>(
+/// At most this many items are sent at once (to different users), and at most half of
+/// `keycloak.max_concurrent_calls`, so that logins keep bulkhead slots while the queue drains.
+const SEND_WORKERS: usize = 4;
+
+/// How many items of a round are sent at once.
+fn send_workers(config: &Config) -> usize {
+    (config.keycloak.max_concurrent_calls / 2).clamp(1, SEND_WORKERS)
+}
+
+/// What became of a round.
+struct Round<'q> {
+    /// Claimed items not settled: the one that ended the round early, and those not sent.
+    unsent: Vec<Claimed<'q>>,
+    /// The round ended early (an outage, a block, a stop), with the reason to record on the
+    /// items put back.
+    ended: Option<Option<&'static str>>,
+    /// Our database failed.
+    error: Option<QueueError>,
+}
+
+/// What one item's replay came to.
+enum Replayed<'q> {
+    /// Settled (completed, failed or retried): what it adds to the report.
+    Settled(SyncReport),
+    /// It ends the round: handed back unsettled with the reason to record and why the cycle
+    /// stopped.
+    Ends(Box<Claimed<'q>>, Option<&'static str>, String),
+    /// Our database failed (the item's drop put it back).
+    Failed(QueueError),
+}
+
+/// Replays a round's claimed items — each another user's — on up to [`send_workers`]
+/// threads, settling each, until one of them ends the round early: then no further item is
+/// sent, the ones in flight are settled, and the rest come back unsent. `stop` is asked here,
+/// between items, by this thread only.
+fn replay_round<'q>(
     cycle: &Cycle<'_>,
-    claimed: &mut impl Iterator<Item = Claimed<'q>>,
+    claimed: Vec<Claimed<'q>>,
     report: &mut SyncReport,
     stop: &dyn Fn() -> bool,
-) -> Result<EarlyEnd<'q>, QueueError> {
-    for item in claimed.by_ref() {
-        if stop() {
-            report.stopped = Some("shutting down".into());
-            return Ok(Some((item, None)));
+) -> Round<'q> {
+    let workers = send_workers(cycle.config).min(claimed.len()).max(1);
+    let mut round = Round {
+        unsent: Vec::new(),
+        ended: None,
+        error: None,
+    };
+    let mut items = claimed.into_iter();
+    let (jobs, job_queue) = std::sync::mpsc::channel::<Claimed<'q>>();
+    let job_queue = Mutex::new(job_queue);
+    // With what each item logged: a request served over the socket answers with its
+    // warnings, whichever thread logged them.
+    let (done, results) = std::sync::mpsc::channel::<(Replayed<'q>, String)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (job_queue, done) = (&job_queue, done.clone());
+            scope.spawn(move || loop {
+                let next = job_queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(item) = next else { break };
+                if done
+                    .send(crate::logs::capture(|| replay_one(cycle, item)))
+                    .is_err()
+                {
+                    break;
+                }
+            });
         }
-        let outcome = match apply(cycle.keycloak, cycle.config, cycle.store, &item) {
-            Ok(applied) => Ok(applied),
-            Err(ApplyError::Call(e)) => Err(e),
-            Err(ApplyError::Queue(e)) => return Err(e),
-        };
-        match outcome {
-            Ok(applied) => settle_applied(item, applied, report)?,
-            Err(CallError::Keycloak(KcError::Rejected(r))) => {
-                settle_refused(cycle.retries, item, &r, report)?
+        drop(done);
+        let mut in_flight = 0;
+        loop {
+            while round.ended.is_none() && in_flight < workers {
+                if stop() {
+                    report.stopped = Some("shutting down".into());
+                    round.ended = Some(None);
+                    break;
+                }
+                let Some(item) = items.next() else { break };
+                if let Err(back) = jobs.send(item) {
+                    round.unsent.push(back.0);
+                    break;
+                }
+                in_flight += 1;
             }
-            Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
-                log::error!("sync queue blocked: {m}");
-                cycle.store.put_meta(MetaKey::QueueBlocked, &m)?;
-                report.stopped = Some(format!("queue blocked: {m}"));
-                return Ok(Some((item, Some("queue blocked"))));
+            if in_flight == 0 {
+                break;
             }
-            Err(e) => {
-                report.stopped = Some(format!("Keycloak unavailable: {e}"));
-                return Ok(Some((item, Some("Keycloak unavailable"))));
+            let Ok((result, logged)) = results.recv() else {
+                break;
+            };
+            crate::logs::add_captured(&logged);
+            in_flight -= 1;
+            match result {
+                Replayed::Settled(part) => add(report, &part),
+                Replayed::Ends(item, reason, stopped) => {
+                    round.unsent.push(*item);
+                    report.stopped.get_or_insert(stopped);
+                    round.ended.get_or_insert(reason);
+                }
+                Replayed::Failed(e) => {
+                    round.error.get_or_insert(e);
+                    round.ended.get_or_insert(None);
+                }
             }
         }
+        drop(jobs);
+    });
+    round.unsent.extend(items);
+    round
+}
+
+/// Adds a settled item's counts to the cycle's report.
+fn add(report: &mut SyncReport, part: &SyncReport) {
+    report.completed += part.completed;
+    report.already_applied += part.already_applied;
+    report.failed += part.failed;
+    report.retried += part.retried;
+}
+
+/// Sends one claimed item and settles it, or hands it back when it ends the round.
+fn replay_one<'q>(cycle: &Cycle<'_>, item: Claimed<'q>) -> Replayed<'q> {
+    let mut part = SyncReport::default();
+    let outcome = match apply(cycle.keycloak, cycle.config, cycle.store, &item) {
+        Ok(applied) => Ok(applied),
+        Err(ApplyError::Call(e)) => Err(e),
+        Err(ApplyError::Queue(e)) => return Replayed::Failed(e),
+    };
+    let settled = match outcome {
+        Ok(applied) => settle_applied(item, applied, &mut part),
+        Err(CallError::Keycloak(KcError::Rejected(r))) => {
+            settle_refused(cycle.retries, item, &r, &mut part)
+        }
+        Err(CallError::Keycloak(KcError::Misconfigured(m))) => {
+            log::error!("sync queue blocked: {m}");
+            if let Err(e) = cycle.store.put_meta(MetaKey::QueueBlocked, &m) {
+                return Replayed::Failed(e.into());
+            }
+            let stopped = format!("queue blocked: {m}");
+            return Replayed::Ends(Box::new(item), Some("queue blocked"), stopped);
+        }
+        Err(e) => {
+            let stopped = format!("Keycloak unavailable: {e}");
+            return Replayed::Ends(Box::new(item), Some("Keycloak unavailable"), stopped);
+        }
+    };
+    match settled {
+        Ok(()) => Replayed::Settled(part),
+        Err(e) => Replayed::Failed(e),
     }
-    Ok(None)
 }
 
 /// What an item is about, for log lines.

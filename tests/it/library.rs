@@ -777,11 +777,16 @@ fn breaker_state_persists_across_client_instances() {
 }
 
 /// When Keycloak returns, the queue is replayed by priority (1 first), then queue time — also
-/// across batches.
+/// across batches. With one send worker (`max_concurrent_calls` 2 or 3) the resets arrive in
+/// exactly that order; with more, that many users' changes are sent side by side, started in
+/// that order.
 #[test]
 fn queue_drains_in_priority_order_when_keycloak_returns() {
     let fake = FakeKeycloak::start();
-    let tuning = Tuning::default();
+    let tuning = Tuning {
+        keycloak_extra: "  max_concurrent_calls: 2\n".into(),
+        ..Tuning::default()
+    };
     let env = TestEnv::new(&fake.url(), &tuning);
     let clock = manual_clock();
     let client = env.client_with_clock(&clock);
@@ -1499,4 +1504,30 @@ fn a_linked_users_change_is_sent_by_id_and_a_gone_id_is_looked_up_by_name() {
     fake.add_user("linda", "Linked-Password-1", true);
     let sent = queue("Linked-Password-3");
     assert!(searched(&sent), "a gone id is looked up by name: {sent:?}");
+}
+
+/// A cycle sends different users' changes side by side (up to 4, half the bulkhead's
+/// default 10): against a Keycloak that takes 200 ms a request, more than one request is
+/// in flight at once, and every change is applied once.
+#[test]
+fn different_users_changes_are_sent_side_by_side() {
+    let fake = FakeKeycloak::start();
+    let env = TestEnv::new(&fake.url(), &Tuning::default());
+    let client = env.client();
+    let users: Vec<String> = (0..6).map(|i| unique_user(&format!("side{i}"))).collect();
+    for user in &users {
+        fake.add_user(user, PASSWORD, true);
+        let data = json!({"new_password": format!("{user}-New-Password")});
+        client
+            .queue_sync(user, PACKAGE, "password_change", &data, 1)
+            .unwrap();
+    }
+    fake.set_behavior(Behavior::Slow(Duration::from_millis(200)));
+    fake.take_max_in_flight();
+    let report = client.process_sync_queue(10).unwrap();
+    assert_eq!(report.completed, 6, "{report:?}");
+    assert!(fake.take_max_in_flight() > 1, "one request at a time");
+    for user in &users {
+        assert_eq!(fake.password_resets(user).len(), 1, "{user}");
+    }
 }

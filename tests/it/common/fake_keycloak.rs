@@ -213,6 +213,8 @@ impl FakeKeycloak {
             control: Mutex::new(()),
             stop: AtomicBool::new(false),
             live_connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let for_thread = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -338,6 +340,11 @@ impl FakeKeycloak {
     /// behaviour was not `Refuse`, whatever was answered (hung and `Status` ones included).
     pub fn request_count(&self) -> usize {
         lock(&self.shared.state).requests.len()
+    }
+
+    /// The most requests answered at once since the last call (which starts a new count).
+    pub fn take_max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.swap(0, Ordering::SeqCst)
     }
 
     /// Those requests as `"METHOD /path"`, query strings stripped, in arrival order.
@@ -488,6 +495,9 @@ struct Shared {
     stop: AtomicBool,
     /// Connection threads still running, so `Drop` can wait for them briefly.
     live_connections: AtomicUsize,
+    /// Requests being answered now, and the most at once since the last reset.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -828,6 +838,15 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
             .push(format!("{} {}", request.method, request.path));
         state.behavior
     };
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    struct Answered<'a>(&'a AtomicUsize);
+    impl Drop for Answered<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _answered = Answered(&shared.in_flight);
     let response = match behavior {
         Behavior::Refuse => return,
         Behavior::Hang => {
