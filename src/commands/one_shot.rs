@@ -28,6 +28,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Workers of the socket a one-shot command serves while it works: enough for the logins
+/// that find the database held (each is local work, or bounded by the bulkhead), and few
+/// threads to start for every command.
+const SERVING_WORKERS: usize = 2;
+
 /// Runs `request` on the database this process opened (see the module).
 pub(super) fn run(
     request: Request,
@@ -51,7 +56,8 @@ fn serving(auth: Auth, work: impl FnOnce(&Auth) -> anyhow::Result<u8>) -> anyhow
     let server = check_settings(config)
         .map_err(anyhow::Error::new)
         .and_then(|settings| {
-            Server::start(auth.clone(), Arc::new(AtomicBool::new(false)), settings)
+            let stop = Arc::new(AtomicBool::new(false));
+            Server::start(auth.clone(), stop, settings, SERVING_WORKERS)
         });
     let server = match server {
         Ok(server) => Some(server),

@@ -113,12 +113,14 @@ pub fn worker_count(max_concurrent_calls: usize) -> usize {
 
 impl Server {
     /// Binds the socket configured for `auth` (with `settings`, from [`check_settings`] on
-    /// the same config) and starts serving; stops when `stop` becomes true (then
-    /// [`Server::shutdown`] waits for the requests in flight).
+    /// the same config) and starts serving with `worker_threads` workers (`start`: [`worker_count`]);
+    /// stops when `stop` becomes true (then [`Server::shutdown`] waits for the requests in
+    /// flight).
     pub fn start(
         auth: Arc<Auth>,
         stop: Arc<AtomicBool>,
         settings: Settings,
+        worker_threads: usize,
     ) -> anyhow::Result<Server> {
         let config = auth.client().config();
         let path = config.socket_path();
@@ -135,7 +137,7 @@ impl Server {
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let access = Arc::new(settings.access);
         let mut workers = Vec::new();
-        for i in 0..worker_count(config.keycloak.max_concurrent_calls) {
+        for i in 0..worker_threads.max(1) {
             let worker = Worker {
                 auth: auth.clone(),
                 stop: stop.clone(),

@@ -100,7 +100,8 @@ fn round(
     let auth = Arc::new(super::open_auth(config.clone(), lock_timeout)?);
     // Without its socket the service still keeps logins and sync going; one-shot commands
     // then wait for the lock and say who holds it.
-    let server = match super::server::Server::start(auth.clone(), stop.clone(), settings) {
+    let workers = super::server::worker_count(config.keycloak.max_concurrent_calls);
+    let server = match super::server::Server::start(auth.clone(), stop.clone(), settings, workers) {
         Ok(server) => Some(server),
         Err(e) => {
             log::error!("{e:#}; one-shot commands cannot reach this service");
