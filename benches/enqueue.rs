@@ -127,7 +127,28 @@ struct Row {
     reference: f64,
 }
 
-fn measure(size: usize) -> Vec<Row> {
+/// Disk the queue takes once it holds `size` items.
+struct Disk {
+    size: usize,
+    ours: u64,
+    reference: u64,
+}
+
+/// Bytes allocated on disk under `path` (a file, or a folder and everything in it).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| allocated(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn measure(size: usize) -> (Vec<Row>, Disk) {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = SyncQueue::new(
         Arc::new(Store::open(&dir.path().join("data")).expect("open store")),
@@ -142,6 +163,15 @@ fn measure(size: usize) -> Vec<Row> {
     }
     let sqlite = dir.path().join("reference.db");
     reference_fill(&sqlite, size);
+    // Measured after the fill (each enqueue_many batch was flushed), before the rounds.
+    let disk = Disk {
+        size,
+        ours: allocated(&dir.path().join("data")),
+        reference: ["reference.db", "reference.db-wal", "reference.db-shm"]
+            .iter()
+            .map(|f| allocated(&dir.path().join(f)))
+            .sum(),
+    };
     // rusqlite's Connection is Send, not Sync: each client has its own, as processes would.
     let connections: Vec<_> = (0..CLIENTS)
         .map(|_| std::sync::Mutex::new(reference(&sqlite)))
@@ -181,7 +211,7 @@ fn measure(size: usize) -> Vec<Row> {
         samples[2].1.push(reference_one);
     }
     let what = ["1 client", "8 clients", "1 client, batches of 100"];
-    samples
+    let rows = samples
         .into_iter()
         .zip(what)
         .map(|((ours, reference), what)| Row {
@@ -190,13 +220,16 @@ fn measure(size: usize) -> Vec<Row> {
             ours: median(ours),
             reference: median(reference),
         })
-        .collect()
+        .collect();
+    (rows, disk)
 }
 
 fn main() {
-    let mut rows = Vec::new();
+    let (mut rows, mut disks) = (Vec::new(), Vec::new());
     for size in [10_000, 100_000] {
-        rows.extend(measure(size));
+        let (measured, disk) = measure(size);
+        rows.extend(measured);
+        disks.push(disk);
     }
     println!(
         "| queue holds | enqueue | ours, items/s | SQLite reference, items/s | ours / reference |"
@@ -215,4 +248,17 @@ fn main() {
     println!(
         "(durable: ours sled flush + fdatasync, the reference synchronous=FULL; one commit per item unless batched; medians of {ROUNDS} interleaved rounds of {PER_ROUND} items; the reference's batched row is its one-commit-per-item rate)"
     );
+    println!();
+    println!("| queue holds | disk, ours | disk, SQLite reference | ours / reference |");
+    println!("|---|---|---|---|");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for d in disks {
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB | {:.2} |",
+            d.size,
+            mib(d.ours),
+            mib(d.reference),
+            d.ours as f64 / d.reference as f64
+        );
+    }
 }
