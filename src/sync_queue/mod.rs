@@ -29,6 +29,7 @@
 //! superseded) its data is wiped; a failed item keeps it, sealed, for an operator's retry
 //! ([`SyncQueue::retry_item`]) until it is removed.
 
+mod batch;
 mod claim;
 mod claimed;
 mod counts;
@@ -170,31 +171,6 @@ impl SyncQueue {
         let enqueued = self.write_new(account, data, priority, local)?;
         self.flush()?;
         Ok(enqueued)
-    }
-
-    /// [`SyncQueue::enqueue`] of many changes, made durable by one flush: their SyncIds in
-    /// order once all are on disk. Each is written in its own transaction, in order, as if
-    /// enqueued one after another (a later password change of a user supersedes an earlier
-    /// one); every priority is checked before anything is written. A crash before the flush
-    /// may keep a first part of them, none acknowledged: sending the batch again is safe for
-    /// every change type (a password change supersedes its twin, the others are idempotent).
-    ///
-    /// # Errors
-    ///
-    /// As [`SyncQueue::enqueue`]: a priority 0 refuses the batch with nothing written.
-    pub fn enqueue_many(
-        &self,
-        changes: Vec<(Account, SyncData, u32)>,
-    ) -> Result<Vec<Uuid>, QueueError> {
-        for (_, _, priority) in &changes {
-            check_priority(*priority)?;
-        }
-        let mut ids = Vec::with_capacity(changes.len());
-        for (account, data, priority) in changes {
-            ids.push(self.write_new(&account, data, priority, None)?.id);
-        }
-        self.flush()?;
-        Ok(ids)
     }
 
     /// Writes a new item (not yet flushed): see [`SyncQueue::enqueue`].
