@@ -234,6 +234,11 @@ impl LoginStep {
     }
 }
 
+/// The account a queued change names, its names checked.
+fn queued_account(username: &str, package: &str) -> Result<Account, QueueError> {
+    Account::new(username, package).map_err(|e| QueueError::BadInput(e.message("user", "package")))
+}
+
 /// One change for [`ResilientClient::queue_sync_many`]: the arguments of
 /// [`ResilientClient::queue_sync`]. No `Debug`: the data may hold a password.
 #[derive(Clone)]
@@ -588,9 +593,12 @@ impl ResilientClient {
         sync_data: &serde_json::Value,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
-        let account = Account::new(username, package)
-            .map_err(|e| QueueError::BadInput(e.message("user", "package")))?;
-        self.queue_change(&account, sync_type, sync_data, priority)
+        self.queue_change(
+            &queued_account(username, package)?,
+            sync_type,
+            sync_data,
+            priority,
+        )
     }
 
     /// [`ResilientClient::queue_sync`] of an account. The data is parsed here, once, into
@@ -609,13 +617,23 @@ impl ResilientClient {
         sync_data: &serde_json::Value,
         priority: u32,
     ) -> Result<Uuid, QueueError> {
+        let data = self.checked_change(account, sync_type, sync_data)?;
+        let enqueued = self.inner.queue.enqueue(account, data, priority, None)?;
+        Ok(enqueued.id)
+    }
+
+    /// A change's data, parsed, once its package is one the config knows.
+    fn checked_change(
+        &self,
+        account: &Account,
+        sync_type: &str,
+        sync_data: &serde_json::Value,
+    ) -> Result<SyncData, QueueError> {
         self.inner
             .config
             .check_package(account.package())
             .map_err(QueueError::BadInput)?;
-        let data = SyncData::parse(sync_type, sync_data)?;
-        let enqueued = self.inner.queue.enqueue(account, data, priority, None)?;
-        Ok(enqueued.id)
+        SyncData::parse(sync_type, sync_data)
     }
 
     /// [`ResilientClient::queue_sync`] of many changes, made durable together by one flush
@@ -628,13 +646,8 @@ impl ResilientClient {
     pub fn queue_sync_many(&self, changes: &[QueuedChange]) -> Result<Vec<Uuid>, QueueError> {
         let mut checked = Vec::with_capacity(changes.len());
         for c in changes {
-            let account = Account::new(&c.username, &c.package)
-                .map_err(|e| QueueError::BadInput(e.message("user", "package")))?;
-            self.inner
-                .config
-                .check_package(account.package())
-                .map_err(QueueError::BadInput)?;
-            let data = SyncData::parse(&c.sync_type, &c.sync_data)?;
+            let account = queued_account(&c.username, &c.package)?;
+            let data = self.checked_change(&account, &c.sync_type, &c.sync_data)?;
             checked.push((account, data, c.priority));
         }
         self.inner.queue.enqueue_many(checked)

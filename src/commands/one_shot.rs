@@ -120,19 +120,14 @@ fn login(
 /// Starts `probe` in the background with this command's config, unless one is running. Its
 /// output goes nowhere: what it found is recorded (`status` shows it).
 fn start_probe(source: &ConfigSource, config: &Config) {
-    match ProbeTurn::try_take(&config.storage_path) {
-        Ok(Some(_free)) => {}
-        Ok(None) => return,
-        Err(e) => {
-            log::warn!(
-                "Keycloak's trial is due, but no probe was started ({e}): run `status` or `probe`"
-            );
-            return;
+    let started = ProbeTurn::try_take(&config.storage_path).and_then(|turn| {
+        if turn.is_none() {
+            return Ok(None); // one is running
         }
-    }
-    let started = std::env::current_exe().and_then(|exe| {
+        // Let go before the probe starts: it takes the turn itself.
+        drop(turn);
         use std::os::unix::process::CommandExt;
-        let mut command = std::process::Command::new(exe);
+        let mut command = std::process::Command::new(std::env::current_exe()?);
         command.args(source.args()).arg("probe");
         command
             .stdin(std::process::Stdio::null())
@@ -140,13 +135,14 @@ fn start_probe(source: &ConfigSource, config: &Config) {
             .stderr(std::process::Stdio::null())
             // Its own process group: a Ctrl-C meant for the login does not stop it.
             .process_group(0);
-        command.spawn()
+        command.spawn().map(Some)
     });
     match started {
-        Ok(child) => log::debug!(
+        Ok(Some(child)) => log::debug!(
             "Keycloak's trial is due: probe started (pid {})",
             child.id()
         ),
+        Ok(None) => {}
         Err(e) => log::warn!(
             "Keycloak's trial is due, but no probe was started ({e}): run `status` or `probe`"
         ),

@@ -53,17 +53,37 @@ impl GroupCommit {
                 // Every write of a ticket issued so far was done before this point.
                 let covers = state.issued;
                 drop(state);
+                let running = Running(self);
                 let result = commit();
-                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.running = false;
-                if result.is_ok() {
-                    state.covered = state.covered.max(covers);
-                }
-                self.finished.notify_all();
+                running.end(result.is_ok().then_some(covers));
                 return result;
             }
             state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// The commit in progress. Ended by [`Running::end`], or when dropped — a panic in the
+/// commit — as a failed one, so that the writers waiting for it are not left waiting for ever.
+struct Running<'a>(&'a GroupCommit);
+
+impl Running<'_> {
+    /// Ends the commit; `covered`: the tickets it made durable, if it succeeded.
+    fn end(self, covered: Option<u64>) {
+        if let Some(covers) = covered {
+            let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.covered = state.covered.max(covers);
+        }
+        // Drop marks it ended and wakes the waiters.
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.running = false;
+        drop(state);
+        self.0.finished.notify_all();
     }
 }
 
@@ -128,6 +148,20 @@ mod tests {
         }
         let commits = commits.load(Ordering::SeqCst);
         assert!(commits < 160, "no commit was shared: {commits}");
+    }
+
+    #[test]
+    fn a_panicking_commit_leaves_nobody_waiting() {
+        let group = Arc::new(GroupCommit::default());
+        let g = group.clone();
+        let panicked =
+            std::thread::spawn(move || g.commit(|| -> Result<(), ()> { panic!("disk") })).join();
+        assert!(panicked.is_err());
+        assert_eq!(
+            group.commit(|| Ok::<(), ()>(())),
+            Ok(()),
+            "the next writer commits"
+        );
     }
 
     #[test]
