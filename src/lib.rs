@@ -21,7 +21,7 @@
 //! | [`token_cache`] | last good tokens per (user, package) with an offline verifier |
 //! | [`sync_queue`] | the durable, ordered queue of changes for Keycloak; a claimed item is a guard settled one way |
 //! | [`local_users`] | the local user store |
-//! | [`sessions`], [`auth_events`] | login sessions and the login log |
+//! | [`sessions`], [`auth_events`] | login sessions and logins counted per minute |
 //! | [`replay`] | one sync cycle: queue → Keycloak, and the exactly-once apply `passwd` shares |
 //! | [`client`] | [`ResilientClient`], the front door with the original API |
 //! | [`auth`] | login and change-password: local first, Keycloak as enhancement |

@@ -14,7 +14,7 @@
 //! | `sync_delayed` | `due µs i64 BE (sign-flipped) ‖ seq u64 BE` | sync id — pending items backing off |
 //! | `local_users` | `lower(user) 0x00 package` | [`crate::local_users::LocalUser`] |
 //! | `sessions` | session id (16 bytes) | [`crate::sessions::Session`] |
-//! | `auth_events` | `time µs BE ‖ seq BE` | [`crate::auth_events::AuthEvent`] |
+//! | `auth_events` | minute's start µs BE (sign-flipped); older builds: `time µs BE ‖ seq BE` | logins per mode in that minute, 3 × u64 BE; older builds: one login's mode |
 //! | `meta` | name | every name listed in [`meta`]: breaker state, health probe, queue block, counters, schema version |
 //!
 //! A write is durable once [`Store::flush`] returned: sled's flush and an `fdatasync` of `db`,
