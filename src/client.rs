@@ -642,12 +642,21 @@ impl ResilientClient {
     ///
     /// # Errors
     ///
-    /// As [`ResilientClient::queue_sync`], for the first change refused (nothing written).
+    /// [`QueueError::InChange`] naming the first change refused and why, as
+    /// [`ResilientClient::queue_sync`] would have refused it (nothing written); the queue's
+    /// own refusals of the batch (see [`SyncQueue::enqueue_many`]).
     pub fn queue_sync_many(&self, changes: &[QueuedChange]) -> Result<Vec<Uuid>, QueueError> {
         let mut checked = Vec::with_capacity(changes.len());
-        for c in changes {
-            let account = queued_account(&c.username, &c.package)?;
-            let data = self.checked_change(&account, &c.sync_type, &c.sync_data)?;
+        for (index, c) in changes.iter().enumerate() {
+            let in_change = |e| QueueError::InChange {
+                index,
+                total: changes.len(),
+                source: Box::new(e),
+            };
+            let account = queued_account(&c.username, &c.package).map_err(in_change)?;
+            let data = self
+                .checked_change(&account, &c.sync_type, &c.sync_data)
+                .map_err(in_change)?;
             checked.push((account, data, c.priority));
         }
         self.inner.queue.enqueue_many(checked)

@@ -169,6 +169,13 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = PRIORITY_DEFAULT, help = PRIORITY.help("1 runs first"))]
         priority: u32,
     },
+    /// Queue many changes for Keycloak at once, made durable by one flush: one JSON object
+    /// per line on stdin, each with queue-sync's arguments as keys ({"user": "alice",
+    /// "package": "web", "type": "password_change", "data": {"new_password": "..."},
+    /// "priority": 5}; priority optional). At most 1000 changes and 960 KiB. Every change is
+    /// checked before any is written: one refused (named by its line) writes none. Prints the
+    /// SyncIds in order, one per line.
+    QueueSyncMany,
     /// List the sync queue, one page at a time (no secrets): pending items in queue order,
     /// then backing-off, in-flight and finished ones. Prints the counts per status and, when
     /// there is more, the `--after` value of the next page (`next` with --json). `queue show`,
@@ -333,6 +340,22 @@ mod tests {
     #[test]
     fn verify_app() {
         Cli::command().debug_assert();
+    }
+
+    /// `queue-sync-many`'s help states its limits in words: they are the consts' values.
+    #[test]
+    fn queue_sync_many_help_states_the_limits_in_force() {
+        let help = Cli::command()
+            .find_subcommand_mut("queue-sync-many")
+            .expect("queue-sync-many")
+            .render_long_help()
+            .to_string();
+        let limits = format!(
+            "At most {} changes and {} KiB",
+            super::super::protocol::MAX_CHANGES,
+            super::super::input::MAX_CHANGES_BYTES / 1024
+        );
+        assert!(help.contains(&limits), "{limits} in {help}");
     }
 
     /// The help shows the range and default the request check applies, from the same consts.

@@ -51,6 +51,7 @@ pub(super) fn gather(command: Command) -> anyhow::Result<Option<Request>> {
             sync_type,
             priority,
         } => queue_sync(who, sync_type, priority)?,
+        Command::QueueSyncMany => queue_sync_many()?,
         Command::Queue {
             action: Some(action),
             ..
@@ -200,6 +201,66 @@ fn queue_sync(who: UserArgs, sync_type: String, priority: u32) -> anyhow::Result
     })
 }
 
+/// `queue-sync-many`: one change per line of stdin, each a JSON object of `queue-sync`'s
+/// arguments, parsed strictly (no key twice) and without quoting a value in an error. The
+/// changes themselves are checked where every door's are ([`Request::check`] and the queue).
+fn queue_sync_many() -> anyhow::Result<Request> {
+    let text = input::changes()?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|e| InputError(format!("changes on stdin: not UTF-8 ({e})")))?;
+    let changes = parse_changes(text)?;
+    Ok(Request::QueueSyncMany { changes })
+}
+
+fn parse_changes(text: &str) -> Result<Vec<super::protocol::Change>, InputError> {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    text.split('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let at = |what: String| InputError(format!("changes on stdin, line {}: {what}", i + 1));
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.trim().is_empty() {
+                return Err(at("empty (one change per line, no blank lines)".into()));
+            }
+            let value = crate::sync_queue::parse_strict_json(line.as_bytes())
+                .map_err(|e| at(format!("not valid JSON ({e})")))?;
+            serde_json::from_value(value).map_err(|e| at(super::protocol::without_values(&e)))
+        })
+        .collect()
+}
+
 fn absolute(path: &Path) -> Result<PathBuf, InputError> {
     std::path::absolute(path).map_err(|e| InputError(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_one_per_line_and_a_bad_line_is_named() {
+        let one = r#"{"user":"a","package":"web","type":"user_disable","data":{}}"#;
+        let parsed = parse_changes(&format!("{one}\r\n{one}\n")).expect("two changes");
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[1].priority, super::super::protocol::PRIORITY_DEFAULT);
+        assert_eq!(parse_changes(one).expect("no final newline").len(), 1);
+        for (text, says) in [
+            (format!("{one}\n\n{one}"), "line 2: empty"),
+            (
+                format!("{one}\n{{\"user\":\"a\",\"user\":\"b\"}}"),
+                "line 2: not valid JSON",
+            ),
+            (
+                r#"{"user":"a","package":"web","type":"t","data":{},"priority":"Secret-9"}"#.into(),
+                "line 1: a field has the wrong type",
+            ),
+        ] {
+            let Err(err) = parse_changes(&text).map(|c| c.len()) else {
+                panic!("{text}: parsed");
+            };
+            let err = err.to_string();
+            assert!(err.contains(says), "{text}: {err}");
+            assert!(!err.contains("Secret"), "never a value: {err}");
+        }
+    }
 }

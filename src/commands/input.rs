@@ -58,24 +58,55 @@ pub fn sync_data() -> anyhow::Result<Vec<u8>> {
 }
 
 fn read_sync_data(input: impl Read) -> anyhow::Result<Vec<u8>> {
+    read_limited(
+        input,
+        crate::sync_queue::MAX_SYNC_DATA_BYTES,
+        "sync data",
+        "JSON, e.g. {\"new_password\": \"…\"}",
+    )
+}
+
+/// The most bytes `queue-sync-many` reads from stdin: what fits one request line to the
+/// service with room for the keys the request adds.
+pub const MAX_CHANGES_BYTES: usize = super::protocol::MAX_REQUEST_BYTES - 64 * 1024;
+
+/// Reads the changes for `queue-sync-many`: all of stdin, at most [`MAX_CHANGES_BYTES`].
+/// Parsing them is [`super::gather`]'s job.
+///
+/// # Errors
+///
+/// As [`sync_data`].
+pub fn changes() -> anyhow::Result<Vec<u8>> {
+    read_limited(
+        std::io::stdin().lock(),
+        MAX_CHANGES_BYTES,
+        "changes",
+        "one JSON object per line, e.g. {\"user\": \"alice\", \"package\": \"web\", \"type\": \"password_change\", \"data\": {\"new_password\": \"…\"}}",
+    )
+}
+
+/// All of `input`, at most `limit` bytes (one byte more is read to tell, never the whole of
+/// an oversized input), and not blank.
+fn read_limited(
+    input: impl Read,
+    limit: usize,
+    what: &str,
+    expected: &str,
+) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
-    const LIMIT: usize = crate::sync_queue::MAX_SYNC_DATA_BYTES;
     let mut data = Vec::new();
     input
-        .take(LIMIT as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut data)
-        .context("reading sync data from stdin")?;
-    if data.len() > LIMIT {
+        .with_context(|| format!("reading {what} from stdin"))?;
+    if data.len() > limit {
         return Err(InputError(format!(
-            "sync data on stdin is larger than {LIMIT} bytes (the limit)"
+            "{what} on stdin: larger than {limit} bytes (the limit)"
         ))
         .into());
     }
     if data.trim_ascii().is_empty() {
-        return Err(InputError(
-            "no sync data on stdin (expected JSON, e.g. {\"new_password\": \"…\"})".into(),
-        )
-        .into());
+        return Err(InputError(format!("no {what} on stdin (expected {expected})")).into());
     }
     Ok(data)
 }
@@ -119,6 +150,7 @@ mod tests {
         let err = read_sync_data(endless).unwrap_err();
         assert!(err.is::<InputError>(), "{err}");
         assert!(err.to_string().contains("larger than 8192 bytes"), "{err}");
+        assert!(err.to_string().starts_with("sync data on stdin"), "{err}");
         let err = read_sync_data(&b" \n"[..]).unwrap_err();
         assert!(err.to_string().contains("no sync data"), "{err}");
         assert_eq!(read_sync_data(&b"{}"[..]).unwrap(), b"{}");

@@ -278,6 +278,7 @@ fn needs_existing_database(request: &Request) -> bool {
         | Request::UserRemove { .. } => true,
         Request::Authenticate { .. }
         | Request::QueueSync { .. }
+        | Request::QueueSyncMany { .. }
         | Request::Login { .. }
         | Request::UserAdd { .. }
         | Request::UserImport { .. }
@@ -349,6 +350,7 @@ pub fn execute(request: Request, auth: &Auth, json: bool, io: &mut Io) -> anyhow
             priority,
             ..
         } => sync::queue_sync(client, account()?, &sync_type, &data, priority, json, io),
+        Request::QueueSyncMany { changes } => sync::queue_sync_many(client, changes, json, io),
         Request::Queue { limit, after } => {
             sync::queue(client, limit as usize, after.as_deref(), json, io)
         }
@@ -450,12 +452,16 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.is::<ConfigError>() || cause.is::<InputError>() {
             return EXIT_INPUT;
         }
-        let queue_error = cause.downcast_ref::<QueueError>().or_else(|| {
+        let mut queue_error = cause.downcast_ref::<QueueError>().or_else(|| {
             match cause.downcast_ref::<crate::auth::UserChangeError>() {
                 Some(crate::auth::UserChangeError::Queue(q)) => Some(q),
                 _ => None,
             }
         });
+        // A batch's refusal is the refusal of its change (boxed: the chain cannot see it).
+        while let Some(QueueError::InChange { source, .. }) = queue_error {
+            queue_error = Some(source);
+        }
         if let Some(q) = queue_error {
             match q {
                 QueueError::UnknownType(_)

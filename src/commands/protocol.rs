@@ -92,6 +92,12 @@ pub enum Request {
         #[serde(default = "default_priority")]
         priority: u32,
     },
+    /// `queue-sync-many`: many changes, queued together by one flush; none when one is
+    /// refused.
+    QueueSyncMany {
+        /// The changes, in order (at most [`MAX_CHANGES`]).
+        changes: Vec<Change>,
+    },
     /// `queue`: one page.
     Queue {
         /// Items per page.
@@ -314,6 +320,9 @@ pub const PRIORITY: Range<u32> = Range {
 };
 /// `queue-sync --priority` when not given.
 pub const PRIORITY_DEFAULT: u32 = crate::sync_queue::PRIORITY_DEFAULT;
+/// The most changes one `queue-sync-many` carries: a batch is checked whole in memory before
+/// any is written, so it is bounded (a thousand password changes fit a request line).
+pub const MAX_CHANGES: usize = 1_000;
 /// `queue --limit`: a page is built in memory, so it is bounded.
 pub const QUEUE_LIMIT: Range<u32> = Range {
     flag: "--limit",
@@ -421,6 +430,19 @@ impl Request {
             Request::QueueSync { priority, .. } => {
                 PRIORITY.check(*priority)?;
             }
+            Request::QueueSyncMany { changes } => {
+                if changes.is_empty() || changes.len() > MAX_CHANGES {
+                    return Err(InputError(format!(
+                        "queue-sync-many: {} changes given, expected 1 to {MAX_CHANGES}",
+                        changes.len()
+                    )));
+                }
+                for (i, c) in changes.iter().enumerate() {
+                    PRIORITY.check(c.priority).map_err(|e| {
+                        InputError(format!("change {} of {}: {e}", i + 1, changes.len()))
+                    })?;
+                }
+            }
             Request::Queue { limit, .. } => {
                 QUEUE_LIMIT.check(*limit)?;
             }
@@ -505,6 +527,7 @@ impl Request {
             Request::CachedToken { .. } => "cached-token",
             Request::Refresh { .. } => "refresh",
             Request::QueueSync { .. } => "queue-sync",
+            Request::QueueSyncMany { .. } => "queue-sync-many",
             Request::Queue { .. } => "queue",
             Request::QueueShow { .. } => "queue-show",
             Request::QueueRetry { .. } => "queue-retry",
@@ -523,6 +546,37 @@ impl Request {
             Request::Metrics { .. } => "metrics",
             Request::Backup { .. } => "backup",
             Request::VerifyToken { .. } => "verify-token",
+        }
+    }
+}
+
+/// One change of `queue-sync-many`: what `queue-sync` takes, its flags as keys. `Debug` is
+/// not derived: the data may hold a password.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The username.
+    pub user: String,
+    /// The package.
+    pub package: String,
+    /// The sync type (`password_change`, …).
+    #[serde(rename = "type")]
+    pub sync_type: String,
+    /// The sync data, as `queue-sync` reads it from stdin.
+    pub data: serde_json::Value,
+    /// 1 runs first.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+impl From<Change> for crate::client::QueuedChange {
+    fn from(c: Change) -> Self {
+        crate::client::QueuedChange {
+            username: c.user,
+            package: c.package,
+            sync_type: c.sync_type,
+            sync_data: c.data,
+            priority: c.priority,
         }
     }
 }
@@ -585,16 +639,21 @@ impl Envelope {
 /// "unknown variant `x`", "unknown field `y`") but its "invalid type" messages quote the
 /// value: those are replaced.
 fn describe(op: &str, e: &serde_json::Error) -> String {
+    format!("request {op:?}: {}", without_values(e))
+}
+
+/// serde_json's error about fields, without the value it choked on (see [`describe`]).
+pub(super) fn without_values(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
-        format!("request {op:?}: a field has the wrong type")
+        "a field has the wrong type".into()
     } else if let Some(rest) = msg.strip_prefix("unknown field `") {
         // The unknown key itself is not repeated: it may be a password typed in the wrong
         // place. What is expected is.
         let expected = rest.split_once("`, ").map(|(_, e)| e).unwrap_or("");
-        format!("request {op:?}: unknown field, {expected}")
+        format!("unknown field, {expected}")
     } else {
-        format!("request {op:?}: {msg}")
+        msg
     }
 }
 

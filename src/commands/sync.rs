@@ -1,10 +1,12 @@
-//! The sync queue's commands: `sync-now` (one cycle), `queue-sync` (enqueue a change) and
-//! `queue` (one page of the listing), each with its `--json` view.
+//! The sync queue's commands: `sync-now` (one cycle), `queue-sync` (enqueue a change),
+//! `queue-sync-many` (a batch of them) and `queue` (one page of the listing), each with its
+//! `--json` view.
 
+use super::protocol::Change;
 use super::render::{print_json, rfc3339};
 use super::{Io, EXIT_OK};
 use crate::account::Account;
-use crate::client::ResilientClient;
+use crate::client::{QueuedChange, ResilientClient};
 use crate::replay::SyncReport;
 use crate::sync_queue::{Cursor, QueueCounts, SyncItem};
 use anyhow::Context;
@@ -109,6 +111,33 @@ pub(super) fn queue_sync(
         print_json(out, &QueuedView { sync_id })?;
     } else {
         writeln!(out, "{sync_id}")?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// `queue-sync-many --json`.
+#[derive(Serialize)]
+struct QueuedManyView {
+    sync_ids: Vec<uuid::Uuid>,
+}
+
+/// Enqueues a batch of changes with one flush (each checked first; none written when one is
+/// refused): their SyncIds in order, one per line.
+pub(super) fn queue_sync_many(
+    client: &ResilientClient,
+    changes: Vec<Change>,
+    json: bool,
+    io: &mut Io,
+) -> anyhow::Result<u8> {
+    let out = &mut *io.out;
+    let changes: Vec<QueuedChange> = changes.into_iter().map(QueuedChange::from).collect();
+    let sync_ids = client.queue_sync_many(&changes)?;
+    if json {
+        print_json(out, &QueuedManyView { sync_ids })?;
+    } else {
+        for id in sync_ids {
+            writeln!(out, "{id}")?;
+        }
     }
     Ok(EXIT_OK)
 }

@@ -15,13 +15,19 @@ impl SyncQueue {
     ///
     /// # Errors
     ///
-    /// As [`SyncQueue::enqueue`]: a priority 0 refuses the batch with nothing written.
+    /// [`QueueError::InChange`] for the first priority 0, refusing the batch with nothing
+    /// written; as [`SyncQueue::enqueue`] when the database fails.
     pub fn enqueue_many(
         &self,
         changes: Vec<(Account, SyncData, u32)>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        for (_, _, priority) in &changes {
-            check_priority(*priority)?;
+        let total = changes.len();
+        for (index, (_, _, priority)) in changes.iter().enumerate() {
+            check_priority(*priority).map_err(|e| QueueError::InChange {
+                index,
+                total,
+                source: Box::new(e),
+            })?;
         }
         let mut ids = Vec::with_capacity(changes.len());
         for (account, data, priority) in changes {
@@ -70,10 +76,14 @@ mod tests {
             (acct("alice", "web"), data("one-password"), 1),
             (acct("bob", "web"), data("two-password"), 0),
         ]);
-        assert!(
-            matches!(refused, Err(QueueError::BadInput(_))),
-            "{refused:?}"
-        );
+        match refused {
+            Err(QueueError::InChange {
+                index: 1,
+                total: 2,
+                source,
+            }) => assert!(matches!(*source, QueueError::BadInput(_)), "{source:?}"),
+            other => panic!("expected the second change refused: {other:?}"),
+        }
         assert!(q.list().unwrap().is_empty());
     }
 }

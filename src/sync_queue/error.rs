@@ -35,6 +35,18 @@ pub enum QueueError {
     /// unreadable.
     #[error("local user record: {0}")]
     LocalUser(String),
+    /// One change of a batch ([`crate::ResilientClient::queue_sync_many`]) was refused, so
+    /// none was written.
+    #[error("change {number} of {total}", number = index + 1)]
+    InChange {
+        /// Its place in the batch, from 0.
+        index: usize,
+        /// How many changes the batch held.
+        total: usize,
+        /// Why it was refused.
+        #[source]
+        source: Box<QueueError>,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),

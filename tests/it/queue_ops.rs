@@ -1,6 +1,7 @@
 //! Issue 16 point 1: `queue show`, `queue retry`, `queue remove` through the binary, one-shot
 //! and through a running service: a failed change reaches Keycloak once its cause is fixed,
-//! without anybody typing the password again.
+//! without anybody typing the password again. And `queue-sync-many` (issue 17 point 1): a
+//! batch is queued whole or not at all, the same one-shot and through the service.
 //!
 //! `cargo test --test it queue_ops::`
 
@@ -125,6 +126,96 @@ fn queue_actions_reach_the_running_service_over_its_socket() {
         assert!(
             Instant::now() < deadline,
             "the retried change never reached Keycloak"
+        );
+        kr(&env, &["sync-now"], "").expect(0);
+    }
+    let shown = kr_json(&env, &["queue", "show", &id], "", 0);
+    assert_eq!(shown["status"], "completed", "{shown}");
+    svc.sigterm();
+    assert_eq!(svc.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+/// `queue-sync-many`'s stdin: one JSON change per line.
+fn changes(lines: &[serde_json::Value]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn password_change(user: &str, priority: u32) -> serde_json::Value {
+    serde_json::json!({
+        "user": user, "package": "web", "type": "password_change",
+        "data": {"new_password": NEW_PW}, "priority": priority,
+    })
+}
+
+#[test]
+fn a_batch_is_queued_whole_or_not_at_all_one_shot_and_through_the_service() {
+    let (fake, env) = fake_and_env(&Tuning::default());
+    let users: Vec<String> = (0..3).map(|_| unique_user("qmany")).collect();
+    for u in &users {
+        fake.add_user(u, "Created-Pw-0", true);
+    }
+    // One bad change, anywhere, refuses the batch: exit 2, one line naming it, nothing queued.
+    let mut bad = vec![password_change(&users[0], 5), password_change(&users[1], 5)];
+    bad[1]["type"] = "password_chnage".into();
+    let out = kr(&env, &["queue-sync-many"], &changes(&bad)).expect(2);
+    assert!(one_line(&out).contains("change 2 of 2"), "{out:?}");
+    assert!(!out.stderr.contains(NEW_PW), "never the secret: {out:?}");
+    bad[1] = serde_json::json!({"user": users[1], "package": "web", "type": "user_disable",
+        "data": {}, "priority": 0});
+    let out = kr(&env, &["queue-sync-many"], &changes(&bad)).expect(2);
+    assert!(
+        one_line(&out).contains("change 2 of 2: --priority 0"),
+        "{out:?}"
+    );
+    let out = kr(
+        &env,
+        &["queue-sync-many"],
+        &format!("{}\nnot json\n", bad[0]),
+    )
+    .expect(2);
+    assert!(one_line(&out).contains("line 2: not valid JSON"), "{out:?}");
+    let too_many = changes(&vec![password_change(&users[0], 5); 1_001]);
+    let out = kr(&env, &["queue-sync-many"], &too_many).expect(2);
+    assert!(
+        one_line(&out).contains("1001 changes given, expected 1 to 1000"),
+        "{out:?}"
+    );
+    kr(&env, &["queue-sync-many"], "").expect(2);
+    assert_eq!(kr_json(&env, &["queue"], "", 0)["counts"]["pending"], 0);
+
+    // A good batch: its ids in order, queued by priority, replayed.
+    let good = [password_change(&users[0], 5), password_change(&users[1], 1)];
+    let out = kr(&env, &["queue-sync-many"], &changes(&good)).expect(0);
+    let ids: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(ids.len(), 2, "{out:?}");
+    let page = kr_json(&env, &["queue"], "", 0);
+    assert_eq!(
+        page["items"][0]["sync_id"], ids[1],
+        "priority 1 first: {page}"
+    );
+    assert_eq!(page["items"][1]["sync_id"], ids[0], "{page}");
+    kr(&env, &["sync-now"], "").expect(0);
+    for u in &users[..2] {
+        assert_eq!(fake.password_of(u).as_deref(), Some(NEW_PW), "{u}");
+    }
+
+    // Through the running service: the same answer, the same refusals.
+    let mut svc = Service::start(&env);
+    svc.wait_for("stop with Ctrl-C or SIGTERM", Duration::from_secs(15));
+    let out = kr(&env, &["queue-sync-many"], &changes(&bad)).expect(2);
+    assert!(one_line(&out).contains("change 2 of 2"), "{out:?}");
+    let queued = kr_json(
+        &env,
+        &["queue-sync-many"],
+        &changes(&[password_change(&users[2], 5)]),
+        0,
+    );
+    let id = queued["sync_ids"][0].as_str().expect("one id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.password_of(&users[2]).as_deref() != Some(NEW_PW) {
+        assert!(
+            Instant::now() < deadline,
+            "the batch never reached Keycloak"
         );
         kr(&env, &["sync-now"], "").expect(0);
     }

@@ -154,6 +154,21 @@ def test_queue_sync_queue_and_sync_now(client: Client, keycloak: FakeKeycloak) -
     assert bad.value.exit_code == 2
 
 
+def test_queue_sync_many_queues_a_batch_or_nothing(client: Client, keycloak: FakeKeycloak) -> None:
+    change = {"user": "bob", "package": PACKAGE, "type": "password_change", "data": {"new_password": NEW_PW}}
+    with pytest.raises(BadRequest) as bad:
+        client.queue_sync_many([{"user": "alice", "package": PACKAGE, "type": "user_disable", "data": {}}, {**change, "type": "nope"}])
+    assert bad.value.exit_code == 2 and "change 2 of 2" in str(bad.value)
+    assert client.queue().counts["pending"] == 0, "a refused batch queues none of its changes"
+    alice = {"user": "alice", "package": PACKAGE, "type": "password_change", "data": {"password": "Alice-Next-1"}, "priority": 1}
+    ids = client.queue_sync_many([change, alice])
+    assert len(set(ids)) == 2
+    page = client.queue()
+    assert [(i.sync_id, i.user, i.priority) for i in page.items] == [(ids[1], "alice", 1), (ids[0], "bob", 5)]
+    assert client.sync_now().completed == 2
+    assert (keycloak.password_of("bob"), keycloak.password_of("alice")) == (NEW_PW, "Alice-Next-1")
+
+
 def test_a_failed_item_is_shown_retried_and_removed(client: Client, keycloak: FakeKeycloak) -> None:
     sync_id = client.queue_sync(
         user="carol-later", package=PACKAGE, sync_type="password_change", data={"new_password": NEW_PW}

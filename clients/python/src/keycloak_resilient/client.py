@@ -21,7 +21,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .errors import ServiceUnavailable, error_for
 from .results import (
@@ -297,6 +297,15 @@ class Client:
         item's id."""
         result = self.call("queue-sync", user=user, package=package, type=sync_type, data=data, priority=priority)
         return str(result["sync_id"])
+
+    def queue_sync_many(self, changes: Sequence[Mapping[str, Any]]) -> List[str]:
+        """``queue-sync-many``: queues up to 1000 changes with one flush, far faster than as
+        many ``queue_sync`` calls. Each change is a dict of the request's keys: ``user``,
+        ``package``, ``type``, ``data`` and optionally ``priority``. Every change is checked
+        before any is written; one refused raises :class:`~keycloak_resilient.BadRequest`
+        naming it (``change 3 of 10: …``) and queues none. Returns the ids in order."""
+        result = self.call("queue-sync-many", changes=[dict(c) for c in changes])
+        return [str(i) for i in result["sync_ids"]]
 
     def session_show(self, *, session_id: str) -> Session:
         """``session-show``: raises :class:`~keycloak_resilient.Refused` for a session that is
