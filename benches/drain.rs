@@ -243,6 +243,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+#[path = "support/summary.rs"]
+mod summary;
+
 fn main() {
     let requests = Arc::new(AtomicUsize::new(0));
     let port = serve(requests.clone());
@@ -286,6 +289,11 @@ fn main() {
             per_item(mine_requests),
             per_item(their_requests),
             m / t
+        );
+        summary::row(
+            &format!("drain, items/s, batch {batch}"),
+            &format!("{:.2}", m / t),
+            "≥ 2",
         );
     }
     println!("(Keycloak look-alike with {SERVICE_MS} ms per request; medians of {ROUNDS} interleaved rounds)");

@@ -21,6 +21,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::PasswordVerifier;
 use argon2::Argon2;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Longest password accepted anywhere (login, passwd, user add, queued changes), in bytes.
@@ -154,9 +155,20 @@ const REUSED_BLOCKS: usize = 19 * 1024;
 /// however many threads verify: a thread finding them all in use waits for one, which costs
 /// nothing, since the cores are busy hashing anyway (benches/socket_memory.rs).
 struct Buffers {
-    free: Mutex<(Vec<Vec<argon2::Block>>, usize)>,
+    state: Mutex<Pool>,
     returned: Condvar,
     max: usize,
+}
+
+/// What [`Buffers`] holds, under its lock.
+#[derive(Default)]
+struct Pool {
+    /// Buffers no thread is using.
+    free: Vec<Vec<argon2::Block>>,
+    /// Buffers made so far (free, lent, or being warmed): at most [`Buffers::max`].
+    made: usize,
+    /// A buffer is being filled by [`warm_up`]: wait for it rather than make another.
+    warming: bool,
 }
 
 /// The most buffers, however many cores.
@@ -165,12 +177,29 @@ const MAX_BUFFERS: usize = 16;
 fn buffers() -> &'static Buffers {
     static BUFFERS: OnceLock<Buffers> = OnceLock::new();
     BUFFERS.get_or_init(|| Buffers {
-        free: Mutex::new((Vec::new(), 0)),
+        state: Mutex::new(Pool::default()),
         returned: Condvar::new(),
         max: std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, MAX_BUFFERS),
     })
+}
+
+impl Buffers {
+    fn state(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives a buffer back and wakes a thread waiting for one.
+    fn give_back(&self, buffer: Vec<argon2::Block>, warmed: bool) {
+        let mut state = self.state();
+        state.free.push(buffer);
+        if warmed {
+            state.warming = false;
+        }
+        drop(state);
+        self.returned.notify_all();
+    }
 }
 
 /// A buffer taken from [`Buffers`]; given back when dropped (a panic in argon2 included).
@@ -179,29 +208,61 @@ struct Lent(Option<Vec<argon2::Block>>);
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(buffer) = self.0.take() {
-            let pool = buffers();
-            pool.free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .push(buffer);
-            pool.returned.notify_one();
+            buffers().give_back(buffer, false);
         }
     }
 }
 
 fn lend() -> Lent {
     let pool = buffers();
-    let mut state = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = pool.state();
     loop {
-        if let Some(buffer) = state.0.pop() {
+        if let Some(buffer) = state.free.pop() {
             return Lent(Some(buffer));
         }
-        if state.1 < pool.max {
-            state.1 += 1;
+        if !state.warming && state.made < pool.max {
+            state.made += 1;
             return Lent(Some(Vec::new()));
         }
         state = pool.returned.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Fills one buffer of the default cost ahead, on a thread of its own, for a verify that is
+/// about to come. A fresh process (a one-shot `login`) otherwise pays, inside its verify, the
+/// first touch of all 19 MiB — page faults that cost half as much again as the hash itself on
+/// these machines (benches/one_shot.rs); called before the database opens, the two overlap
+/// on separate cores. Once per process; a verify arriving meanwhile waits for this buffer
+/// rather than fill one of its own.
+pub fn warm_up() {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let pool = buffers();
+    let mut buffer = {
+        let mut state = pool.state();
+        if !state.free.is_empty() || state.made >= pool.max {
+            return; // already warm, or every buffer is made
+        }
+        state.made += 1;
+        state.warming = true;
+        Vec::new()
+    };
+    let spawned = std::thread::Builder::new()
+        .name("argon2-warm-up".into())
+        .spawn(move || {
+            buffer.resize(REUSED_BLOCKS, argon2::Block::new());
+            buffers().give_back(buffer, true);
+        });
+    if let Err(e) = spawned {
+        // The buffer moved into the closure is gone with it: one fewer made, nobody waits.
+        log::debug!("argon2 buffer not warmed ahead: {e}");
+        let mut state = pool.state();
+        state.made -= 1;
+        state.warming = false;
+        drop(state);
+        pool.returned.notify_all();
     }
 }
 
@@ -431,10 +492,41 @@ mod tests {
         }
         let pool = buffers();
         // Other tests of this binary hash too, so only the bound is checked, not who holds one.
-        let created = pool.free.lock().unwrap().1;
+        let created = pool.state().made;
         assert!(
             created <= pool.max,
             "{created} buffers for {} cores",
+            pool.max
+        );
+    }
+
+    /// The one-shot login's warm-up (issue 17 point 4): verifies arriving while the buffer is
+    /// filled wait for it and then share the pool as before; none is left waiting, and no more
+    /// buffers are made than there are cores.
+    #[test]
+    fn verifies_during_the_warm_up_share_the_warmed_buffer() {
+        let phc = hash("Warm-Buffer-Pw-1").unwrap();
+        warm_up();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let phc = phc.clone();
+                std::thread::spawn(move || verify("Warm-Buffer-Pw-1", &phc))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let pool = buffers();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pool.state().warming && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let state = pool.state();
+        assert!(!state.warming, "the warm-up never gave its buffer back");
+        assert!(
+            state.made <= pool.max,
+            "{} buffers for {} cores",
+            state.made,
             pool.max
         );
     }

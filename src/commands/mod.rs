@@ -218,7 +218,14 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     let envelope = Envelope { request, format };
     loop {
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        let refuse = |config: &Config| refuse_without_database(&envelope.request, config);
+        let refuse = |config: &Config| {
+            refuse_without_database(&envelope.request, config)?;
+            // The login runs here: its verify's memory is made ready while the database opens.
+            if matches!(envelope.request, Request::Login { .. }) {
+                crate::password::warm_up();
+            }
+            Ok(())
+        };
         match forward::open_or_connect(config.clone(), wait, &refuse)? {
             forward::Target::Local(auth) => {
                 let mut io = Io {

@@ -3,6 +3,8 @@
 //!
 //! - `login` and `reconcile` let go of the database for their calls: planned with it open,
 //!   the call made with it closed, the outcome recorded with it open again.
+//! - The commands that only read (`status`, `queue`, `user list`, …) answer in milliseconds
+//!   and never ask Keycloak: they just run.
 //! - Every other command keeps the database for as long as it runs (a sync cycle's items,
 //!   `passwd`'s send, a managed user's change are written around each call) and *serves* the
 //!   control socket meanwhile, as `start` does: a command that finds the database held sends
@@ -45,8 +47,24 @@ pub(super) fn run(
     match request {
         Request::Login { .. } => login(request, auth, source, lock_timeout, json, io),
         Request::Reconcile {} => super::reconcile::reconcile_one_shot(auth, lock_timeout, json, io),
+        request if reads_only(&request) => execute(request, &auth, json, io),
         request => serving(auth, |auth| execute(request, auth, json, io)),
     }
+}
+
+/// True for the commands that read what is stored and answer at once, never asking Keycloak:
+/// they hold the database for milliseconds, so serving the socket meanwhile would only make
+/// them slower (a socket bound, workers started and stopped: a third of a cold `status`).
+fn reads_only(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Status {}
+            | Request::Queue { .. }
+            | Request::QueueShow { .. }
+            | Request::UserList {}
+            | Request::SessionShow { .. }
+            | Request::Metrics { .. }
+    )
 }
 
 /// Runs `work` while serving the control socket from the same engine (see the module).
