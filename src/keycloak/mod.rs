@@ -29,7 +29,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long before its expiry an admin token is replaced.
@@ -199,11 +199,26 @@ struct AdminToken {
 /// each read of the body, so a trickling answer could hold a call for many timeouts.
 #[derive(Clone)]
 pub struct KeycloakClient {
-    http: Client,
+    /// Built at the first request ([`KeycloakClient::http`]): a command that never calls
+    /// Keycloak (`status`, a local login) loads no trust store.
+    http: Arc<OnceLock<Result<Client, String>>>,
+    /// What the client is built with: the CA file's certificates, parsed when the handle is
+    /// made, so a bad one is refused at once.
+    roots: Arc<Roots>,
     config: KeycloakConfig,
     admin_tokens: Arc<Mutex<HashMap<String, AdminToken>>>,
     /// When the call this handle serves must be over (`None`: each request gets `timeout`).
     deadline: Option<Instant>,
+}
+
+/// The certificates a [`KeycloakClient`] trusts.
+enum Roots {
+    /// None: Keycloak is spoken to over `http://`, no TLS.
+    None,
+    /// The system's trust store.
+    System,
+    /// The system's, and those of `keycloak.tls.ca_file`.
+    SystemAnd(Vec<reqwest::Certificate>),
 }
 
 impl std::fmt::Debug for KeycloakClient {
@@ -215,34 +230,26 @@ impl std::fmt::Debug for KeycloakClient {
 }
 
 impl KeycloakClient {
-    /// Builds the HTTP client (rustls, JSON, the configured timeouts).
+    /// A handle on this Keycloak; its HTTP client is built at the first request.
+    ///
+    /// # Errors
+    ///
+    /// [`KcError::Misconfigured`] when `keycloak.tls.ca_file` holds no usable certificate.
     pub fn new(config: &KeycloakConfig) -> Result<KeycloakClient, KcError> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::ACCEPT,
-            reqwest::header::HeaderValue::from_static("application/json"),
-        );
-        let mut builder = Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .default_headers(headers)
-            .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")));
-        if config.server_url.starts_with("http://") {
-            // No TLS toward this Keycloak: no trust store to load (the system's would cost a
-            // one-shot command the reading of every CA file on the machine).
-            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        let roots = if config.server_url.starts_with("http://") {
+            Roots::None
         } else if let Some(ca) = &config.tls_ca {
             // Checked when the config was loaded; trusted besides the system's roots.
             let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
                 KcError::Misconfigured(format!("keycloak.tls.ca_file {}: {e}", ca.path.display()))
             })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| KcError::Misconfigured(format!("HTTP client: {e}")))?;
+            Roots::SystemAnd(certs)
+        } else {
+            Roots::System
+        };
         Ok(KeycloakClient {
-            http,
+            http: Arc::new(OnceLock::new()),
+            roots: Arc::new(roots),
             config: config.clone(),
             admin_tokens: Arc::new(Mutex::new(HashMap::new())),
             deadline: None,
@@ -274,6 +281,34 @@ impl KeycloakClient {
 
     /// Sends a request bounded by what is left of the budget: reqwest's per-request timeout
     /// runs from connecting to the end of the body.
+    /// The HTTP client (rustls, JSON, the configured timeouts), built on first use and shared
+    /// by every clone of this handle. Loading the system's trust store reads every CA file on
+    /// the machine: a one-shot command pays it only when it does call Keycloak, and an
+    /// `http://` Keycloak never.
+    fn http(&self) -> Result<&Client, KcError> {
+        let built = self.http.get_or_init(|| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::ACCEPT,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+            let mut builder = Client::builder()
+                .timeout(self.config.timeout)
+                .connect_timeout(self.config.connect_timeout)
+                .default_headers(headers)
+                .user_agent(concat!("keycloak-resilient/", env!("CARGO_PKG_VERSION")));
+            builder = match &*self.roots {
+                Roots::None => builder.tls_certs_only(Vec::<reqwest::Certificate>::new()),
+                Roots::System => builder,
+                Roots::SystemAnd(certs) => builder.tls_certs_merge(certs.iter().cloned()),
+            };
+            builder.build().map_err(|e| format!("HTTP client: {e}"))
+        });
+        built
+            .as_ref()
+            .map_err(|e| KcError::Misconfigured(e.clone()))
+    }
+
     fn send(&self, request: RequestBuilder) -> Result<Response, KcError> {
         let left = self.remaining()?;
         let resp = request.timeout(left).send().map_err(transport)?;
@@ -314,7 +349,7 @@ impl KeycloakClient {
     /// The health probe: the realm's OpenID discovery document.
     pub fn probe(&self, realm: &str) -> Result<(), KcError> {
         let url = self.endpoint(&["realms", realm, ".well-known", "openid-configuration"]);
-        let resp = self.send(self.http.get(&url))?;
+        let resp = self.send(self.http()?.get(&url))?;
         let status = resp.status();
         if status.is_success() {
             let doc: serde_json::Value = self.json_body(resp)?;
@@ -375,7 +410,7 @@ impl KeycloakClient {
 
     fn token_request(&self, realm: &str, form: &[(&str, &str)]) -> Result<TokenSet, KcError> {
         let url = self.endpoint(&["realms", realm, "protocol", "openid-connect", "token"]);
-        let resp = self.send(self.http.post(&url).form(form))?;
+        let resp = self.send(self.http()?.post(&url).form(form))?;
         let status = resp.status();
         if status.is_success() {
             return self.json_body(resp);
@@ -440,9 +475,10 @@ impl KeycloakClient {
     fn admin_call(
         &self,
         realm: &str,
-        call: impl Fn(&str) -> RequestBuilder,
+        call: impl Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response, KcError> {
-        let send = |token: Secret| self.send(call(token.expose()));
+        let http = self.http()?;
+        let send = |token: Secret| self.send(call(http, token.expose()));
         let mut resp = send(self.admin_token(realm)?)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             self.lock_tokens().remove(realm);
@@ -474,9 +510,8 @@ impl KeycloakClient {
     /// Looks a user up by exact username (case-insensitive, as Keycloak stores it).
     pub fn find_user(&self, realm: &str, username: &str) -> Result<Option<KcUser>, KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users"]);
-        let resp = self.admin_call(realm, |token| {
-            self.http
-                .get(&url)
+        let resp = self.admin_call(realm, |http, token| {
+            http.get(&url)
                 .query(&[("username", username), ("exact", "true")])
                 .bearer_auth(token)
         })?;
@@ -495,8 +530,8 @@ impl KeycloakClient {
     ) -> Result<(), KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users", user_id, "reset-password"]);
         let body = serde_json::json!({"type": "password", "value": password, "temporary": false});
-        let resp = self.admin_call(realm, |token| {
-            self.http.put(&url).json(&body).bearer_auth(token)
+        let resp = self.admin_call(realm, |http, token| {
+            http.put(&url).json(&body).bearer_auth(token)
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -528,7 +563,7 @@ impl KeycloakClient {
     /// answer a crash lost. Needs `view-users`, which the sync client holds.
     pub fn password_created(&self, realm: &str, user_id: &str) -> Result<Option<i64>, KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users", user_id, "credentials"]);
-        let resp = self.admin_call(realm, |token| self.http.get(&url).bearer_auth(token))?;
+        let resp = self.admin_call(realm, |http, token| http.get(&url).bearer_auth(token))?;
         let status = resp.status();
         if !status.is_success() {
             let body = self.error_body(resp)?;
@@ -753,6 +788,25 @@ mod tests {
             error_description: desc.into(),
             error_message: String::new(),
         }
+    }
+
+    /// Issue 17 point 4: making a handle loads no trust store; the first request builds the
+    /// client, once, for every clone (here an `https://` URL to a port nobody listens on).
+    #[test]
+    fn the_http_client_is_built_at_the_first_request_and_shared() {
+        let yaml =
+            "keycloak:\n  server_url: https://127.0.0.1:9\n  realm: demo\n  client_id: webapp\n";
+        let config =
+            crate::config::Config::parse(yaml, std::path::Path::new("/x/config.yaml"), &|_| None)
+                .unwrap();
+        let kc = KeycloakClient::new(&config.keycloak).unwrap();
+        let clone = kc.clone();
+        assert!(kc.http.get().is_none(), "built before any request");
+        assert!(kc.probe("demo").is_err(), "nobody listens on port 9");
+        assert!(
+            matches!(clone.http.get(), Some(Ok(_))),
+            "not shared with the clone"
+        );
     }
 
     /// Issue 7 point 6: a realm or id can never change the shape of a request path.

@@ -32,7 +32,7 @@ impl KeycloakClient {
     /// Keycloak is not reached or does not answer as Keycloak.
     pub fn discovery(&self, realm: &str) -> Result<Discovery, KcError> {
         let url = self.endpoint(&["realms", realm, ".well-known", "openid-configuration"]);
-        let resp = self.send(self.http.get(&url))?;
+        let resp = self.send(self.http()?.get(&url))?;
         let status = resp.status();
         if status.is_success() {
             let doc: Discovery = self.json_body(resp)?;
@@ -63,7 +63,7 @@ impl KeycloakClient {
     /// answer is not a JWKS.
     pub fn jwks(&self, realm: &str, discovery: &Discovery) -> Result<String, KcError> {
         let url = self.jwks_url(realm, &discovery.jwks_uri);
-        let resp = self.send(self.http.get(&url))?;
+        let resp = self.send(self.http()?.get(&url))?;
         let status = resp.status();
         if !status.is_success() {
             let body = self.error_body(resp)?;

@@ -37,7 +37,7 @@ impl KeycloakClient {
             "users",
             &user.id,
         ]);
-        let resp = self.admin_call(realm, |token| self.http.get(&url).bearer_auth(token))?;
+        let resp = self.admin_call(realm, |http, token| http.get(&url).bearer_auth(token))?;
         let status = resp.status();
         if !status.is_success() {
             let body = self.error_body(resp)?;
@@ -60,9 +60,8 @@ impl KeycloakClient {
     ) -> Result<Vec<KcUser>, KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users"]);
         let (first, max) = (first.to_string(), max.min(MAX_PAGE).to_string());
-        let resp = self.admin_call(realm, |token| {
-            self.http
-                .get(&url)
+        let resp = self.admin_call(realm, |http, token| {
+            http.get(&url)
                 .query(&[
                     ("first", first.as_str()),
                     ("max", max.as_str()),
@@ -108,8 +107,8 @@ impl KeycloakClient {
                 body[key] = serde_json::Value::String(v.clone());
             }
         }
-        let resp = self.admin_call(realm, |token| {
-            self.http.post(&url).json(&body).bearer_auth(token)
+        let resp = self.admin_call(realm, |http, token| {
+            http.post(&url).json(&body).bearer_auth(token)
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -137,8 +136,8 @@ impl KeycloakClient {
     ) -> Result<(), KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users", user_id]);
         let body = serde_json::json!({ "enabled": enabled });
-        let resp = self.admin_call(realm, |token| {
-            self.http.put(&url).json(&body).bearer_auth(token)
+        let resp = self.admin_call(realm, |http, token| {
+            http.put(&url).json(&body).bearer_auth(token)
         })?;
         self.no_content(resp, "user update")
     }
@@ -146,7 +145,7 @@ impl KeycloakClient {
     /// Deletes the user with this id; one already gone is not an error.
     pub fn delete_user(&self, realm: &str, user_id: &str) -> Result<(), KcError> {
         let url = self.endpoint(&["admin", "realms", realm, "users", user_id]);
-        let resp = self.admin_call(realm, |token| self.http.delete(&url).bearer_auth(token))?;
+        let resp = self.admin_call(realm, |http, token| http.delete(&url).bearer_auth(token))?;
         match self.no_content(resp, "user delete") {
             Err(KcError::Rejected(Rejection::UserNotFound)) => Ok(()),
             other => other,
