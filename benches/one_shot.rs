@@ -8,38 +8,20 @@
 //! `cargo bench --bench one_shot` prints one table; `bench/ratios.sh` adds its rows to the
 //! summary.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/summary.rs"]
 mod summary;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keycloak-resilient");
+use binary::run;
+
 const PW: &str = "Bench-Password-1";
 const ROUNDS: usize = 15;
-
-/// Runs the binary on `config` with `stdin`; how long it took.
-fn run(config: &Path, args: &[&str], stdin: &str) -> Duration {
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{args:?} failed");
-    started.elapsed()
-}
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -10,13 +10,17 @@
 //! `cargo bench --bench outage_logins` prints one table; absolute times vary with the machine's
 //! load, the ratios are the point.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keycloak-resilient");
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::BIN;
+
 const PW: &str = "Bench-Password-1";
 const LOGINS: usize = 30;
 
@@ -51,23 +55,9 @@ fn env(dir: &Path, port: u16, cooldown: u64) -> PathBuf {
     config
 }
 
+/// One run of the binary with the bench's password on stdin.
 fn run(config: &Path, args: &[&str]) -> Duration {
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = writeln!(stdin, "{PW}");
-    }
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{args:?} failed");
-    started.elapsed()
+    binary::run(config, args, &format!("{PW}\n"))
 }
 
 fn logins(config: &Path) -> Vec<Duration> {
