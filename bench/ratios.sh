@@ -2,10 +2,11 @@
 # Every ratio the project is held to against the SQLite reference and the argon2 floor, in
 # one Markdown table from one run (issue 17 point 5): durable enqueue (1 client, 8 clients,
 # batches; into 10 000 and 100 000), the disk a filled queue takes, the drain (batches of 100
-# and 1 000), logins during an outage, and the one-shot path. Each bench interleaves ours and
-# the reference round by round and reports medians; this runs them one after another (release
-# builds, about four minutes on 2 cores) and prints their rows together, then where each
-# bench's own table is kept.
+# and 1 000), logins during an outage, and the one-shot path. Each bench measures ours and
+# its reference side by side in one run (interleaved rounds and medians; the outage bench,
+# p99s of local and outage logins); this runs them one after another (release builds, two to
+# five minutes on 2 cores) and prints their rows together, then where each bench's own table
+# is kept.
 #
 #   bench/ratios.sh            # all of them
 #   bench/ratios.sh drain      # only the benches named

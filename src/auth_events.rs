@@ -11,7 +11,6 @@
 
 use crate::clock::SharedClock;
 use crate::sessions::AuthMode;
-use crate::store::codec::CodecError;
 use crate::store::meta::Counter;
 use crate::store::{self, Store, StoreError};
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -128,13 +127,15 @@ impl AuthEvents {
         for item in self.store.auth_events.range(from..) {
             let (k, bytes) = item?;
             if k.len() == 8 {
-                let minute = ModeCounts::from_minute(&bytes).ok_or(StoreError::Corrupt {
-                    tree: TREE,
-                    cause: CodecError::Decode(format!(
-                        "a minute's counts are {MINUTE_LEN} bytes, found {}",
+                // As in `record`: a damaged minute is statistics lost, not a failed `status`;
+                // the next login in that minute starts it again.
+                let Some(minute) = ModeCounts::from_minute(&bytes) else {
+                    log::warn!(
+                        "{TREE}: a minute's counts are {MINUTE_LEN} bytes, found {}; not counted",
                         bytes.len()
-                    )),
-                })?;
+                    );
+                    continue;
+                };
                 for mode in AuthMode::ALL {
                     counts.add(mode, minute.get(mode));
                 }
@@ -173,6 +174,32 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use chrono::TimeZone;
+
+    /// A minute record of the wrong length (damage, or a build with other modes) is left out
+    /// of the counts, so `status` still answers, and the next login in it starts it again.
+    #[test]
+    fn a_damaged_minute_is_not_counted_and_starts_again() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let clock = ManualClock::new(at);
+        let store = Arc::new(Store::temporary().unwrap());
+        let e = AuthEvents::new(store.clone(), Arc::new(clock.clone()));
+        e.record(AuthMode::Local).unwrap();
+        clock.advance(Duration::minutes(2));
+        store
+            .auth_events
+            .insert(minute_key(at + Duration::minutes(2)), &[1u8, 2, 3][..])
+            .unwrap();
+        assert_eq!(e.since(Duration::hours(1)).unwrap().local, 1);
+        e.record(AuthMode::Keycloak).unwrap();
+        assert_eq!(
+            e.since(Duration::hours(1)).unwrap(),
+            ModeCounts {
+                keycloak: 1,
+                cached: 0,
+                local: 1
+            }
+        );
+    }
 
     #[test]
     fn counts_by_window_and_keeps_lifetime_totals() {

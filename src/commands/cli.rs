@@ -173,7 +173,7 @@ pub enum Command {
     /// per line on stdin, each with queue-sync's arguments as keys ({"user": "alice",
     /// "package": "web", "type": "password_change", "data": {"new_password": "..."},
     /// "priority": 5}; priority optional). At most 1000 changes and 960 KiB. Every change is
-    /// checked before any is written: one refused (named by its line) writes none. Prints the
+    /// checked before any is written: one refused (its line, or "change N of M") writes none. Prints the
     /// SyncIds in order, one per line.
     QueueSyncMany,
     /// List the sync queue, one page at a time (no secrets): pending items in queue order,

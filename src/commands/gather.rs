@@ -223,10 +223,20 @@ fn parse_changes(text: &str) -> Result<Vec<super::protocol::Change>, InputError>
                 return Err(at("empty (one change per line, no blank lines)".into()));
             }
             let value = crate::sync_queue::parse_strict_json(line.as_bytes())
-                .map_err(|e| at(format!("not valid JSON ({e})")))?;
+                .map_err(|e| at(format!("not valid JSON ({})", at_column(&e))))?;
             serde_json::from_value(value).map_err(|e| at(super::protocol::without_values(&e)))
         })
         .collect()
+}
+
+/// serde_json's message with its position as a column only: the line is the input's, named
+/// by the caller, and serde's own "line 1" of a one-line document would only confuse.
+fn at_column(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((what, _)) => format!("{what} at column {}", e.column()),
+        None => text,
+    }
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, InputError> {
@@ -261,6 +271,7 @@ mod tests {
             let err = err.to_string();
             assert!(err.contains(says), "{text}: {err}");
             assert!(!err.contains("Secret"), "never a value: {err}");
+            assert_eq!(err.matches(" line ").count(), 1, "one line number: {err}");
         }
     }
 }

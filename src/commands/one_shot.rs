@@ -3,8 +3,8 @@
 //!
 //! - `login` and `reconcile` let go of the database for their calls: planned with it open,
 //!   the call made with it closed, the outcome recorded with it open again.
-//! - The commands that only read (`status`, `queue`, `user list`, …) answer in milliseconds
-//!   and never ask Keycloak: they just run.
+//! - The commands that only read (`queue`, `user list`, …, and `status` or `metrics` when
+//!   Keycloak's availability is known without a probe) answer in milliseconds: they just run.
 //! - Every other command keeps the database for as long as it runs (a sync cycle's items,
 //!   `passwd`'s send, a managed user's change are written around each call) and *serves* the
 //!   control socket meanwhile, as `start` does: a command that finds the database held sends
@@ -47,24 +47,27 @@ pub(super) fn run(
     match request {
         Request::Login { .. } => login(request, auth, source, lock_timeout, json, io),
         Request::Reconcile {} => super::reconcile::reconcile_one_shot(auth, lock_timeout, json, io),
-        request if reads_only(&request) => execute(request, &auth, json, io),
+        request if reads_only(&request, &auth) => execute(request, &auth, json, io),
         request => serving(auth, |auth| execute(request, auth, json, io)),
     }
 }
 
-/// True for the commands that read what is stored and answer at once, never asking Keycloak:
-/// they hold the database for milliseconds, so serving the socket meanwhile would only make
-/// them slower (a socket bound, workers started and stopped: a third of a cold `status`).
-fn reads_only(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Status {}
-            | Request::Queue { .. }
-            | Request::QueueShow { .. }
-            | Request::UserList {}
-            | Request::SessionShow { .. }
-            | Request::Metrics { .. }
-    )
+/// True for the commands that read what is stored and answer at once: they hold the
+/// database for milliseconds, so serving the socket meanwhile would only make them slower (a
+/// socket bound, workers started and stopped: a third of a cold `status`). `status` and
+/// `metrics` show whether Keycloak is available, which may take a probe: they count only
+/// when the breaker and the last probe already tell, without asking.
+fn reads_only(request: &Request, auth: &Auth) -> bool {
+    match request {
+        Request::Queue { .. }
+        | Request::QueueShow { .. }
+        | Request::UserList {}
+        | Request::SessionShow { .. } => true,
+        Request::Status {} | Request::Metrics { .. } => {
+            auth.client().keycloak().known_availability().is_some()
+        }
+        _ => false,
+    }
 }
 
 /// Runs `work` while serving the control socket from the same engine (see the module).

@@ -458,7 +458,7 @@ impl GuardedKeycloak {
     /// What the breaker and the health record say, without I/O: `Some(false)` when a call must
     /// not be tried (circuit open and cooling down, or a fresh misconfiguration), `Some(true)`
     /// after a fresh success, `None` when only asking Keycloak tells.
-    fn known_availability(&self) -> Option<bool> {
+    pub fn known_availability(&self) -> Option<bool> {
         let now = self.clock.now();
         let (would_permit, closed) = {
             let b = self.breaker();

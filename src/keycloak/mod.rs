@@ -217,8 +217,11 @@ enum Roots {
     None,
     /// The system's trust store.
     System,
-    /// The system's, and those of `keycloak.tls.ca_file`.
-    SystemAnd(Vec<reqwest::Certificate>),
+    /// The system's, and those of `keycloak.tls.ca_file` (`file`, for messages).
+    SystemAnd {
+        certs: Vec<reqwest::Certificate>,
+        file: std::path::PathBuf,
+    },
 }
 
 impl std::fmt::Debug for KeycloakClient {
@@ -243,7 +246,10 @@ impl KeycloakClient {
             let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
                 KcError::Misconfigured(format!("keycloak.tls.ca_file {}: {e}", ca.path.display()))
             })?;
-            Roots::SystemAnd(certs)
+            Roots::SystemAnd {
+                certs,
+                file: ca.path.clone(),
+            }
         } else {
             Roots::System
         };
@@ -279,8 +285,6 @@ impl KeycloakClient {
         Ok(left)
     }
 
-    /// Sends a request bounded by what is left of the budget: reqwest's per-request timeout
-    /// runs from connecting to the end of the body.
     /// The HTTP client (rustls, JSON, the configured timeouts), built on first use and shared
     /// by every clone of this handle. Loading the system's trust store reads every CA file on
     /// the machine: a one-shot command pays it only when it does call Keycloak, and an
@@ -300,15 +304,22 @@ impl KeycloakClient {
             builder = match &*self.roots {
                 Roots::None => builder.tls_certs_only(Vec::<reqwest::Certificate>::new()),
                 Roots::System => builder,
-                Roots::SystemAnd(certs) => builder.tls_certs_merge(certs.iter().cloned()),
+                Roots::SystemAnd { certs, .. } => builder.tls_certs_merge(certs.iter().cloned()),
             };
-            builder.build().map_err(|e| format!("HTTP client: {e}"))
+            builder.build().map_err(|e| match &*self.roots {
+                Roots::SystemAnd { file, .. } => {
+                    format!("keycloak.tls.ca_file {}: {e}", file.display())
+                }
+                _ => format!("HTTP client: {e}"),
+            })
         });
         built
             .as_ref()
             .map_err(|e| KcError::Misconfigured(e.clone()))
     }
 
+    /// Sends a request bounded by what is left of the budget: reqwest's per-request timeout
+    /// runs from connecting to the end of the body.
     fn send(&self, request: RequestBuilder) -> Result<Response, KcError> {
         let left = self.remaining()?;
         let resp = request.timeout(left).send().map_err(transport)?;

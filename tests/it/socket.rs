@@ -644,12 +644,11 @@ fn a_sigkilled_service_leaves_no_command_hanging() {
             _ => panic!("unexpected: {out:#?}"),
         }
     }
-    // The stale socket answers nobody; the database is free: commands run directly. One that
-    // only reads serves nobody meanwhile and leaves the file; one that may take longer
-    // replaces the socket while it runs (serving the others), then removes it.
+    // The stale socket answers nobody; the database is free: commands run directly, and one
+    // that may take a while (not a read of a few milliseconds) replaces the socket while it
+    // runs (serving the others), then removes it.
     let out = kr(&env, &["status"], "").expect(0);
     assert!(out.stdout.contains("Mode:"), "{out:?}");
-    assert!(socket_path(&env).exists(), "status served nobody");
     let out = kr(&env, &["sync-now"], "").expect(0);
     assert!(
         out.stderr.contains("replaced the control socket"),

@@ -157,11 +157,11 @@ def test_queue_sync_queue_and_sync_now(client: Client, keycloak: FakeKeycloak) -
 def test_queue_sync_many_queues_a_batch_or_nothing(client: Client, keycloak: FakeKeycloak) -> None:
     change = {"user": "bob", "package": PACKAGE, "type": "password_change", "data": {"new_password": NEW_PW}}
     with pytest.raises(BadRequest) as bad:
-        client.queue_sync_many([{"user": "alice", "package": PACKAGE, "type": "user_disable", "data": {}}, {**change, "type": "nope"}])
+        client.queue_sync_many(changes=[{"user": "alice", "package": PACKAGE, "type": "user_disable", "data": {}}, {**change, "type": "nope"}])
     assert bad.value.exit_code == 2 and "change 2 of 2" in str(bad.value)
     assert client.queue().counts["pending"] == 0, "a refused batch queues none of its changes"
     alice = {"user": "alice", "package": PACKAGE, "type": "password_change", "data": {"password": "Alice-Next-1"}, "priority": 1}
-    ids = client.queue_sync_many([change, alice])
+    ids = client.queue_sync_many(changes=[change, alice])
     assert len(set(ids)) == 2
     page = client.queue()
     assert [(i.sync_id, i.user, i.priority) for i in page.items] == [(ids[1], "alice", 1), (ids[0], "bob", 5)]

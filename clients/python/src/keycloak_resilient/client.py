@@ -298,7 +298,7 @@ class Client:
         result = self.call("queue-sync", user=user, package=package, type=sync_type, data=data, priority=priority)
         return str(result["sync_id"])
 
-    def queue_sync_many(self, changes: Sequence[Mapping[str, Any]]) -> List[str]:
+    def queue_sync_many(self, *, changes: Sequence[Mapping[str, Any]]) -> List[str]:
         """``queue-sync-many``: queues up to 1000 changes with one flush, far faster than as
         many ``queue_sync`` calls. Each change is a dict of the request's keys: ``user``,
         ``package``, ``type``, ``data`` and optionally ``priority``. Every change is checked
