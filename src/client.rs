@@ -648,11 +648,7 @@ impl ResilientClient {
     pub fn queue_sync_many(&self, changes: &[QueuedChange]) -> Result<Vec<Uuid>, QueueError> {
         let mut checked = Vec::with_capacity(changes.len());
         for (index, c) in changes.iter().enumerate() {
-            let in_change = |e| QueueError::InChange {
-                index,
-                total: changes.len(),
-                source: Box::new(e),
-            };
+            let in_change = |e| QueueError::in_change(index, changes.len(), e);
             let account = queued_account(&c.username, &c.package).map_err(in_change)?;
             let data = self
                 .checked_change(&account, &c.sync_type, &c.sync_data)

@@ -23,11 +23,7 @@ impl SyncQueue {
     ) -> Result<Vec<Uuid>, QueueError> {
         let total = changes.len();
         for (index, (_, _, priority)) in changes.iter().enumerate() {
-            check_priority(*priority).map_err(|e| QueueError::InChange {
-                index,
-                total,
-                source: Box::new(e),
-            })?;
+            check_priority(*priority).map_err(|e| QueueError::in_change(index, total, e))?;
         }
         let mut ids = Vec::with_capacity(changes.len());
         for (account, data, priority) in changes {

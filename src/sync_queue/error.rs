@@ -52,6 +52,17 @@ pub enum QueueError {
     Store(#[from] StoreError),
 }
 
+impl QueueError {
+    /// `e`, as the refusal of the change at `index` of a batch of `total`.
+    pub fn in_change(index: usize, total: usize, e: QueueError) -> QueueError {
+        QueueError::InChange {
+            index,
+            total,
+            source: Box::new(e),
+        }
+    }
+}
+
 impl From<sled::Error> for QueueError {
     fn from(e: sled::Error) -> Self {
         QueueError::Store(StoreError::from(e))
