@@ -9,7 +9,7 @@
 //! summary.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,21 +45,24 @@ fn fresh_verify(hash: &str) -> Duration {
     started.elapsed()
 }
 
-fn main() {
-    if let Ok(hash) = std::env::var(VERIFY_ONLY) {
-        std::process::exit(if keycloak_resilient::password::verify(PW, &hash) {
-            0
-        } else {
-            1
-        });
-    }
+/// A one-shot local login of the bench's user.
+fn login(config: &Path) -> Duration {
+    run(
+        config,
+        &["login", "--user", "u", "--package", "p"],
+        &format!("{PW}\n"),
+    )
+}
+
+/// A database in `dir` holding a user and 1 000 queued changes, its Keycloak refusing
+/// connections and the circuit open for the day; its config file.
+fn prepared(dir: &Path) -> PathBuf {
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.yaml");
+    let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!("keycloak:\n  server_url: http://127.0.0.1:{port}\n  realm: r\n  client_id: webapp\n  resilience:\n    failure_threshold: 1\n    cooldown_seconds: 86400\nstorage:\n  path: ./data\n"),
@@ -79,14 +82,20 @@ fn main() {
         .collect();
     run(&config, &["queue-sync-many"], &changes);
     // The first login opens the circuit: every later one is local auth alone.
-    let login = |c: &Path| {
-        run(
-            c,
-            &["login", "--user", "u", "--package", "p"],
-            &format!("{PW}\n"),
-        )
-    };
     login(&config);
+    config
+}
+
+fn main() {
+    if let Ok(hash) = std::env::var(VERIFY_ONLY) {
+        std::process::exit(if keycloak_resilient::password::verify(PW, &hash) {
+            0
+        } else {
+            1
+        });
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepared(dir.path());
     let hash = keycloak_resilient::password::hash(PW).expect("hash");
 
     let (mut status, mut logins, mut verifies, mut fresh) =
@@ -99,13 +108,17 @@ fn main() {
         assert!(keycloak_resilient::password::verify(PW, &hash));
         verifies.push(started.elapsed());
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (status, login, verify, fresh) = (
+    report(
         median(status),
         median(logins),
         median(verifies),
         median(fresh),
     );
+}
+
+/// Prints the table and adds the rows of `bench/ratios.sh`.
+fn report(status: Duration, login: Duration, verify: Duration, fresh: Duration) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("| what | median |");
     println!("|---|---|");
     println!(
