@@ -268,7 +268,12 @@ impl Drop for Lent {
                 state.warming = false;
             }
             drop(state);
-            self.pool.returned.notify_all();
+            if self.warming {
+                // Those waiting for the warm-up may now make buffers of their own too.
+                self.pool.returned.notify_all();
+            } else {
+                self.pool.returned.notify_one();
+            }
         }
     }
 }

@@ -173,8 +173,8 @@ pub enum Command {
     /// per line on stdin, each with queue-sync's arguments as keys ({"user": "alice",
     /// "package": "web", "type": "password_change", "data": {"new_password": "..."},
     /// "priority": 5}; priority optional). At most 1000 changes and 960 KiB. Every change is
-    /// checked before any is written: one refused (its line, or "change N of M") writes none. Prints the
-    /// SyncIds in order, one per line.
+    /// checked before any is written: one refused (its line, or "change N of M") writes none.
+    /// Prints the SyncIds in order, one per line.
     QueueSyncMany,
     /// List the sync queue, one page at a time (no secrets): pending items in queue order,
     /// then backing-off, in-flight and finished ones. Prints the counts per status and, when
